@@ -1,0 +1,38 @@
+"""Dagster code location `nightscout`: Nightscout CGM glucose, from API to marts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import AssetSelection, Definitions, define_asset_job, definitions
+
+from locations.nightscout.assets import build_ingestion_asset
+from phlo_core.dbt import build_dbt_assets
+from phlo_core.partitions import daily_partitions
+from phlo_core.settings import get_settings
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "nightscout"
+
+
+def build_definitions() -> Definitions:
+    settings = get_settings()
+    ingestion = build_ingestion_asset(settings)
+    models, dbt_resource = build_dbt_assets(
+        DBT_PROJECT_DIR,
+        settings,
+        group_name="nightscout",
+        extra_vars={"reading_interval_minutes": settings.nightscout_reading_interval_minutes},
+    )
+    daily_job = define_asset_job(
+        "nightscout_daily",
+        selection=AssetSelection.groups("nightscout"),
+        partitions_def=daily_partitions(settings),
+        description="Ingest a day of Nightscout entries and build every glucose model on it.",
+    )
+    return Definitions(assets=[ingestion, models], jobs=[daily_job], resources={"dbt": dbt_resource})
+
+
+@definitions
+def defs() -> Definitions:
+    """Loaded lazily, so that importing the module builds nothing (settings may change first)."""
+    return build_definitions()

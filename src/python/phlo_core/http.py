@@ -1,0 +1,145 @@
+"""HTTP for ingestion: one client with timeouts and retries with backoff.
+
+Retried: connection errors, timeouts, 429 and 5xx. Anything else (401, 404, ...) fails at once,
+because asking again will not help. Errors name the URL without its query string, so tokens
+passed as query parameters never reach a log or an error message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class SourceError(RuntimeError):
+    """A source answered in a way that retrying will not fix, or never answered after retries."""
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 30.0
+
+
+def _public_url(request: httpx.Request) -> str:
+    return str(request.url.copy_with(query=None))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _RetryableStatus):
+        return f"HTTP {exc.response.status_code}"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.TransportError):
+        return f"connection failed ({type(exc).__name__})"
+    return type(exc).__name__
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return min(float(value), 60.0) if value else None
+    except ValueError:
+        return None
+
+
+class RetryingClient:
+    """GET JSON with retries. `name` labels errors ('Nightscout', 'Open-Meteo')."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout_seconds: float = 30.0,
+        policy: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.name = name
+        self.policy = policy or RetryPolicy()
+        self.attempts_made = 0
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers=dict(headers or {}),
+            timeout=timeout_seconds,
+            transport=transport,
+            follow_redirects=True,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> RetryingClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _RetryableStatus):
+            hinted = _retry_after(exc.response)
+            if hinted is not None:
+                return hinted
+        backoff = wait_exponential_jitter(
+            initial=self.policy.backoff_seconds,
+            max=self.policy.max_backoff_seconds,
+            jitter=self.policy.backoff_seconds / 2,
+        )
+        return backoff(state)
+
+    def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        def attempt() -> httpx.Response:
+            self.attempts_made += 1
+            response = self._client.get(path, params=params)
+            if response.status_code in RETRY_STATUSES:
+                raise _RetryableStatus(response)
+            return response
+
+        retrying = Retrying(
+            retry=retry_if_exception(
+                lambda e: isinstance(e, _RetryableStatus | httpx.TransportError)
+            ),
+            stop=stop_after_attempt(self.policy.max_attempts),
+            wait=self._wait,
+            reraise=True,
+        )
+        url = f"{self._client.base_url}{path.lstrip('/')}"
+        try:
+            response = retrying(attempt)
+        except (_RetryableStatus, httpx.TransportError) as exc:
+            raise SourceError(
+                f"{self.name} unavailable: GET {url} {_describe(exc)} "
+                f"after {self.policy.max_attempts} attempts"
+            ) from None
+        if response.status_code in (401, 403):
+            raise SourceError(
+                f"{self.name} rejected the credentials: GET {url} returned HTTP "
+                f"{response.status_code}"
+            )
+        if response.is_error:
+            raise SourceError(f"{self.name} error: GET {url} returned HTTP {response.status_code}")
+        try:
+            return response.json()
+        except ValueError:
+            raise SourceError(f"{self.name} answered GET {url} with something that is not JSON") from None

@@ -1,0 +1,205 @@
+"""The one place that opens DuckDB with the DuckLake catalog `lake` attached.
+
+Extensions come from the `duckdb-extension-*` wheels and are installed offline into a folder
+under PHLO_HOME, so nothing is downloaded at run time and tests stay hermetic. Writes that replace
+a partition run as one DuckLake transaction (one snapshot) and are retried as a whole on commit
+conflicts: with a SQLite catalog a few percent of concurrent commits fail with `database is
+locked`, and two writers to the same table can conflict on any catalog.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from phlo_core.settings import PhloSettings, get_settings
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+CATALOG = "lake"
+LAYERS = ("raw", "bronze", "silver", "gold", "marts")
+DUCKDB_VERSION = "v1.5.5"
+# extension name -> python package of the wheel that ships it
+EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner"}
+_RETRYABLE_MARKERS = ("database is locked", "transaction conflict", "conflict", "busy")
+_install_lock = threading.Lock()
+
+
+class LakehouseError(RuntimeError):
+    """The lakehouse could not be opened or written."""
+
+
+def extension_file(name: str) -> Path:
+    package = importlib.import_module(EXTENSIONS[name])
+    assert package.__file__ is not None
+    return Path(package.__file__).parent / "extensions" / DUCKDB_VERSION / f"{name}.duckdb_extension"
+
+
+def _installed_path(settings: PhloSettings, name: str) -> Path:
+    return settings.extension_directory / DUCKDB_VERSION / "linux_amd64" / f"{name}.duckdb_extension"
+
+
+def _install_extensions(con: duckdb.DuckDBPyConnection, settings: PhloSettings) -> None:
+    with _install_lock:
+        for name in EXTENSIONS:
+            if not any(settings.extension_directory.glob(f"{DUCKDB_VERSION}/*/{name}.duckdb_extension")):
+                con.execute(f"install '{extension_file(name)}'")
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def attach_sql(settings: PhloSettings) -> str:
+    return (
+        f"attach if not exists {_sql_literal('ducklake:' + settings.lake_catalog)} as {CATALOG} "
+        f"(data_path {_sql_literal(settings.lake_data_path)})"
+    )
+
+
+def _prepare_local_folders(settings: PhloSettings) -> None:
+    settings.extension_directory.mkdir(parents=True, exist_ok=True)
+    if settings.lake_catalog.startswith("sqlite:"):
+        Path(settings.lake_catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
+    if "://" not in settings.lake_data_path:
+        Path(settings.lake_data_path).mkdir(parents=True, exist_ok=True)
+
+
+def connect(settings: PhloSettings | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with `lake` attached, its layer schemas present, in use."""
+    import duckdb
+
+    settings = settings or get_settings()
+    _prepare_local_folders(settings)
+    con = duckdb.connect(
+        config={
+            "extension_directory": str(settings.extension_directory),
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": True,
+        }
+    )
+    try:
+        con.execute("set TimeZone = 'UTC'")
+        _install_extensions(con, settings)
+        _retrying(lambda: con.execute(attach_sql(settings)))
+        for layer in LAYERS:
+            _retrying(lambda layer=layer: con.execute(f"create schema if not exists {CATALOG}.{layer}"))
+        con.execute(f"use {CATALOG}")
+    except Exception as exc:
+        con.close()
+        raise LakehouseError(f"cannot open the lakehouse catalog: {_first_line(exc)}") from exc
+    return con
+
+
+@contextmanager
+def lakehouse(settings: PhloSettings | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(settings)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def is_retryable(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(marker in text for marker in _RETRYABLE_MARKERS)
+
+
+def _retrying(action: Any, attempts: int = 10) -> Any:
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+    for attempt in Retrying(
+        retry=retry_if_exception(is_retryable),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=0.05, max=1.0),
+        reraise=True,
+    ):
+        with attempt:
+            return action()
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class PartitionWrite:
+    """Replace the rows of `table` whose `partition_column` lies in [start, end) with `rows`.
+
+    `columns` is the table's contract (name -> DuckDB type), applied when the table is created
+    and used to select from `rows`, so an empty day still has a typed table.
+    """
+
+    table: str
+    columns: Mapping[str, str]
+    partition_column: str
+    start: dt.date
+    end: dt.date
+    rows: pa.Table
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def replace_partitions(
+    writes: Sequence[PartitionWrite], settings: PhloSettings | None = None
+) -> dict[str, int]:
+    """Apply every write in ONE transaction (one DuckLake snapshot), retried whole on conflicts.
+
+    Either all tables get their new rows for the window or none changes.
+    Returns rows written per table.
+    """
+    settings = settings or get_settings()
+    with lakehouse(settings) as con:
+
+        def transaction() -> dict[str, int]:
+            written: dict[str, int] = {}
+            con.execute("begin transaction")
+            try:
+                for i, write in enumerate(writes):
+                    target = f"{CATALOG}.{write.table}"
+                    ddl = ", ".join(f"{name} {kind}" for name, kind in write.columns.items())
+                    con.execute(f"create table if not exists {target} ({ddl})")
+                    con.execute(
+                        f"delete from {target} where {write.partition_column} >= ? "
+                        f"and {write.partition_column} < ?",
+                        [write.start, write.end],
+                    )
+                    view = f"_phlo_rows_{i}"
+                    con.register(view, write.rows)
+                    casts = ", ".join(
+                        f"cast({name} as {kind}) as {name}" for name, kind in write.columns.items()
+                    )
+                    names = ", ".join(write.columns)
+                    con.execute(f"insert into {target} ({names}) select {casts} from {view}")
+                    con.unregister(view)
+                    written[write.table] = write.rows.num_rows
+                con.execute("commit")
+            except BaseException:
+                con.execute("rollback")
+                raise
+            return written
+
+        return _retrying(transaction)
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+def query(sql: str, settings: PhloSettings | None = None) -> QueryResult:
+    """Run one SQL statement against the lakehouse (schemas resolve inside `lake`)."""
+    with lakehouse(settings) as con:
+        relation = con.sql(sql)
+        if relation is None:
+            return QueryResult(columns=[], rows=[])
+        return QueryResult(columns=list(relation.columns), rows=relation.fetchall())

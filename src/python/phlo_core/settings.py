@@ -1,0 +1,135 @@
+"""Phlo's configuration: one pydantic-settings object read from the environment and `.env`.
+
+No other module reads `os.environ` for settings; everything that needs a path, a timezone or a
+credential asks `get_settings()`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the variable and says what is valid."""
+
+
+class PhloSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    phlo_home: Path = Field(default=Path(".phlo"), description="Everything local lives here.")
+    phlo_timezone: str = Field(default="UTC", description="IANA zone; a partition is a local day.")
+    phlo_partition_start: dt.date = Field(default=dt.date(2024, 1, 1))
+    phlo_lake_catalog: str | None = Field(
+        default=None,
+        description="DuckLake catalog: 'sqlite:PATH' (default under PHLO_HOME) or 'postgres:DSN'.",
+    )
+    phlo_lake_data_path: str | None = Field(
+        default=None, description="Folder or s3:// URL for the lake's Parquet files."
+    )
+    dagster_home: Path | None = None
+    phlo_workspace: Path | None = Field(
+        default=None, description="Dagster workspace file listing the code locations."
+    )
+
+    nightscout_url: Annotated[str | None, NoDecode] = None
+    nightscout_api_secret: SecretStr | None = None
+    nightscout_token: SecretStr | None = None
+    nightscout_reading_interval_minutes: int = Field(default=5, ge=1, le=60)
+    nightscout_page_size: int = Field(default=1000, ge=1, le=100_000)
+    nightscout_max_rejected_pct: float = Field(default=5.0, ge=0, le=100)
+
+    http_timeout_seconds: float = Field(default=30.0, gt=0)
+    http_max_attempts: int = Field(default=5, ge=1, le=20)
+    http_backoff_seconds: float = Field(default=1.0, ge=0)
+
+    @field_validator("phlo_timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'Europe/Oslo')") from exc
+        return value
+
+    @field_validator("nightscout_url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() == "":
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL (e.g. 'https://my-site.example')")
+        return value.strip().rstrip("/")
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.phlo_timezone)
+
+    @property
+    def home(self) -> Path:
+        return self.phlo_home.expanduser().resolve()
+
+    @property
+    def resolved_dagster_home(self) -> Path:
+        if self.dagster_home is not None:
+            return self.dagster_home.expanduser().resolve()
+        return self.home / "dagster"
+
+    @property
+    def lake_catalog(self) -> str:
+        return self.phlo_lake_catalog or f"sqlite:{self.home / 'lake' / 'catalog.sqlite'}"
+
+    @property
+    def lake_data_path(self) -> str:
+        path = self.phlo_lake_data_path or str(self.home / "lake" / "data")
+        return path if path.endswith("/") else path + "/"
+
+    @property
+    def extension_directory(self) -> Path:
+        return self.home / "duckdb_extensions"
+
+    @property
+    def dbt_dir(self) -> Path:
+        return self.home / "dbt"
+
+
+def load_settings(**overrides: object) -> PhloSettings:
+    """Build settings, turning pydantic's multi-line report into one line naming the variable."""
+    try:
+        return PhloSettings(**overrides)  # pyright: ignore[reportArgumentType]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            variable = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{variable}: {message}")
+        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+
+
+_active: PhloSettings | None = None
+
+
+def get_settings() -> PhloSettings:
+    """The process's settings: from the environment on first use, or what `use_settings` set."""
+    global _active
+    if _active is None:
+        _active = load_settings()
+    return _active
+
+
+def use_settings(settings: PhloSettings | None) -> None:
+    """Make `settings` the process's settings (None: read the environment again on next use)."""
+    global _active
+    _active = settings

@@ -1,0 +1,73 @@
+"""Code locations, found through the Dagster workspace file rather than imported by name."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from phlo_core.settings import PhloSettings
+
+if TYPE_CHECKING:
+    from dagster import Definitions
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_WORKSPACE = REPO_ROOT / "infra" / "dagster" / "workspace.yaml"
+
+
+class WorkspaceError(RuntimeError):
+    """The workspace file is missing or malformed, or a location fails to load."""
+
+
+@dataclass(frozen=True)
+class LocationRef:
+    name: str
+    module: str
+
+    @property
+    def package(self) -> str:
+        """The location's package (`locations.nightscout` for `locations.nightscout.definitions`)."""
+        return self.module.rsplit(".", 1)[0]
+
+
+def workspace_file(settings: PhloSettings) -> Path:
+    return settings.phlo_workspace.expanduser().resolve() if settings.phlo_workspace else DEFAULT_WORKSPACE
+
+
+def location_refs(settings: PhloSettings) -> list[LocationRef]:
+    path = workspace_file(settings)
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise WorkspaceError(f"cannot read workspace file {path}: {exc.strerror}") from None
+    refs = []
+    for entry in document.get("load_from", []):
+        spec = entry.get("python_module") if isinstance(entry, dict) else None
+        if isinstance(spec, str):
+            refs.append(LocationRef(spec.rsplit(".", 2)[-2], spec))
+        elif isinstance(spec, dict) and "module_name" in spec:
+            module = spec["module_name"]
+            refs.append(LocationRef(spec.get("location_name") or module, module))
+    if not refs:
+        raise WorkspaceError(f"workspace file {path} lists no python_module code locations")
+    return refs
+
+
+def load_definitions(ref: LocationRef) -> Definitions:
+    from dagster import Definitions
+
+    try:
+        module = importlib.import_module(ref.module)
+    except Exception as exc:
+        raise WorkspaceError(f"code location {ref.name} failed to load: {exc}") from exc
+    build = getattr(module, "build_definitions", None)
+    if callable(build):
+        # Built afresh with the current settings (the module-level `defs` is built once).
+        return build()
+    found = [value for value in vars(module).values() if isinstance(value, Definitions)]
+    if len(found) != 1:
+        raise WorkspaceError(f"{ref.module} must define build_definitions() or one Definitions")
+    return found[0]
