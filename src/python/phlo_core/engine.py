@@ -7,10 +7,14 @@ of days is ONE run (Dagster's partition-range tags): every asset is built once f
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phlo_core.calendar import DayRange, check_within, today
@@ -19,6 +23,7 @@ from phlo_core.workspace import REPO_ROOT, LocationRef, load_definitions, locati
 
 if TYPE_CHECKING:
     from dagster import AssetKey, DagsterInstance, Definitions
+    from dagster._core.execution.plan.objects import StepFailureData
 
 
 class SelectionError(ValueError):
@@ -40,8 +45,24 @@ class RunOutcome:
     assets: list[str]
     days: DayRange
     seconds: float
+    log_path: Path | None = None
     errors: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
+
+
+def _failure_message(failure: StepFailureData) -> str:
+    """The root cause's first line, without Dagster's wrapping and module paths."""
+    user = failure.user_failure_data
+    if user is not None and user.description:
+        return user.description.strip().splitlines()[0]
+    error = failure.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    if error is None:
+        return "step failed"
+    lines = error.message.strip().splitlines() or [error.cls_name or "error"]
+    kind, _, text = lines[0].partition(": ")
+    return text if text and "." in kind and " " not in kind else lines[0]
 
 
 def partition_bounds(settings: PhloSettings) -> tuple[DayRange, str]:
@@ -51,6 +72,11 @@ def partition_bounds(settings: PhloSettings) -> tuple[DayRange, str]:
 
 def validate_days(days: DayRange, settings: PhloSettings) -> None:
     check_within(days, settings.phlo_partition_start, today(settings.timezone))
+
+
+def run_log_path(instance: DagsterInstance, run_id: str) -> Path:
+    """Where a run's stdout (dbt's console output, for one) is kept."""
+    return Path(instance.root_directory) / "phlo_run_logs" / f"{run_id}.log"
 
 
 def instance_for(settings: PhloSettings) -> DagsterInstance:
@@ -110,12 +136,62 @@ def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]
     return [plan for plan in plans if plan.keys]
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Something that happened in a run: a step started or failed, an asset materialized."""
+
+    kind: str  # step_start | materialized | step_failure | check_failed
+    subject: str
+    partition: str | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class _RunWatcher(threading.Thread):
+    """Polls the run's event log while the run executes in the main thread."""
+
+    def __init__(self, instance: DagsterInstance, run_id: str, callback: ProgressCallback) -> None:
+        super().__init__(daemon=True)
+        self.instance, self.run_id, self.callback = instance, run_id, callback
+        self.finished = threading.Event()
+        self.cursor: str | None = None
+
+    def poll(self) -> None:
+        try:
+            connection = self.instance.get_records_for_run(self.run_id, cursor=self.cursor)
+        except Exception:  # the run may not be stored yet
+            return
+        self.cursor = connection.cursor
+        for record in connection.records:
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            kind = event.event_type_value
+            if kind == "STEP_START":
+                self.callback(Progress("step_start", event.step_key or "?"))
+            elif kind == "ASSET_MATERIALIZATION" and event.asset_key is not None:
+                self.callback(
+                    Progress("materialized", event.asset_key.to_user_string(), event.partition)
+                )
+            elif kind == "STEP_FAILURE":
+                self.callback(Progress("step_failure", event.step_key or "?"))
+
+    def run(self) -> None:
+        while not self.finished.wait(0.3):
+            self.poll()
+        self.poll()
+
+
 def materialize(
     selection: str,
     days: DayRange,
     settings: PhloSettings,
     *,
     on_start: Callable[[str, list[str]], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    log_level: str = "WARNING",
+    echo_output: bool = False,
 ) -> list[RunOutcome]:
     """Materialize the selection for the days, one in-process run per code location."""
     validate_days(days, settings)
@@ -126,11 +202,19 @@ def materialize(
         names = sorted(k.to_user_string() for k in plan.keys)
         if on_start:
             on_start(plan.location.name, names)
-        outcomes.append(_run(plan, names, days, instance))
+        outcomes.append(_run(plan, names, days, instance, on_progress, log_level, echo_output))
     return outcomes
 
 
-def _run(plan: LocationPlan, names: list[str], days: DayRange, instance: DagsterInstance) -> RunOutcome:
+def _run(
+    plan: LocationPlan,
+    names: list[str],
+    days: DayRange,
+    instance: DagsterInstance,
+    on_progress: ProgressCallback | None,
+    log_level: str,
+    echo_output: bool,
+) -> RunOutcome:
     job = plan.definitions.resolve_implicit_global_asset_job_def()
     last = days.end.fromordinal(days.end.toordinal() - 1)
     tags = {"phlo/selection": ",".join(names), "phlo/location": plan.location.name}
@@ -141,28 +225,40 @@ def _run(plan: LocationPlan, names: list[str], days: DayRange, instance: Dagster
         tags["dagster/asset_partition_range_start"] = days.start.isoformat()
         tags["dagster/asset_partition_range_end"] = last.isoformat()
     started = time.perf_counter()
-    result = job.execute_in_process(
-        instance=instance,
-        partition_key=partition_key,
-        asset_selection=plan.keys,
-        tags=tags,
-        raise_on_error=False,
-    )
+    run_id = str(uuid.uuid4())
+    watcher = _RunWatcher(instance, run_id, on_progress) if on_progress else None
+    if watcher:
+        watcher.start()
+    log_path = run_log_path(instance, run_id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Tools inside the run (dbt) write to stdout; keep it in the run's log file, not the terminal.
+    with contextlib.ExitStack() as stack:
+        if not echo_output:
+            log = stack.enter_context(log_path.open("w"))
+            stack.enter_context(contextlib.redirect_stdout(log))
+        result = job.execute_in_process(
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            instance=instance,
+            partition_key=partition_key,
+            asset_selection=plan.keys,
+            tags=tags,
+            raise_on_error=False,
+            run_id=run_id,
+        )
+    if watcher:
+        watcher.finished.set()
+        watcher.join()
     errors, failed_checks = [], []
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data is not None:
-            error = event.step_failure_data.error
-            message = error.message.strip() if error else "step failed"
-            user = event.step_failure_data.user_failure_data
-            if user is not None and user.description:
-                message = user.description
-            errors.append(f"{event.step_key}: {message.splitlines()[0] if message else 'failed'}")
+            errors.append(f"{event.step_key}: {_failure_message(event.step_failure_data)}")
         evaluation = event.event_specific_data
         if event.event_type_value == "ASSET_CHECK_EVALUATION" and not getattr(evaluation, "passed", True):
             key = getattr(evaluation, "asset_check_key", None)
             if key is not None:
                 failed_checks.append(f"{key.asset_key.to_user_string()}:{key.name}")
     return RunOutcome(
+        log_path=log_path,
         location=plan.location.name,
         run_id=result.run_id,
         success=result.success,

@@ -74,8 +74,10 @@ class RetryingClient:
         timeout_seconds: float = 30.0,
         policy: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        credentials_hint: str = "",
     ) -> None:
         self.name = name
+        self.credentials_hint = credentials_hint
         self.policy = policy or RetryPolicy()
         self.attempts_made = 0
         self._client = httpx.Client(
@@ -124,7 +126,7 @@ class RetryingClient:
             wait=self._wait,
             reraise=True,
         )
-        url = f"{self._client.base_url}{path.lstrip('/')}"
+        url = str(self._client.base_url.join(path))
         try:
             response = retrying(attempt)
         except (_RetryableStatus, httpx.TransportError) as exc:
@@ -133,9 +135,10 @@ class RetryingClient:
                 f"after {self.policy.max_attempts} attempts"
             ) from None
         if response.status_code in (401, 403):
+            hint = f": {self.credentials_hint}" if self.credentials_hint else ""
             raise SourceError(
-                f"{self.name} rejected the credentials: GET {url} returned HTTP "
-                f"{response.status_code}"
+                f"{self.name} rejected the credentials (GET {url} returned HTTP "
+                f"{response.status_code}){hint}"
             )
         if response.is_error:
             raise SourceError(f"{self.name} error: GET {url} returned HTTP {response.status_code}")

@@ -58,10 +58,13 @@ def _sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def attach_sql(settings: PhloSettings) -> str:
+def attach_sql(settings: PhloSettings, *, read_only: bool = False) -> str:
+    options = f"data_path {_sql_literal(settings.lake_data_path)}"
+    if read_only:
+        options += ", read_only"
     return (
         f"attach if not exists {_sql_literal('ducklake:' + settings.lake_catalog)} as {CATALOG} "
-        f"(data_path {_sql_literal(settings.lake_data_path)})"
+        f"({options})"
     )
 
 
@@ -73,8 +76,13 @@ def _prepare_local_folders(settings: PhloSettings) -> None:
         Path(settings.lake_data_path).mkdir(parents=True, exist_ok=True)
 
 
-def connect(settings: PhloSettings | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with `lake` attached, its layer schemas present, in use."""
+def connect(
+    settings: PhloSettings | None = None, *, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection with `lake` attached, its layer schemas present, in use.
+
+    `read_only` attaches the catalog read-only: statements that would change it fail.
+    """
     import duckdb
 
     settings = settings or get_settings()
@@ -89,8 +97,8 @@ def connect(settings: PhloSettings | None = None) -> duckdb.DuckDBPyConnection:
     try:
         con.execute("set TimeZone = 'UTC'")
         _install_extensions(con, settings)
-        _retrying(lambda: con.execute(attach_sql(settings)))
-        for layer in LAYERS:
+        _retrying(lambda: con.execute(attach_sql(settings, read_only=read_only)))
+        for layer in [] if read_only else LAYERS:
             _retrying(lambda layer=layer: con.execute(f"create schema if not exists {CATALOG}.{layer}"))
         con.execute(f"use {CATALOG}")
     except Exception as exc:
@@ -100,8 +108,10 @@ def connect(settings: PhloSettings | None = None) -> duckdb.DuckDBPyConnection:
 
 
 @contextmanager
-def lakehouse(settings: PhloSettings | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = connect(settings)
+def lakehouse(
+    settings: PhloSettings | None = None, *, read_only: bool = False
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(settings, read_only=read_only)
     try:
         yield con
     finally:
@@ -196,10 +206,28 @@ class QueryResult:
     rows: list[tuple[Any, ...]]
 
 
+class QueryError(ValueError):
+    """The SQL is not valid for the lakehouse (syntax, unknown table or column, a write)."""
+
+
 def query(sql: str, settings: PhloSettings | None = None) -> QueryResult:
-    """Run one SQL statement against the lakehouse (schemas resolve inside `lake`)."""
-    with lakehouse(settings) as con:
-        relation = con.sql(sql)
-        if relation is None:
-            return QueryResult(columns=[], rows=[])
-        return QueryResult(columns=list(relation.columns), rows=relation.fetchall())
+    """Run one read-only SQL statement against the lakehouse (schemas resolve inside `lake`)."""
+    import duckdb
+
+    settings = settings or get_settings()
+    if settings.lake_catalog.startswith("sqlite:"):
+        catalog_file = Path(settings.lake_catalog.removeprefix("sqlite:"))
+        if not catalog_file.exists():
+            raise LakehouseError(
+                f"the lakehouse is empty: no catalog at {catalog_file} yet "
+                "(materialize something first, or run `phlo demo`)"
+            )
+    with lakehouse(settings, read_only=True) as con:
+        try:
+            relation = con.sql(sql)
+            if relation is None:
+                return QueryResult(columns=[], rows=[])
+            return QueryResult(columns=list(relation.columns), rows=relation.fetchall())
+        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
+                duckdb.InvalidInputException) as exc:
+            raise QueryError(_first_line(exc)) from None

@@ -118,6 +118,14 @@ def load_settings(**overrides: object) -> PhloSettings:
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
 
 
+def with_overrides(settings: PhloSettings, **updates: object) -> PhloSettings:
+    """A validated copy of `settings` with some values replaced (the environment is not read)."""
+    try:
+        return PhloSettings.model_validate({**settings.model_dump(), **updates})
+    except ValidationError as exc:
+        raise SettingsError(f"invalid configuration: {exc.errors()[0]['msg']}") from None
+
+
 _active: PhloSettings | None = None
 
 

@@ -45,7 +45,14 @@ class NightscoutClient:
         self._token = token
         self.page_size = page_size
         self._http = RetryingClient(
-            "Nightscout", url, headers=headers, timeout_seconds=timeout_seconds, policy=policy
+            "Nightscout",
+            url,
+            headers=headers,
+            timeout_seconds=timeout_seconds,
+            policy=policy,
+            credentials_hint="check NIGHTSCOUT_API_SECRET or NIGHTSCOUT_TOKEN"
+            if api_secret or token
+            else "the site needs NIGHTSCOUT_API_SECRET or NIGHTSCOUT_TOKEN",
         )
 
     @classmethod

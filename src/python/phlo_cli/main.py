@@ -1,0 +1,217 @@
+"""The `phlo` command: parses arguments, calls phlo_core, renders results, sets exit codes.
+
+Imports of Dagster, dbt and DuckDB happen inside the commands, so `phlo --help` stays fast.
+Exit codes: 0 success, 1 a run or query failed, 2 bad input (usage, selection, date, config).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Literal
+
+from cyclopts import App, Parameter
+from cyclopts.exceptions import CycloptsError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+app = App(
+    name="phlo",
+    help="Phlo: a data lakehouse on Dagster, dbt and DuckLake.",
+    version="0.1.0",
+)
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported on one line, exit code 2."""
+
+
+def _err(message: str) -> None:
+    print(f"phlo: error: {message}", file=sys.stderr)
+
+
+def _settings():  # noqa: ANN202  (PhloSettings, imported lazily)
+    from phlo_core.settings import SettingsError, get_settings
+
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _progress_printer(verbose: bool):  # noqa: ANN202
+    from phlo_core.engine import Progress
+
+    started = time.perf_counter()
+    seen: set[str] = set()
+
+    def show(event: Progress) -> None:
+        elapsed = f"{time.perf_counter() - started:6.1f}s"
+        if event.kind == "materialized":
+            partition = f" [{event.partition}]" if event.partition else ""
+            if verbose or event.subject not in seen:
+                print(f"  {elapsed}  materialized {event.subject}{partition}", file=sys.stderr)
+            seen.add(event.subject)
+        elif event.kind == "step_start":
+            print(f"  {elapsed}  running {event.subject}", file=sys.stderr)
+        elif event.kind == "step_failure":
+            print(f"  {elapsed}  FAILED {event.subject}", file=sys.stderr)
+
+    return show
+
+
+def _report_outcomes(outcomes: list) -> int:  # noqa: ANN001
+    code = 0
+    for outcome in outcomes:
+        status = "succeeded" if outcome.success else "FAILED"
+        print(
+            f"{outcome.location}: {status}: {len(outcome.assets)} asset(s) for "
+            f"{outcome.days.label()} in {outcome.seconds:.1f}s (run {outcome.run_id})"
+        )
+        for error in outcome.errors:
+            print(f"  error: {error}", file=sys.stderr)
+        for check in outcome.failed_checks:
+            print(f"  failed check: {check}", file=sys.stderr)
+        if not outcome.success and outcome.log_path is not None:
+            print(f"  run output: {outcome.log_path}", file=sys.stderr)
+        if not outcome.success:
+            code = EXIT_FAILED
+    return code
+
+
+@app.command
+def materialize(
+    selection: str,
+    /,
+    *,
+    partition: Annotated[str, Parameter(name=["--partition", "-p"])],
+    verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
+) -> int:
+    """Materialize assets for a day or a range of days, in-process; runs show in Dagster's UI.
+
+    Parameters
+    ----------
+    selection
+        Asset names, comma-separated. `name+` adds everything downstream of it, `+name`
+        everything upstream. Example: `dlt_glucose_entries+`.
+    partition
+        A local day `YYYY-MM-DD`, or a range `YYYY-MM-DD..YYYY-MM-DD` (both ends included),
+        run as one Dagster run.
+    verbose
+        Show Dagster's own log lines and every partition's materialization.
+    """
+    from phlo_core.calendar import PartitionError, parse_day_range
+    from phlo_core.engine import SelectionError, materialize as run_materialize
+    from phlo_core.workspace import WorkspaceError
+
+    settings = _settings()
+    try:
+        days = parse_day_range(partition)
+        from phlo_core.engine import validate_days
+
+        validate_days(days, settings)
+        print(f"materializing {selection} for {days.label()} ...", file=sys.stderr)
+        outcomes = run_materialize(
+            selection,
+            days,
+            settings,
+            on_progress=_progress_printer(verbose),
+            log_level="INFO" if verbose else "CRITICAL",
+            echo_output=verbose,
+        )
+    except (PartitionError, SelectionError) as exc:
+        raise UsageError(str(exc)) from None
+    except WorkspaceError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    return _report_outcomes(outcomes)
+
+
+@app.command
+def query(
+    sql: str,
+    /,
+    *,
+    format: Annotated[Literal["table", "json", "csv"], Parameter(name=["--format", "-f"])] = "table",  # noqa: A002
+) -> int:
+    """Run a read-only SQL query against the lakehouse.
+
+    Tables are addressed by layer: `raw.glucose_entries`, `silver.fct_daily_glucose_metrics`,
+    `marts.mrt_glucose_hourly_patterns`, ...
+
+    Parameters
+    ----------
+    sql
+        One SQL statement, e.g. "select * from silver.fct_daily_glucose_metrics".
+    format
+        table (aligned text), json (an array of row objects) or csv.
+    """
+    from phlo_cli.render import render
+    from phlo_core.lakehouse import LakehouseError, QueryError, query as run_query
+
+    settings = _settings()
+    try:
+        result = run_query(sql, settings)
+    except QueryError as exc:
+        raise UsageError(f"query failed: {exc}") from None
+    except LakehouseError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    print(render(format, result.columns, result.rows))
+    return 0
+
+
+@app.command
+def demo() -> int:
+    """Run every pipeline end to end on SAMPLE data served by local, protocol-true servers.
+
+    The sample lakehouse and Dagster instance live under PHLO_HOME/demo, apart from real data.
+    """
+    from phlo_cli.render import to_table
+    from phlo_core.demo import run_demo
+
+    settings = _settings()
+    print("phlo demo: SAMPLE DATA from a local Nightscout-compatible server (not a real person)",
+          file=sys.stderr)
+    started = time.perf_counter()
+    result = run_demo(
+        settings,
+        on_start=lambda location, assets: print(
+            f"{location}: materializing {len(assets)} assets ...", file=sys.stderr
+        ),
+        on_progress=_progress_printer(False),
+    )
+    code = _report_outcomes(result.outcomes)
+    for report in result.reports:
+        print(f"\n== {report.location}: {report.title} [SAMPLE DATA] ==")
+        print(to_table(report.result.columns, report.result.rows))
+    home = result.settings.home
+    print(
+        f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {home}.\n"
+        f"Explore it: PHLO_HOME={home} phlo query \"select * from marts.mrt_glucose_overview\"\n"
+        f"Browse the runs: DAGSTER_HOME={result.settings.resolved_dagster_home} "
+        "PHLO_HOME={home} dagster dev -w infra/dagster/workspace.yaml".replace("{home}", str(home))
+    )
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    tokens = sys.argv[1:] if argv is None else argv
+    try:
+        code = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
+    except CycloptsError as exc:
+        message = " ".join(str(exc).split())
+        _err(f"{message} (see `phlo --help`)")
+        sys.exit(EXIT_USAGE)
+    except UsageError as exc:
+        _err(str(exc))
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Rendering query results as an aligned text table, JSON (an array of row objects) or CSV."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import decimal
+import io
+import json
+import math
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+FORMATS = ("table", "json", "csv")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, uuid.UUID | dt.timedelta):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def to_json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    records = [{c: _jsonable(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+    return json.dumps(records, indent=2, default=str)
+
+
+def to_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else _jsonable(v) for v in row])
+    return buffer.getvalue().rstrip("\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return f"{value:.2f}" if math.isfinite(value) and value != int(value) else f"{value:g}"
+    return str(_jsonable(value))
+
+
+def to_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(c) for c in columns]
+    for row in cells:
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
+    numeric = [
+        all(isinstance(row[i], int | float | decimal.Decimal) or row[i] is None for row in rows)
+        and bool(rows)
+        for i in range(len(columns))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    out = [line(columns), "  ".join("-" * w for w in widths)]
+    out += [line(row) for row in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def render(fmt: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    return {"table": to_table, "json": to_json, "csv": to_csv}[fmt](columns, rows)

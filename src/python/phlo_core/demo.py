@@ -1,0 +1,88 @@
+"""`phlo demo`: every location that ships a sample source, run end to end on sample data.
+
+A location takes part by having a `demo` module next to its definitions with `DAYS` (a
+DayRange), `SELECTION`, `REPORTS` (title, SQL) and `sample_source(settings)`, a context manager
+that serves the sample data over the source's real protocol and yields settings overrides.
+The demo writes to its own lakehouse and Dagster instance under PHLO_HOME/demo, so sample data
+never mixes with real data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from types import ModuleType
+
+from phlo_core.engine import ProgressCallback, RunOutcome, materialize
+from phlo_core.lakehouse import QueryResult, query
+from phlo_core.settings import PhloSettings, with_overrides
+from phlo_core.workspace import location_refs
+
+
+@dataclass
+class DemoReport:
+    location: str
+    title: str
+    result: QueryResult
+
+
+@dataclass
+class DemoResult:
+    settings: PhloSettings
+    outcomes: list[RunOutcome]
+    reports: list[DemoReport]
+
+    @property
+    def success(self) -> bool:
+        return all(outcome.success for outcome in self.outcomes)
+
+
+def demo_modules(settings: PhloSettings) -> dict[str, ModuleType]:
+    modules = {}
+    for ref in location_refs(settings):
+        name = f"{ref.package}.demo"
+        if importlib.util.find_spec(name) is not None:
+            modules[ref.name] = importlib.import_module(name)
+    return modules
+
+
+def demo_settings(settings: PhloSettings) -> PhloSettings:
+    home = settings.home / "demo"
+    return with_overrides(
+        settings,
+        phlo_home=home,
+        dagster_home=home / "dagster",
+        phlo_lake_catalog=None,
+        phlo_lake_data_path=None,
+    )
+
+
+def run_demo(
+    settings: PhloSettings,
+    *,
+    on_start: Callable[[str, list[str]], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> DemoResult:
+    base = demo_settings(settings)
+    outcomes: list[RunOutcome] = []
+    reports: list[DemoReport] = []
+    for location, module in demo_modules(settings).items():
+        with ExitStack() as stack:
+            overrides = stack.enter_context(module.sample_source(base))
+            start = min(base.phlo_partition_start, module.DAYS.start)
+            run_settings = with_overrides(base, **overrides, phlo_partition_start=start)
+            outcomes += materialize(
+                module.SELECTION,
+                module.DAYS,
+                run_settings,
+                on_start=on_start,
+                on_progress=on_progress,
+                log_level="CRITICAL",
+            )
+            if outcomes and outcomes[-1].success:
+                for title, sql in module.REPORTS:
+                    reports.append(DemoReport(location, title, query(sql, run_settings)))
+    return DemoResult(base, outcomes, reports)
