@@ -104,7 +104,7 @@ class RetryingClient:
             if hinted is not None:
                 return hinted
         backoff = wait_exponential_jitter(
-            initial=self.policy.backoff_seconds,
+            multiplier=self.policy.backoff_seconds,
             max=self.policy.max_backoff_seconds,
             jitter=self.policy.backoff_seconds / 2,
         )

@@ -1,0 +1,46 @@
+"""Shared fixtures: settings isolated under a temporary PHLO_HOME, and sample Nightscout servers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from locations.nightscout.sample_server import SampleNightscoutServer
+from phlo_core.settings import PhloSettings, load_settings, use_settings
+
+TEST_SECRET = "test-api-secret-do-not-log"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test reads the developer's .env or writes to their PHLO_HOME."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("PHLO_HOME", "DAGSTER_HOME", "PHLO_LAKE_CATALOG", "PHLO_LAKE_DATA_PATH",
+                 "NIGHTSCOUT_URL", "NIGHTSCOUT_API_SECRET", "NIGHTSCOUT_TOKEN", "PHLO_TIMEZONE"):
+        monkeypatch.delenv(name, raising=False)
+    use_settings(None)
+    yield
+    use_settings(None)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Callable[..., PhloSettings]:
+    def make(home: str = "phlo", **overrides: object) -> PhloSettings:
+        values: dict[str, object] = {
+            "phlo_home": tmp_path / home,
+            "http_backoff_seconds": 0.01,
+            "http_max_attempts": 3,
+            "http_timeout_seconds": 2.0,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def nightscout() -> Iterator[SampleNightscoutServer]:
+    with SampleNightscoutServer(timezone="America/New_York", api_secret=TEST_SECRET) as server:
+        yield server

@@ -1,0 +1,81 @@
+"""Helpers for end-to-end tests: whole-lakehouse snapshots and metrics computed independently."""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from phlo_core.calendar import DayRange, epoch_ms, minutes_in_day, utc_bounds
+from phlo_core.lakehouse import query
+from phlo_core.settings import PhloSettings
+
+TABLES = [
+    "raw.glucose_entries",
+    "raw.glucose_entries_rejected",
+    "bronze.stg_glucose_entries",
+    "silver.fct_glucose_readings",
+    "silver.fct_daily_glucose_metrics",
+    "gold.mrt_glucose_readings",
+    "marts.mrt_glucose_hourly_patterns",
+    "marts.mrt_glucose_overview",
+]
+
+
+def snapshot(settings: PhloSettings) -> dict[str, list[tuple]]:
+    """Every table's rows, sorted, so two lakehouses can be compared exactly."""
+    return {
+        table: sorted(query(f"select * from {table}", settings).rows, key=repr)
+        for table in TABLES
+    }
+
+
+def served_readings(url: str, secret_sha1: str, day: dt.date, tz: ZoneInfo) -> list[int]:
+    """The day's valid sensor glucose values, fetched straight from the server in one request
+    and cleaned by the rules in DESIGN.md, independently of Phlo's client and pipeline."""
+    start, end = utc_bounds(DayRange(day, day + dt.timedelta(days=1)), tz)
+    response = httpx.get(
+        f"{url}/api/v1/entries.json",
+        params={
+            "count": 100_000,
+            "find[date][$gte]": epoch_ms(start),
+            "find[date][$lt]": epoch_ms(end),
+        },
+        headers={"api-secret": secret_sha1},
+    )
+    response.raise_for_status()
+    by_date: dict[int, int] = {}
+    for entry in sorted(response.json(), key=lambda e: (e["date"], e["_id"])):
+        if entry["type"] == "sgv" and entry["sgv"] >= 39:
+            by_date.setdefault(entry["date"], entry["sgv"])
+    return list(by_date.values())
+
+
+def expected_daily_metrics(values: list[int], day: dt.date, tz: ZoneInfo) -> dict[str, float | None]:
+    n = len(values)
+    mean = statistics.fmean(values)
+    sd = statistics.stdev(values)
+    expected = minutes_in_day(day, tz) / 5
+    coverage = min(100.0, 100.0 * n / expected)
+
+    def pct(predicate) -> float:  # noqa: ANN001
+        return 100.0 * sum(1 for v in values if predicate(v)) / n
+
+    return {
+        "reading_count": n,
+        "coverage_pct": coverage,
+        "mean_glucose_mg_dl": mean,
+        "sd_glucose_mg_dl": sd,
+        "cv_pct": 100 * sd / mean,
+        "min_glucose_mg_dl": min(values),
+        "max_glucose_mg_dl": max(values),
+        "median_glucose_mg_dl": statistics.median(values),
+        "tir_pct": pct(lambda v: 70 <= v <= 180),
+        "tbr_pct": pct(lambda v: v < 70),
+        "tbr_very_low_pct": pct(lambda v: v < 54),
+        "tar_pct": pct(lambda v: v > 180),
+        "tar_very_high_pct": pct(lambda v: v > 250),
+        "gmi_pct": 3.31 + 0.02392 * mean if coverage >= 70 else None,
+    }

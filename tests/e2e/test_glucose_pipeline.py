@@ -1,0 +1,177 @@
+"""The glucose pipeline end to end: real HTTP, real Dagster runs, real dbt, real DuckLake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from locations.nightscout.sample_data import entries_between
+from locations.nightscout.sample_server import SampleNightscoutServer
+from phlo_core.calendar import DayRange, parse_day_range
+from phlo_core.engine import materialize
+from phlo_core.lakehouse import query
+from phlo_core.settings import PhloSettings
+from tests.conftest import TEST_SECRET
+from tests.e2e.helpers import expected_daily_metrics, served_readings, snapshot
+
+pytestmark = pytest.mark.slow
+
+# Around the spring daylight-saving change in New York: 2024-03-10 has 23 hours.
+DAYS = parse_day_range("2024-03-09..2024-03-11")
+EVERYTHING = "dlt_glucose_entries+"
+
+
+@pytest.fixture(scope="module")
+def server() -> SampleNightscoutServer:
+    with SampleNightscoutServer(timezone="America/New_York", api_secret=TEST_SECRET) as s:
+        yield s
+
+
+@pytest.fixture
+def pipeline_settings(
+    make_settings: Callable[..., PhloSettings], server: SampleNightscoutServer
+) -> Callable[..., PhloSettings]:
+    def make(home: str = "phlo", **overrides: object) -> PhloSettings:
+        values = {
+            "phlo_timezone": "America/New_York",
+            "nightscout_url": server.url,
+            "nightscout_api_secret": TEST_SECRET,
+            **overrides,
+        }
+        return make_settings(home, **values)
+
+    return make
+
+
+def run(selection: str, days: DayRange, settings: PhloSettings) -> None:
+    outcomes = materialize(selection, days, settings)
+    assert [o.success for o in outcomes] == [True], [o.errors for o in outcomes]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, server: SampleNightscoutServer) -> PhloSettings:
+    """Three days built in one range run: the clean build the other tests compare against."""
+    from phlo_core.settings import load_settings
+
+    settings = load_settings(
+        phlo_home=tmp_path_factory.mktemp("clean") / "phlo",
+        phlo_timezone="America/New_York",
+        nightscout_url=server.url,
+        nightscout_api_secret=TEST_SECRET,
+    )
+    run(EVERYTHING, DAYS, settings)
+    return settings
+
+
+def test_rows_per_layer(built: PhloSettings) -> None:
+    counts = {
+        table: query(f"select count(*) from {table}", built).rows[0][0]
+        for table in (
+            "raw.glucose_entries",
+            "bronze.stg_glucose_entries",
+            "silver.fct_glucose_readings",
+            "gold.mrt_glucose_readings",
+            "silver.fct_daily_glucose_metrics",
+        )
+    }
+    raw = counts["raw.glucose_entries"]
+    assert 700 < raw < 864
+    assert counts == {
+        "raw.glucose_entries": raw,
+        "bronze.stg_glucose_entries": raw,
+        "silver.fct_glucose_readings": raw,
+        "gold.mrt_glucose_readings": raw,
+        "silver.fct_daily_glucose_metrics": 3,
+    }
+    hours = query("select count(*), min(hour_of_day), max(hour_of_day) from marts.mrt_glucose_hourly_patterns", built)
+    assert hours.rows == [(24, 0, 23)]
+    assert query("select count(*) from marts.mrt_glucose_overview", built).rows == [(3,)]
+    parquet = list(Path(built.lake_data_path).rglob("raw/glucose_entries/*.parquet"))
+    assert parquet, "raw entries are stored as Parquet files"
+
+
+def test_daily_metrics_match_an_independent_computation(
+    built: PhloSettings, server: SampleNightscoutServer
+) -> None:
+    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
+    result = query("select * from silver.fct_daily_glucose_metrics order by reading_date", built)
+    rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+    assert [r["reading_date"] for r in rows] == list(DAYS.days())
+    for row in rows:
+        day = row["reading_date"]
+        values = served_readings(server.url, secret_sha1, day, built.timezone)
+        expected = expected_daily_metrics(values, day, built.timezone)
+        for name, value in expected.items():
+            if value is None:
+                assert row[name] is None, name
+            else:
+                assert row[name] == pytest.approx(value, abs=0.006), (day, name)
+    short_day = next(r for r in rows if r["reading_date"] == dt.date(2024, 3, 10))
+    assert short_day["expected_reading_count"] == 276
+
+
+def test_rematerializing_a_day_keeps_one_row_per_reading(
+    pipeline_settings: Callable[..., PhloSettings],
+) -> None:
+    settings = pipeline_settings()
+    day = parse_day_range("2024-03-10")
+    run(EVERYTHING, day, settings)
+    first = snapshot(settings)
+    run(EVERYTHING, day, settings)
+    assert snapshot(settings) == first
+    duplicates = query(
+        "select count(*) - count(distinct entry_id) from silver.fct_glucose_readings", settings
+    )
+    assert duplicates.rows == [(0,)]
+
+
+def test_days_in_any_order_equal_a_clean_build(
+    built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
+) -> None:
+    settings = pipeline_settings()
+    for day in ("2024-03-11", "2024-03-09", "2024-03-10"):
+        run(EVERYTHING, parse_day_range(day), settings)
+    assert snapshot(settings) == snapshot(built)
+
+
+def test_a_failed_source_leaves_the_previous_content(
+    built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
+) -> None:
+    down = pipeline_settings(
+        phlo_lake_catalog=built.lake_catalog,
+        phlo_lake_data_path=built.lake_data_path,
+        nightscout_url="http://127.0.0.1:9",
+    )
+    before = snapshot(built)
+    outcomes = materialize(EVERYTHING, parse_day_range("2024-03-10"), down)
+    assert not outcomes[0].success
+    assert any("Nightscout unavailable" in e for e in outcomes[0].errors)
+    assert snapshot(built) == before
+
+
+def test_validation_blocks_a_bad_day_and_writes_nothing(
+    built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
+) -> None:
+    tz = built.timezone
+
+    def corrupted(lo: int, hi: int):
+        for i, entry in enumerate(entries_between(lo, hi, tz)):
+            yield {**entry, "direction": "Sideways"} if i % 10 == 0 else entry
+
+    with SampleNightscoutServer(timezone="America/New_York", entries=corrupted) as bad:
+        settings = pipeline_settings(
+            phlo_lake_catalog=built.lake_catalog,
+            phlo_lake_data_path=built.lake_data_path,
+            nightscout_url=bad.url,
+            nightscout_api_secret=None,
+        )
+        before = snapshot(built)
+        outcomes = materialize(EVERYTHING, parse_day_range("2024-03-10"), settings)
+    assert not outcomes[0].success
+    assert "dlt_glucose_entries:rejected_rows_within_limit" in outcomes[0].failed_checks
+    assert any("rejected more than 5%" in e for e in outcomes[0].errors)
+    assert snapshot(built) == before

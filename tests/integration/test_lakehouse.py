@@ -1,0 +1,68 @@
+"""Partition writes against a real DuckLake catalog (SQLite) and Parquet files on disk."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import pyarrow as pa
+import pytest
+
+from phlo_core.lakehouse import LakehouseError, PartitionWrite, QueryError, query, replace_partitions
+from phlo_core.settings import PhloSettings
+
+COLUMNS = {"day": "date", "value": "integer"}
+D1, D2, D3 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)
+
+
+def write(table: str, start: dt.date, end: dt.date, rows: list[tuple[dt.date, int]]) -> PartitionWrite:
+    data = pa.table({"day": [r[0] for r in rows], "value": [r[1] for r in rows]})
+    return PartitionWrite(table, COLUMNS, "day", start, end, data)
+
+
+def rows(settings: PhloSettings, table: str) -> list[tuple]:
+    return query(f"select day, value from {table} order by day, value", settings).rows
+
+
+def test_replacing_a_day_is_idempotent_and_leaves_other_days(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    settings = make_settings()
+    replace_partitions([write("raw.t", D1, D3, [(D1, 1), (D2, 2)])], settings)
+    replace_partitions([write("raw.t", D2, D3, [(D2, 20), (D2, 21)])], settings)
+    replace_partitions([write("raw.t", D2, D3, [(D2, 20), (D2, 21)])], settings)
+    assert rows(settings, "raw.t") == [(D1, 1), (D2, 20), (D2, 21)]
+
+
+def test_a_failed_write_changes_no_table(make_settings: Callable[..., PhloSettings]) -> None:
+    settings = make_settings()
+    replace_partitions([write("raw.a", D1, D2, [(D1, 1)]), write("raw.b", D1, D2, [(D1, 1)])], settings)
+    broken = PartitionWrite(
+        "raw.b", COLUMNS, "day", D1, D2, pa.table({"day": [D1], "value": ["not a number"]})
+    )
+    with pytest.raises(Exception, match="not a number"):
+        replace_partitions([write("raw.a", D1, D2, [(D1, 99)]), broken], settings)
+    assert rows(settings, "raw.a") == [(D1, 1)]
+    assert rows(settings, "raw.b") == [(D1, 1)]
+
+
+def test_an_empty_day_replaces_old_rows_with_none(make_settings: Callable[..., PhloSettings]) -> None:
+    settings = make_settings()
+    replace_partitions([write("raw.t", D1, D2, [(D1, 1)])], settings)
+    replace_partitions([write("raw.t", D1, D2, [])], settings)
+    assert rows(settings, "raw.t") == []
+
+
+def test_queries_are_read_only(make_settings: Callable[..., PhloSettings]) -> None:
+    settings = make_settings()
+    replace_partitions([write("raw.t", D1, D2, [(D1, 1)])], settings)
+    with pytest.raises(QueryError, match="read-only"):
+        query("drop table raw.t", settings)
+    with pytest.raises(QueryError, match="nope"):
+        query("select * from raw.nope", settings)
+    assert rows(settings, "raw.t") == [(D1, 1)]
+
+
+def test_querying_an_empty_lakehouse_says_so(make_settings: Callable[..., PhloSettings]) -> None:
+    with pytest.raises(LakehouseError, match="empty"):
+        query("select 1", make_settings())

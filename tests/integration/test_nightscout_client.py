@@ -1,0 +1,117 @@
+"""The Nightscout client against a real HTTP server speaking Nightscout's v1 API."""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from locations.nightscout.client import NightscoutClient, NightscoutConfigError
+from locations.nightscout.sample_data import _entry
+from locations.nightscout.sample_server import SampleNightscoutServer
+from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
+from phlo_core.http import RetryPolicy, SourceError
+from phlo_core.settings import load_settings
+from tests.conftest import TEST_SECRET
+
+NEW_YORK = ZoneInfo("America/New_York")
+DAY = DayRange(dt.date(2024, 1, 15), dt.date(2024, 1, 16))
+START_MS, END_MS = (epoch_ms(t) for t in utc_bounds(DAY, NEW_YORK))
+FAST = RetryPolicy(max_attempts=3, backoff_seconds=0.01, max_backoff_seconds=0.05)
+
+
+def one_minute_sensor(lo: int, hi: int):
+    """A 1-minute sensor: 1,440 readings a day."""
+    first = max(lo, START_MS)
+    for ms in range(first - first % 60_000 + 7_000, min(hi, END_MS), 60_000):
+        if ms >= lo:
+            yield _entry(ms, NEW_YORK, "libre3", 120 + (ms // 60_000) % 40)
+
+
+def test_pages_until_the_day_is_complete() -> None:
+    with SampleNightscoutServer(timezone="America/New_York", entries=one_minute_sensor) as server:
+        client = NightscoutClient(server.url, page_size=500, policy=FAST)
+        result = client.fetch_entries(START_MS, END_MS)
+    assert len(result.entries) == 1440
+    assert len({e["_id"] for e in result.entries}) == 1440
+    assert result.pages == 3
+    assert min(e["date"] for e in result.entries) >= START_MS
+    assert max(e["date"] for e in result.entries) < END_MS
+
+
+def test_api_secret_is_sent_as_its_sha1(nightscout: SampleNightscoutServer) -> None:
+    client = NightscoutClient(nightscout.url, api_secret=TEST_SECRET, policy=FAST)
+    entries = client.fetch_entries(START_MS, END_MS).entries
+    assert 250 < len([e for e in entries if e["type"] == "sgv"]) <= 300
+
+
+def test_token_auth() -> None:
+    with SampleNightscoutServer(timezone="America/New_York", token="reader-abc") as server:
+        client = NightscoutClient(server.url, token="reader-abc", policy=FAST)
+        assert client.fetch_entries(START_MS, END_MS).entries
+
+
+def test_a_wrong_secret_is_a_clear_error_that_does_not_leak_it(
+    nightscout: SampleNightscoutServer,
+) -> None:
+    client = NightscoutClient(nightscout.url, api_secret="wrong-secret", policy=FAST)
+    with pytest.raises(SourceError) as error:
+        client.fetch_entries(START_MS, END_MS)
+    message = str(error.value)
+    assert "rejected the credentials" in message
+    assert "NIGHTSCOUT_API_SECRET" in message
+    assert "wrong-secret" not in message
+    assert len(nightscout.requests) == 1  # 401 is not retried
+
+
+def test_a_wrong_token_does_not_leak_into_the_error() -> None:
+    with SampleNightscoutServer(token="right") as server:
+        client = NightscoutClient(server.url, token="wrong-token-xyz", policy=FAST)
+        with pytest.raises(SourceError) as error:
+            client.fetch_entries(START_MS, END_MS)
+    assert "wrong-token-xyz" not in str(error.value)
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_retries_transient_statuses(nightscout: SampleNightscoutServer, status: int) -> None:
+    nightscout.fail_next(2, status=status)
+    client = NightscoutClient(nightscout.url, api_secret=TEST_SECRET, policy=FAST)
+    assert client.fetch_entries(START_MS, END_MS).entries
+    assert len(nightscout.requests) == 3
+
+
+def test_retries_timeouts(nightscout: SampleNightscoutServer) -> None:
+    nightscout.fail_next(1, status=200, stall_seconds=1.5)
+    client = NightscoutClient(
+        nightscout.url, api_secret=TEST_SECRET, timeout_seconds=0.5, policy=FAST
+    )
+    assert client.fetch_entries(START_MS, END_MS).entries
+    assert len(nightscout.requests) == 2
+
+
+def test_gives_up_after_the_last_attempt_with_a_clear_error(
+    nightscout: SampleNightscoutServer,
+) -> None:
+    nightscout.fail_next(5, status=502)
+    client = NightscoutClient(nightscout.url, api_secret=TEST_SECRET, policy=FAST)
+    with pytest.raises(SourceError, match=r"Nightscout unavailable: .* HTTP 502 after 3 attempts"):
+        client.fetch_entries(START_MS, END_MS)
+
+
+def test_a_server_that_is_down_is_a_clear_error() -> None:
+    client = NightscoutClient("http://127.0.0.1:9", policy=FAST)
+    with pytest.raises(SourceError, match="connection failed"):
+        client.fetch_entries(START_MS, END_MS)
+
+
+def test_a_day_with_no_data() -> None:
+    with SampleNightscoutServer(entries=lambda lo, hi: iter(())) as server:
+        result = NightscoutClient(server.url, policy=FAST).fetch_entries(START_MS, END_MS)
+    assert result.entries == []
+    assert result.pages == 1
+
+
+def test_missing_url_names_the_variable() -> None:
+    with pytest.raises(NightscoutConfigError, match="NIGHTSCOUT_URL"):
+        NightscoutClient.from_settings(load_settings())

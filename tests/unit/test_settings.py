@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from phlo_core.settings import SettingsError, load_settings
+
+
+def test_defaults_put_everything_under_phlo_home(tmp_path: Path) -> None:
+    settings = load_settings(phlo_home=tmp_path / "home")
+    home = (tmp_path / "home").resolve()
+    assert settings.phlo_timezone == "UTC"
+    assert settings.phlo_partition_start == dt.date(2024, 1, 1)
+    assert settings.nightscout_reading_interval_minutes == 5
+    assert settings.resolved_dagster_home == home / "dagster"
+    assert settings.lake_catalog == f"sqlite:{home / 'lake' / 'catalog.sqlite'}"
+    assert settings.lake_data_path.startswith(str(home))
+    assert settings.extension_directory.is_relative_to(home)
+
+
+def test_environment_and_dotenv_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("PHLO_TIMEZONE=Europe/Oslo\nNIGHTSCOUT_URL=https://ns.example/\n")
+    monkeypatch.setenv("PHLO_PARTITION_START", "2024-03-01")
+    settings = load_settings()
+    assert settings.phlo_timezone == "Europe/Oslo"
+    assert settings.nightscout_url == "https://ns.example"
+    assert settings.phlo_partition_start == dt.date(2024, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PHLO_TIMEZONE", "Mars/Olympus_Mons"),
+        ("NIGHTSCOUT_URL", "not a url"),
+        ("PHLO_PARTITION_START", "2024-02-30"),
+        ("NIGHTSCOUT_READING_INTERVAL_MINUTES", "0"),
+    ],
+)
+def test_a_wrong_value_is_one_line_naming_the_variable(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert variable in message
+    assert "\n" not in message
+
+
+def test_secrets_do_not_show_in_the_settings_repr() -> None:
+    settings = load_settings(nightscout_api_secret="hunter2", nightscout_token="tok-123")
+    assert "hunter2" not in repr(settings)
+    assert "tok-123" not in str(settings.model_dump())
