@@ -17,8 +17,16 @@ TEST_SECRET = "test-api-secret-do-not-log"
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test reads the developer's .env or writes to their PHLO_HOME."""
     monkeypatch.chdir(tmp_path)
-    for name in ("PHLO_HOME", "DAGSTER_HOME", "PHLO_LAKE_CATALOG", "PHLO_LAKE_DATA_PATH",
-                 "NIGHTSCOUT_URL", "NIGHTSCOUT_API_SECRET", "NIGHTSCOUT_TOKEN", "PHLO_TIMEZONE"):
+    for name in (
+        "PHLO_HOME",
+        "DAGSTER_HOME",
+        "PHLO_LAKE_CATALOG",
+        "PHLO_LAKE_DATA_PATH",
+        "NIGHTSCOUT_URL",
+        "NIGHTSCOUT_API_SECRET",
+        "NIGHTSCOUT_TOKEN",
+        "PHLO_TIMEZONE",
+    ):
         monkeypatch.delenv(name, raising=False)
     use_settings(None)
     yield

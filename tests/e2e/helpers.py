@@ -27,8 +27,7 @@ TABLES = [
 def snapshot(settings: PhloSettings) -> dict[str, list[tuple]]:
     """Every table's rows, sorted, so two lakehouses can be compared exactly."""
     return {
-        table: sorted(query(f"select * from {table}", settings).rows, key=repr)
-        for table in TABLES
+        table: sorted(query(f"select * from {table}", settings).rows, key=repr) for table in TABLES
     }
 
 
@@ -53,7 +52,9 @@ def served_readings(url: str, secret_sha1: str, day: dt.date, tz: ZoneInfo) -> l
     return list(by_date.values())
 
 
-def expected_daily_metrics(values: list[int], day: dt.date, tz: ZoneInfo) -> dict[str, float | None]:
+def expected_daily_metrics(
+    values: list[int], day: dt.date, tz: ZoneInfo
+) -> dict[str, float | None]:
     n = len(values)
     mean = statistics.fmean(values)
     sd = statistics.stdev(values)

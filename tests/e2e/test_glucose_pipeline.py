@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ EVERYTHING = "dlt_glucose_entries+"
 
 
 @pytest.fixture(scope="module")
-def server() -> SampleNightscoutServer:
+def server() -> Iterator[SampleNightscoutServer]:
     with SampleNightscoutServer(timezone="America/New_York", api_secret=TEST_SECRET) as s:
         yield s
 
@@ -87,7 +87,11 @@ def test_rows_per_layer(built: PhloSettings) -> None:
         "gold.mrt_glucose_readings": raw,
         "silver.fct_daily_glucose_metrics": 3,
     }
-    hours = query("select count(*), min(hour_of_day), max(hour_of_day) from marts.mrt_glucose_hourly_patterns", built)
+    hours = query(
+        "select count(*), min(hour_of_day), max(hour_of_day) "
+        "from marts.mrt_glucose_hourly_patterns",
+        built,
+    )
     assert hours.rows == [(24, 0, 23)]
     assert query("select count(*) from marts.mrt_glucose_overview", built).rows == [(3,)]
     parquet = list(Path(built.lake_data_path).rglob("raw/glucose_entries/*.parquet"))

@@ -8,14 +8,22 @@ from collections.abc import Callable
 import pyarrow as pa
 import pytest
 
-from phlo_core.lakehouse import LakehouseError, PartitionWrite, QueryError, query, replace_partitions
+from phlo_core.lakehouse import (
+    LakehouseError,
+    PartitionWrite,
+    QueryError,
+    query,
+    replace_partitions,
+)
 from phlo_core.settings import PhloSettings
 
 COLUMNS = {"day": "date", "value": "integer"}
 D1, D2, D3 = dt.date(2024, 1, 1), dt.date(2024, 1, 2), dt.date(2024, 1, 3)
 
 
-def write(table: str, start: dt.date, end: dt.date, rows: list[tuple[dt.date, int]]) -> PartitionWrite:
+def write(
+    table: str, start: dt.date, end: dt.date, rows: list[tuple[dt.date, int]]
+) -> PartitionWrite:
     data = pa.table({"day": [r[0] for r in rows], "value": [r[1] for r in rows]})
     return PartitionWrite(table, COLUMNS, "day", start, end, data)
 
@@ -36,7 +44,9 @@ def test_replacing_a_day_is_idempotent_and_leaves_other_days(
 
 def test_a_failed_write_changes_no_table(make_settings: Callable[..., PhloSettings]) -> None:
     settings = make_settings()
-    replace_partitions([write("raw.a", D1, D2, [(D1, 1)]), write("raw.b", D1, D2, [(D1, 1)])], settings)
+    replace_partitions(
+        [write("raw.a", D1, D2, [(D1, 1)]), write("raw.b", D1, D2, [(D1, 1)])], settings
+    )
     broken = PartitionWrite(
         "raw.b", COLUMNS, "day", D1, D2, pa.table({"day": [D1], "value": ["not a number"]})
     )
@@ -46,7 +56,9 @@ def test_a_failed_write_changes_no_table(make_settings: Callable[..., PhloSettin
     assert rows(settings, "raw.b") == [(D1, 1)]
 
 
-def test_an_empty_day_replaces_old_rows_with_none(make_settings: Callable[..., PhloSettings]) -> None:
+def test_an_empty_day_replaces_old_rows_with_none(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
     settings = make_settings()
     replace_partitions([write("raw.t", D1, D2, [(D1, 1)])], settings)
     replace_partitions([write("raw.t", D1, D2, [])], settings)

@@ -21,7 +21,9 @@ def test_defaults_put_everything_under_phlo_home(tmp_path: Path) -> None:
 
 
 def test_environment_and_dotenv_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / ".env").write_text("PHLO_TIMEZONE=Europe/Oslo\nNIGHTSCOUT_URL=https://ns.example/\n")
+    (tmp_path / ".env").write_text(
+        "PHLO_TIMEZONE=Europe/Oslo\nNIGHTSCOUT_URL=https://ns.example/\n"
+    )
     monkeypatch.setenv("PHLO_PARTITION_START", "2024-03-01")
     settings = load_settings()
     assert settings.phlo_timezone == "Europe/Oslo"

@@ -102,7 +102,8 @@ def materialize(
         Show Dagster's own log lines and every partition's materialization.
     """
     from phlo_core.calendar import PartitionError, parse_day_range
-    from phlo_core.engine import SelectionError, materialize as run_materialize
+    from phlo_core.engine import SelectionError
+    from phlo_core.engine import materialize as run_materialize
     from phlo_core.workspace import WorkspaceError
 
     settings = _settings()
@@ -133,7 +134,9 @@ def query(
     sql: str,
     /,
     *,
-    format: Annotated[Literal["table", "json", "csv"], Parameter(name=["--format", "-f"])] = "table",  # noqa: A002
+    output_format: Annotated[
+        Literal["table", "json", "csv"], Parameter(name=["--format", "-f"])
+    ] = "table",
 ) -> int:
     """Run a read-only SQL query against the lakehouse.
 
@@ -144,11 +147,12 @@ def query(
     ----------
     sql
         One SQL statement, e.g. "select * from silver.fct_daily_glucose_metrics".
-    format
+    output_format
         table (aligned text), json (an array of row objects) or csv.
     """
     from phlo_cli.render import render
-    from phlo_core.lakehouse import LakehouseError, QueryError, query as run_query
+    from phlo_core.lakehouse import LakehouseError, QueryError
+    from phlo_core.lakehouse import query as run_query
 
     settings = _settings()
     try:
@@ -158,7 +162,7 @@ def query(
     except LakehouseError as exc:
         _err(str(exc))
         return EXIT_FAILED
-    print(render(format, result.columns, result.rows))
+    print(render(output_format, result.columns, result.rows))
     return 0
 
 
@@ -172,8 +176,10 @@ def demo() -> int:
     from phlo_core.demo import run_demo
 
     settings = _settings()
-    print("phlo demo: SAMPLE DATA from a local Nightscout-compatible server (not a real person)",
-          file=sys.stderr)
+    print(
+        "phlo demo: SAMPLE DATA from a local Nightscout-compatible server (not a real person)",
+        file=sys.stderr,
+    )
     started = time.perf_counter()
     result = run_demo(
         settings,
@@ -189,7 +195,7 @@ def demo() -> int:
     home = result.settings.home
     print(
         f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {home}.\n"
-        f"Explore it: PHLO_HOME={home} phlo query \"select * from marts.mrt_glucose_overview\"\n"
+        f'Explore it: PHLO_HOME={home} phlo query "select * from marts.mrt_glucose_overview"\n'
         f"Browse the runs: DAGSTER_HOME={result.settings.resolved_dagster_home} "
         "PHLO_HOME={home} dagster dev -w infra/dagster/workspace.yaml".replace("{home}", str(home))
     )

@@ -83,5 +83,6 @@ def check_within(days: DayRange, first: dt.date, last: dt.date) -> None:
     if days.start < first or days.end - dt.timedelta(days=1) > last:
         raise PartitionError(
             f"partition {days.label()} is outside the partitions: valid days are "
-            f"{first.isoformat()}..{last.isoformat()} (PHLO_PARTITION_START..today in PHLO_TIMEZONE)"
+            f"{first.isoformat()}..{last.isoformat()} "
+            "(PHLO_PARTITION_START..today in PHLO_TIMEZONE)"
         )

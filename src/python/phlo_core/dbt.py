@@ -6,7 +6,6 @@ partition window as vars (`start_date` inclusive, `end_date` exclusive): one dbt
 covers one day or a whole range.
 """
 
-
 import json
 import os
 import shutil
@@ -18,7 +17,12 @@ from typing import Any
 
 import yaml
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    dbt_assets,
+)
 
 from phlo_core.lakehouse import CATALOG, connect
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
@@ -27,6 +31,7 @@ from phlo_core.settings import PhloSettings
 PROFILE = "phlo"
 PARTIAL_PARSE = "partial_parse.msgpack"
 SHARED_PACKAGE = Path(__file__).resolve().parents[2] / "dbt" / "packages" / "phlo_shared"
+
 
 def profile_document(settings: PhloSettings) -> dict[str, Any]:
     return {
@@ -58,6 +63,7 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
         }
     }
 
+
 def write_profile(settings: PhloSettings) -> Path:
     profiles_dir = settings.dbt_dir
     profiles_dir.mkdir(parents=True, exist_ok=True)
@@ -67,8 +73,10 @@ def write_profile(settings: PhloSettings) -> Path:
         path.write_text(text)
     return profiles_dir
 
+
 def target_path(project_dir: Path, settings: PhloSettings) -> Path:
     return settings.dbt_dir / "target" / project_dir.name
+
 
 def _newest_source_mtime(*folders: Path) -> float:
     newest = 0.0
@@ -77,6 +85,7 @@ def _newest_source_mtime(*folders: Path) -> float:
             if path.suffix in (".sql", ".yml", ".yaml", ".md") and "dbt_packages" not in path.parts:
                 newest = max(newest, path.stat().st_mtime)
     return newest
+
 
 def dbt_executable() -> str:
     """The dbt installed beside this Python (a venv's or PEX's), else the one on PATH."""
@@ -92,6 +101,7 @@ def _dbt(args: list[str], project_dir: Path, settings: PhloSettings) -> None:
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
         raise RuntimeError(f"dbt {args[0]} failed for {project_dir.name}:\n{tail}")
+
 
 def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
     """Write the profile, install the shared package, and parse when sources changed.
@@ -111,6 +121,7 @@ def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
         _dbt(["parse", "--target-path", str(manifest.parent)], project_dir, settings)
     return manifest
 
+
 class PhloDbtTranslator(DagsterDbtTranslator):
     """Models are assets named after the model; sources map to their ingestion asset by meta."""
 
@@ -125,6 +136,7 @@ class PhloDbtTranslator(DagsterDbtTranslator):
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return self._group_name
+
 
 def build_dbt_assets(
     project_dir: Path,
@@ -148,7 +160,11 @@ def build_dbt_assets(
     def _models(context: AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Any]:
         window = context.partition_time_window
         days = window_days(window.start, window.end)
-        dbt_vars = {**base_vars, "start_date": days.start.isoformat(), "end_date": days.end.isoformat()}
+        dbt_vars = {
+            **base_vars,
+            "start_date": days.start.isoformat(),
+            "end_date": days.end.isoformat(),
+        }
         context.log.info(f"dbt build for {days.label()} ({len(days)} day(s))")
         run_target = runs_dir / context.run_id
         run_target.mkdir(parents=True, exist_ok=True)

@@ -102,7 +102,9 @@ def _parse_tokens(selection: str) -> list[tuple[str, bool, bool]]:
             raise SelectionError(f"{raw.strip()!r} names no asset")
         tokens.append((name, upstream, downstream))
     if not tokens:
-        raise SelectionError("the selection is empty: name one or more assets, e.g. 'dlt_glucose_entries+'")
+        raise SelectionError(
+            "the selection is empty: name one or more assets, e.g. 'dlt_glucose_entries+'"
+        )
     return tokens
 
 
@@ -253,7 +255,9 @@ def _run(
         if event.is_step_failure and event.step_failure_data is not None:
             errors.append(f"{event.step_key}: {_failure_message(event.step_failure_data)}")
         evaluation = event.event_specific_data
-        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not getattr(evaluation, "passed", True):
+        if event.event_type_value == "ASSET_CHECK_EVALUATION" and not getattr(
+            evaluation, "passed", True
+        ):
             key = getattr(evaluation, "asset_check_key", None)
             if key is not None:
                 failed_checks.append(f"{key.asset_key.to_user_string()}:{key.name}")

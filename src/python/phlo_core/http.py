@@ -27,7 +27,7 @@ class SourceError(RuntimeError):
     """A source answered in a way that retrying will not fix, or never answered after retries."""
 
 
-class _RetryableStatus(Exception):
+class _RetryableStatusError(Exception):
     def __init__(self, response: httpx.Response) -> None:
         super().__init__(f"HTTP {response.status_code}")
         self.response = response
@@ -45,7 +45,7 @@ def _public_url(request: httpx.Request) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, _RetryableStatus):
+    if isinstance(exc, _RetryableStatusError):
         return f"HTTP {exc.response.status_code}"
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
@@ -99,7 +99,7 @@ class RetryingClient:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetryableStatus):
+        if isinstance(exc, _RetryableStatusError):
             hinted = _retry_after(exc.response)
             if hinted is not None:
                 return hinted
@@ -115,12 +115,12 @@ class RetryingClient:
             self.attempts_made += 1
             response = self._client.get(path, params=params)
             if response.status_code in RETRY_STATUSES:
-                raise _RetryableStatus(response)
+                raise _RetryableStatusError(response)
             return response
 
         retrying = Retrying(
             retry=retry_if_exception(
-                lambda e: isinstance(e, _RetryableStatus | httpx.TransportError)
+                lambda e: isinstance(e, _RetryableStatusError | httpx.TransportError)
             ),
             stop=stop_after_attempt(self.policy.max_attempts),
             wait=self._wait,
@@ -129,7 +129,7 @@ class RetryingClient:
         url = str(self._client.base_url.join(path))
         try:
             response = retrying(attempt)
-        except (_RetryableStatus, httpx.TransportError) as exc:
+        except (_RetryableStatusError, httpx.TransportError) as exc:
             raise SourceError(
                 f"{self.name} unavailable: GET {url} {_describe(exc)} "
                 f"after {self.policy.max_attempts} attempts"
@@ -145,4 +145,6 @@ class RetryingClient:
         try:
             return response.json()
         except ValueError:
-            raise SourceError(f"{self.name} answered GET {url} with something that is not JSON") from None
+            raise SourceError(
+                f"{self.name} answered GET {url} with something that is not JSON"
+            ) from None

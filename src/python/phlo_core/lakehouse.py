@@ -28,7 +28,10 @@ CATALOG = "lake"
 LAYERS = ("raw", "bronze", "silver", "gold", "marts")
 DUCKDB_VERSION = "v1.5.5"
 # extension name -> python package of the wheel that ships it
-EXTENSIONS = {"ducklake": "duckdb_extension_ducklake", "sqlite_scanner": "duckdb_extension_sqlite_scanner"}
+EXTENSIONS = {
+    "ducklake": "duckdb_extension_ducklake",
+    "sqlite_scanner": "duckdb_extension_sqlite_scanner",
+}
 _RETRYABLE_MARKERS = ("database is locked", "transaction conflict", "conflict", "busy")
 _install_lock = threading.Lock()
 
@@ -40,17 +43,23 @@ class LakehouseError(RuntimeError):
 def extension_file(name: str) -> Path:
     package = importlib.import_module(EXTENSIONS[name])
     assert package.__file__ is not None
-    return Path(package.__file__).parent / "extensions" / DUCKDB_VERSION / f"{name}.duckdb_extension"
+    return (
+        Path(package.__file__).parent / "extensions" / DUCKDB_VERSION / f"{name}.duckdb_extension"
+    )
 
 
 def _installed_path(settings: PhloSettings, name: str) -> Path:
-    return settings.extension_directory / DUCKDB_VERSION / "linux_amd64" / f"{name}.duckdb_extension"
+    return (
+        settings.extension_directory / DUCKDB_VERSION / "linux_amd64" / f"{name}.duckdb_extension"
+    )
 
 
 def _install_extensions(con: duckdb.DuckDBPyConnection, settings: PhloSettings) -> None:
     with _install_lock:
         for name in EXTENSIONS:
-            if not any(settings.extension_directory.glob(f"{DUCKDB_VERSION}/*/{name}.duckdb_extension")):
+            if not any(
+                settings.extension_directory.glob(f"{DUCKDB_VERSION}/*/{name}.duckdb_extension")
+            ):
                 con.execute(f"install '{extension_file(name)}'")
 
 
@@ -71,7 +80,9 @@ def attach_sql(settings: PhloSettings, *, read_only: bool = False) -> str:
 def _prepare_local_folders(settings: PhloSettings) -> None:
     settings.extension_directory.mkdir(parents=True, exist_ok=True)
     if settings.lake_catalog.startswith("sqlite:"):
-        Path(settings.lake_catalog.removeprefix("sqlite:")).parent.mkdir(parents=True, exist_ok=True)
+        Path(settings.lake_catalog.removeprefix("sqlite:")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
     if "://" not in settings.lake_data_path:
         Path(settings.lake_data_path).mkdir(parents=True, exist_ok=True)
 
@@ -99,7 +110,9 @@ def connect(
         _install_extensions(con, settings)
         _retrying(lambda: con.execute(attach_sql(settings, read_only=read_only)))
         for layer in [] if read_only else LAYERS:
-            _retrying(lambda layer=layer: con.execute(f"create schema if not exists {CATALOG}.{layer}"))
+            _retrying(
+                lambda layer=layer: con.execute(f"create schema if not exists {CATALOG}.{layer}")
+            )
         con.execute(f"use {CATALOG}")
     except Exception as exc:
         con.close()
@@ -228,6 +241,10 @@ def query(sql: str, settings: PhloSettings | None = None) -> QueryResult:
             if relation is None:
                 return QueryResult(columns=[], rows=[])
             return QueryResult(columns=list(relation.columns), rows=relation.fetchall())
-        except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException,
-                duckdb.InvalidInputException) as exc:
+        except (
+            duckdb.ParserException,
+            duckdb.BinderException,
+            duckdb.CatalogException,
+            duckdb.InvalidInputException,
+        ) as exc:
             raise QueryError(_first_line(exc)) from None

@@ -28,7 +28,9 @@ class ValidationSplit:
 def split_by_schema(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> ValidationSplit:
     try:
         valid = schema.validate(frame, lazy=True)
-        return ValidationSplit(valid=valid, rejected=frame.iloc[0:0].assign(reason=pd.Series(dtype="str")))
+        return ValidationSplit(
+            valid=valid, rejected=frame.iloc[0:0].assign(reason=pd.Series(dtype="str"))
+        )
     except SchemaErrors as errors:
         cases = errors.failure_cases
     row_cases = cases[cases["index"].notna()]
@@ -42,8 +44,6 @@ def split_by_schema(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> Validati
         reason = f"{case.column}: {case.check} (got {case.failure_case!r})"
         reasons.setdefault(case.index, set()).add(reason)
     bad_index = pd.Index(list(reasons), dtype=frame.index.dtype)
-    rejected = frame.loc[bad_index].assign(
-        reason=["; ".join(sorted(reasons[i])) for i in reasons]
-    )
+    rejected = frame.loc[bad_index].assign(reason=["; ".join(sorted(reasons[i])) for i in reasons])
     valid = schema.validate(frame.drop(index=bad_index), lazy=True)
     return ValidationSplit(valid=valid, rejected=rejected)

@@ -29,12 +29,16 @@ class LocationRef:
 
     @property
     def package(self) -> str:
-        """The location's package (`locations.nightscout` for `locations.nightscout.definitions`)."""
+        """The location's package: `locations.nightscout` for `....nightscout.definitions`."""
         return self.module.rsplit(".", 1)[0]
 
 
 def workspace_file(settings: PhloSettings) -> Path:
-    return settings.phlo_workspace.expanduser().resolve() if settings.phlo_workspace else DEFAULT_WORKSPACE
+    return (
+        settings.phlo_workspace.expanduser().resolve()
+        if settings.phlo_workspace
+        else DEFAULT_WORKSPACE
+    )
 
 
 def location_refs(settings: PhloSettings) -> list[LocationRef]:
@@ -66,7 +70,9 @@ def load_definitions(ref: LocationRef) -> Definitions:
     build = getattr(module, "build_definitions", None)
     if callable(build):
         # Built afresh with the current settings (the module-level `defs` is built once).
-        return build()
+        built = build()
+        if isinstance(built, Definitions):
+            return built
     found = [value for value in vars(module).values() if isinstance(value, Definitions)]
     if len(found) != 1:
         raise WorkspaceError(f"{ref.module} must define build_definitions() or one Definitions")

@@ -1,6 +1,5 @@
 """The Nightscout ingestion asset and its blocking rejection check."""
 
-
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +26,10 @@ REJECTED_CHECK = "rejected_rows_within_limit"
 
 
 def _day_table(batch: GlucoseBatch) -> str:
-    lines = ["| day | fetched | error codes | duplicates | rejected | loaded |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| day | fetched | error codes | duplicates | rejected | loaded |",
+        "|---|---|---|---|---|---|",
+    ]
     for day, s in sorted(batch.stats.items()):
         lines.append(
             f"| {day} | {s.fetched} | {s.error_codes} | {s.duplicates} | "
@@ -54,7 +56,7 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
                 REJECTED_CHECK,
                 asset=ASSET_NAME,
                 blocking=True,
-                description=f"No day has more than {limit:g}% of its readings rejected by validation.",
+                description=f"No day has more than {limit:g}% of its readings rejected.",
             )
         ],
     )
@@ -104,7 +106,11 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
                 AssetCheckResult(
                     check_name=REJECTED_CHECK,
                     passed=True,
-                    metadata={"max_rejected_pct": max((s.rejected_pct for s in batch.stats.values()), default=0.0)},
+                    metadata={
+                        "max_rejected_pct": max(
+                            (s.rejected_pct for s in batch.stats.values()), default=0.0
+                        )
+                    },
                 )
             ],
         )

@@ -69,7 +69,9 @@ class NightscoutClient:
                 if settings.nightscout_api_secret
                 else None
             ),
-            token=settings.nightscout_token.get_secret_value() if settings.nightscout_token else None,
+            token=settings.nightscout_token.get_secret_value()
+            if settings.nightscout_token
+            else None,
             page_size=settings.nightscout_page_size,
             timeout_seconds=settings.http_timeout_seconds,
             policy=RetryPolicy(
@@ -102,7 +104,9 @@ class NightscoutClient:
                 params["token"] = self._token
             page = self._http.get_json(ENTRIES_PATH, params=params)
             if not isinstance(page, list):
-                raise SourceError("Nightscout answered the entries request with something other than a list")
+                raise SourceError(
+                    "Nightscout answered the entries request with something other than a list"
+                )
             result.pages += 1
             fresh = [e for e in page if isinstance(e, dict) and str(e.get("_id")) not in seen]
             for entry in fresh:

@@ -29,7 +29,9 @@ def build_definitions() -> Definitions:
         partitions_def=daily_partitions(settings),
         description="Ingest a day of Nightscout entries and build every glucose model on it.",
     )
-    return Definitions(assets=[ingestion, models], jobs=[daily_job], resources={"dbt": dbt_resource})
+    return Definitions(
+        assets=[ingestion, models], jobs=[daily_job], resources={"dbt": dbt_resource}
+    )
 
 
 @definitions

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -25,8 +27,16 @@ from phlo_core.settings import PhloSettings
 
 ERROR_CODE_BELOW = 39
 DIRECTIONS = [
-    "NONE", "DoubleUp", "SingleUp", "FortyFiveUp", "Flat", "FortyFiveDown",
-    "SingleDown", "DoubleDown", "NOT COMPUTABLE", "RATE OUT OF RANGE",
+    "NONE",
+    "DoubleUp",
+    "SingleUp",
+    "FortyFiveUp",
+    "Flat",
+    "FortyFiveDown",
+    "SingleDown",
+    "DoubleDown",
+    "NOT COMPUTABLE",
+    "RATE OUT OF RANGE",
 ]
 ENTRIES_TABLE = "raw.glucose_entries"
 REJECTED_TABLE = "raw.glucose_entries_rejected"
@@ -102,81 +112,100 @@ class GlucoseBatch:
         return total
 
 
-def _int_column(frame: pd.DataFrame, name: str) -> pd.Series:
-    if name not in frame:
-        return pd.Series(pd.NA, index=frame.index, dtype="Int64")
-    numbers = pd.to_numeric(frame[name], errors="coerce")
-    whole = numbers.where(numbers.isna() | (numbers == numbers.round()))
-    return whole.astype("Float64").astype("Int64")
+def _as_int(value: object) -> int | None:
+    """Nightscout sends numbers as JSON numbers or strings; anything not whole is missing."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)  # pyright: ignore[reportArgumentType]
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) and number == int(number) else None
 
 
-def _str_column(frame: pd.DataFrame, name: str) -> pd.Series:
-    if name not in frame:
-        return pd.Series(pd.NA, index=frame.index, dtype="str")
-    return frame[name].map(lambda v: None if v is None or v != v else str(v)).astype("str")
+def _as_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
-def prepare_batch(entries: list[dict], days: DayRange, tz: ZoneInfo) -> GlucoseBatch:
-    start, end = utc_bounds(days, tz)
-    start_ms, end_ms = epoch_ms(start), epoch_ms(end)
-    stats = {day: DayStats() for day in days.days()}
-    empty_rows = pd.DataFrame({name: [] for name in ENTRY_COLUMNS})
-    empty_rejected = pd.DataFrame({name: [] for name in REJECTED_COLUMNS})
-    if not entries:
-        return GlucoseBatch(days, empty_rows, empty_rejected, stats)
+def _candidate(entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "entry_id": _as_str(entry.get("_id")),
+        "reading_at_ms": _as_int(entry.get("date")),
+        "sgv": _as_int(entry.get("sgv")),
+        "direction": _as_str(entry.get("direction")),
+        "trend": _as_int(entry.get("trend")),
+        "device": _as_str(entry.get("device")),
+        "noise": _as_int(entry.get("noise")),
+        "utc_offset_minutes": _as_int(entry.get("utcOffset")),
+        "date_string": _as_str(entry.get("dateString")),
+        "payload": json.dumps(entry, sort_keys=True, default=str),
+    }
 
-    raw = pd.DataFrame.from_records(entries)
-    frame = pd.DataFrame(
+
+def _local_day(epoch: int | None, days: DayRange, tz: ZoneInfo) -> dt.date:
+    """The local day of a reading; readings outside the window are attributed to its nearest
+    day, so that they are counted and then rejected by the schema rather than lost."""
+    if epoch is None:
+        return days.start
+    try:
+        day = dt.datetime.fromtimestamp(epoch / 1000, tz).date()
+    except (OverflowError, OSError, ValueError):
+        return days.start
+    return min(max(day, days.start), days.end - dt.timedelta(days=1))
+
+
+def _frame(records: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
+    dtypes = {"bigint": "Int64", "integer": "Int64", "varchar": "str", "date": "object"}
+    return pd.DataFrame(
         {
-            "entry_id": _str_column(raw, "_id"),
-            "entry_type": _str_column(raw, "type"),
-            "reading_at_ms": _int_column(raw, "date"),
-            "sgv": _int_column(raw, "sgv"),
-            "direction": _str_column(raw, "direction"),
-            "trend": _int_column(raw, "trend"),
-            "device": _str_column(raw, "device"),
-            "noise": _int_column(raw, "noise"),
-            "utc_offset_minutes": _int_column(raw, "utcOffset"),
-            "date_string": _str_column(raw, "dateString"),
+            name: pd.Series([r.get(name) for r in records], dtype=dtypes[kind])
+            for name, kind in columns.items()
         }
     )
-    frame["payload"] = [json.dumps(e, sort_keys=True, default=str) for e in entries]
-    local_dates = pd.to_datetime(frame["reading_at_ms"], unit="ms", utc=True).dt.tz_convert(tz)
-    frame["partition_date"] = local_dates.dt.date
-    # Entries the server returned outside the window are attributed to the nearest day so that
-    # they are counted and rejected (by the schema's date check) rather than silently dropped.
-    frame["partition_date"] = frame["partition_date"].map(
-        lambda d: days.start if d is None or d != d or d < days.start
-        else min(d, days.end - dt.timedelta(days=1))
+
+
+def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -> GlucoseBatch:
+    start, end = utc_bounds(days, tz)
+    stats = {day: DayStats() for day in days.days()}
+    candidates: list[dict[str, Any]] = []
+    for entry in entries:
+        candidate = _candidate(entry)
+        day = _local_day(candidate["reading_at_ms"], days, tz)
+        candidate["partition_date"] = day
+        if entry.get("type") != "sgv":
+            stats[day].other_types += 1
+            continue
+        stats[day].fetched += 1
+        if candidate["sgv"] is not None and candidate["sgv"] < ERROR_CODE_BELOW:
+            stats[day].error_codes += 1
+            continue
+        candidates.append(candidate)
+
+    candidates.sort(
+        key=lambda c: (c["reading_at_ms"] is None, c["reading_at_ms"] or 0, c["entry_id"] or "")
     )
+    seen_ids: set[str | None] = set()
+    seen_dates: set[int] = set()
+    unique: list[dict[str, Any]] = []
+    for candidate in candidates:
+        reading_at = candidate["reading_at_ms"]
+        if candidate["entry_id"] in seen_ids or reading_at in seen_dates:
+            stats[candidate["partition_date"]].duplicates += 1
+            continue
+        seen_ids.add(candidate["entry_id"])
+        if reading_at is not None:
+            seen_dates.add(reading_at)
+        unique.append(candidate)
 
-    def count(mask: pd.Series, attribute: str) -> None:
-        for day, n in frame.loc[mask, "partition_date"].value_counts().items():
-            setattr(stats[day], attribute, getattr(stats[day], attribute) + int(n))
-
-    is_sgv = frame["entry_type"] == "sgv"
-    count(is_sgv, "fetched")
-    count(~is_sgv, "other_types")
-    frame = frame[is_sgv]
-    is_error_code = frame["sgv"].notna() & (frame["sgv"] < ERROR_CODE_BELOW)
-    count(is_error_code, "error_codes")
-    frame = frame[~is_error_code].sort_values(["reading_at_ms", "entry_id"], na_position="last")
-    duplicate = frame["entry_id"].duplicated() | (
-        frame["reading_at_ms"].notna() & frame["reading_at_ms"].duplicated()
-    )
-    count(duplicate, "duplicates")
-    frame = frame[~duplicate].reset_index(drop=True)
-
-    split = split_by_schema(frame, entry_schema(start_ms, end_ms))
-    for attribute, part in (("rejected", split.rejected), ("loaded", split.valid)):
-        for day, n in part["partition_date"].value_counts().items():
-            setattr(stats[day], attribute, getattr(stats[day], attribute) + int(n))
-
-    rows = split.valid[list(ENTRY_COLUMNS)].sort_values("reading_at_ms").reset_index(drop=True)
-    rejected = split.rejected.assign(
-        reading_at_ms=split.rejected["reading_at_ms"].astype("Int64")
-    )[list(REJECTED_COLUMNS)]
-    return GlucoseBatch(days, rows, rejected.reset_index(drop=True), stats)
+    frame = _frame(unique, {**ENTRY_COLUMNS, "payload": "varchar"})
+    split = split_by_schema(frame, entry_schema(epoch_ms(start), epoch_ms(end)))
+    for day in split.rejected["partition_date"]:
+        stats[day].rejected += 1
+    for day in split.valid["partition_date"]:
+        stats[day].loaded += 1
+    rows = split.valid.loc[:, list(ENTRY_COLUMNS)].reset_index(drop=True)
+    rejected = split.rejected.loc[:, list(REJECTED_COLUMNS)].reset_index(drop=True)
+    return GlucoseBatch(days, rows, rejected, stats)
 
 
 def write_batch(batch: GlucoseBatch, settings: PhloSettings) -> dict[str, int]:
@@ -188,12 +217,20 @@ def write_batch(batch: GlucoseBatch, settings: PhloSettings) -> dict[str, int]:
     return replace_partitions(
         [
             PartitionWrite(
-                ENTRIES_TABLE, ENTRY_COLUMNS, "partition_date",
-                batch.days.start, batch.days.end, arrow(batch.rows),
+                ENTRIES_TABLE,
+                ENTRY_COLUMNS,
+                "partition_date",
+                batch.days.start,
+                batch.days.end,
+                arrow(batch.rows),
             ),
             PartitionWrite(
-                REJECTED_TABLE, REJECTED_COLUMNS, "partition_date",
-                batch.days.start, batch.days.end, arrow(batch.rejected),
+                REJECTED_TABLE,
+                REJECTED_COLUMNS,
+                "partition_date",
+                batch.days.start,
+                batch.days.end,
+                arrow(batch.rejected),
             ),
         ],
         settings,

@@ -151,7 +151,9 @@ class SampleNightscoutServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve Phlo's sample CGM data over Nightscout's API.")
+    parser = argparse.ArgumentParser(
+        description="Serve Phlo's sample CGM data over Nightscout's API."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=1337)
     parser.add_argument("--timezone", default="UTC")
@@ -159,8 +161,11 @@ def main() -> None:
     parser.add_argument("--token", default=None)
     args = parser.parse_args()
     server = SampleNightscoutServer(
-        host=args.host, port=args.port, timezone=args.timezone,
-        api_secret=args.api_secret, token=args.token,
+        host=args.host,
+        port=args.port,
+        timezone=args.timezone,
+        api_secret=args.api_secret,
+        token=args.token,
     )
     print(f"sample Nightscout (SAMPLE DATA) at {server.url}", flush=True)
     server.start()

@@ -1,0 +1,49 @@
+# Phlo: `make demo` runs the glucose pipeline on sample data; `make test` runs every test.
+# Both set up what they need first: uv (installed with pip when missing), then the locked venv.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := $(PYTHON) -m uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: all install demo test test-fast lint format bench clean
+
+all: install
+
+$(BIN)/.uv-checked:
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
+	@mkdir -p $(BIN) && touch $@
+
+$(BIN)/.installed: pyproject.toml uv.lock $(BIN)/.uv-checked
+	$(UV) sync --locked
+	@touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/phlo demo
+
+test: install
+	$(BIN)/pytest -q --durations=15
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/basedpyright
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: install
+	$(BIN)/python bench/bench_materialize.py
+
+clean:
+	rm -rf $(VENV) .phlo src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs

@@ -1,0 +1,148 @@
+"""The `phlo` command as a user runs it: a subprocess, its output and its exit code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from locations.nightscout.sample_server import SampleNightscoutServer
+from tests.conftest import TEST_SECRET
+
+PHLO = str(Path(sys.executable).with_name("phlo"))
+
+
+def phlo(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    return subprocess.run(
+        [PHLO, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_help_lists_the_commands_and_imports_nothing_heavy() -> None:
+    result = phlo("--help")
+    assert result.returncode == 0
+    for command in ("materialize", "query", "demo"):
+        assert command in result.stdout
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from phlo_cli.main import app\n"
+            "app(['--help'], result_action='return_value')\n"
+            "print(sorted(m for m in ('dagster', 'dbt', 'duckdb') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["materialize", "dlt_glucose_entries", "--partition", "2024-02-30"], "not a date"),
+        (["materialize", "dlt_glucose_entries", "--partition", "2023-12-31"], "2024-01-01.."),
+        (["materialize", "dlt_glucose_entries"], "--partition"),
+        (["query", "select 1", "--format", "xml"], "table"),
+        (["frobnicate"], "frobnicate"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    result = phlo(*args, env={"PHLO_HOME": str(tmp_path / "home")})
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("phlo: error:")]
+    assert len(errors) == 1
+    assert message in errors[0]
+
+
+def test_a_bad_setting_names_the_variable(tmp_path: Path) -> None:
+    result = phlo("query", "select 1", env={"PHLO_TIMEZONE": "Atlantis/Capital"})
+    assert result.returncode == 2
+    assert "PHLO_TIMEZONE" in result.stderr
+
+
+@pytest.mark.slow
+def test_unknown_asset_lists_the_known_ones(tmp_path: Path) -> None:
+    result = phlo(
+        "materialize",
+        "glucose_entries_typo",
+        "--partition",
+        "2024-01-15",
+        env={"PHLO_HOME": str(tmp_path / "home")},
+    )
+    assert result.returncode == 2
+    assert "unknown asset 'glucose_entries_typo'" in result.stderr
+    assert "dlt_glucose_entries" in result.stderr
+
+
+@pytest.mark.slow
+def test_materialize_then_query_in_every_format(tmp_path: Path) -> None:
+    with SampleNightscoutServer(timezone="Europe/Oslo", api_secret=TEST_SECRET) as server:
+        env = {
+            "PHLO_HOME": str(tmp_path / "home"),
+            "PHLO_TIMEZONE": "Europe/Oslo",
+            "NIGHTSCOUT_URL": server.url,
+            "NIGHTSCOUT_API_SECRET": TEST_SECRET,
+        }
+        run = phlo("materialize", "dlt_glucose_entries+", "--partition", "2024-01-15", env=env)
+        assert run.returncode == 0, run.stderr
+        assert "succeeded: 7 asset(s) for 2024-01-15" in run.stdout
+        assert "materialized fct_daily_glucose_metrics" in run.stderr
+
+    sql = "select reading_date, reading_count, tir_pct from silver.fct_daily_glucose_metrics"
+    as_json = phlo("query", sql, "--format", "json", env=env)
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)
+    assert len(rows) == 1
+    assert rows[0]["reading_date"] == "2024-01-15"
+    assert 250 < rows[0]["reading_count"] <= 288
+    assert set(rows[0]) == {"reading_date", "reading_count", "tir_pct"}
+
+    as_csv = phlo("query", sql, "--format", "csv", env=env)
+    header, line = as_csv.stdout.strip().splitlines()
+    assert header == "reading_date,reading_count,tir_pct"
+    assert line.startswith(f"2024-01-15,{rows[0]['reading_count']},")
+
+    as_table = phlo("query", sql, env=env)
+    assert "reading_date" in as_table.stdout.splitlines()[0]
+    assert as_table.stdout.strip().endswith("(1 row)")
+
+    bad_sql = phlo("query", "select * from silver.no_such_table", env=env)
+    assert bad_sql.returncode == 2
+    assert "no_such_table" in bad_sql.stderr
+
+
+@pytest.mark.slow
+def test_a_rejected_secret_fails_the_run_without_showing_it(tmp_path: Path) -> None:
+    wrong = "wrong-secret-value-123"
+    with SampleNightscoutServer(api_secret=TEST_SECRET) as server:
+        result = phlo(
+            "materialize",
+            "dlt_glucose_entries",
+            "--partition",
+            "2024-01-15",
+            "--verbose",
+            env={
+                "PHLO_HOME": str(tmp_path / "home"),
+                "NIGHTSCOUT_URL": server.url,
+                "NIGHTSCOUT_API_SECRET": wrong,
+            },
+        )
+    assert result.returncode == 1
+    assert "rejected the credentials" in result.stderr
+    output = result.stdout + result.stderr
+    assert wrong not in output
+    assert hashlib.sha1(wrong.encode()).hexdigest() not in output
