@@ -216,6 +216,14 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _err("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        from phlo_core.settings import get_settings
+
+        if get_settings().phlo_debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        _err(f"{type(exc).__name__}: {first} (PHLO_DEBUG=1 shows the traceback)")
+        sys.exit(EXIT_FAILED)
     sys.exit(code if isinstance(code, int) else 0)
 
 

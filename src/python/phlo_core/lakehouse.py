@@ -120,6 +120,23 @@ def connect(
     return con
 
 
+def ensure_extensions(settings: PhloSettings) -> None:
+    """Install the DuckDB extensions into PHLO_HOME's extension folder unless already there."""
+    if all(
+        any(settings.extension_directory.glob(f"{DUCKDB_VERSION}/*/{name}.duckdb_extension"))
+        for name in EXTENSIONS
+    ):
+        return
+    import duckdb
+
+    settings.extension_directory.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(config={"extension_directory": str(settings.extension_directory)})
+    try:
+        _install_extensions(con, settings)
+    finally:
+        con.close()
+
+
 @contextmanager
 def lakehouse(
     settings: PhloSettings | None = None, *, read_only: bool = False

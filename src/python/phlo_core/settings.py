@@ -50,6 +50,8 @@ class PhloSettings(BaseSettings):
     nightscout_page_size: int = Field(default=1000, ge=1, le=100_000)
     nightscout_max_rejected_pct: float = Field(default=5.0, ge=0, le=100)
 
+    phlo_debug: bool = Field(default=False, description="Show tracebacks from the CLI.")
+
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     http_max_attempts: int = Field(default=5, ge=1, le=20)
     http_backoff_seconds: float = Field(default=1.0, ge=0)

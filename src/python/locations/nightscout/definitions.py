@@ -17,7 +17,7 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "nightscout"
 def build_definitions() -> Definitions:
     settings = get_settings()
     ingestion = build_ingestion_asset(settings)
-    models, dbt_resource = build_dbt_assets(
+    models = build_dbt_assets(
         DBT_PROJECT_DIR,
         settings,
         group_name="nightscout",
@@ -30,7 +30,8 @@ def build_definitions() -> Definitions:
         description="Ingest a day of Nightscout entries and build every glucose model on it.",
     )
     return Definitions(
-        assets=[ingestion, models], jobs=[daily_job], resources={"dbt": dbt_resource}
+        assets=[ingestion, models],
+        jobs=[daily_job],
     )
 
 
