@@ -154,7 +154,9 @@ def parsed_manifest(project_dir: Path, settings: PhloSettings) -> "Manifest":
     key = (project_dir, settings.home)
     if key not in _parsed:
         directory = target_path(project_dir, settings)
-        parsed = _invoke(["parse", "--target-path", str(directory)], project_dir, settings)
+        parsed = _invoke(
+            ["parse", "--no-write-json", "--target-path", str(directory)], project_dir, settings
+        )
         _parsed[key] = parsed.result
     return _parsed[key]
 

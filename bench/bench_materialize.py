@@ -1,0 +1,126 @@
+"""Benchmarks of per-run overhead, each printed as a ratio to a baseline measured in the same run.
+
+These machines are noisy: absolute seconds vary from run to run, ratios much less. Results are
+written to bench/results/<date>-materialize.json.
+
+    .venv/bin/python bench/bench_materialize.py [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from locations.nightscout.sample_server import SampleNightscoutServer
+from phlo_core.calendar import DayRange
+from phlo_core.engine import materialize
+from phlo_core.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+PHLO = str(Path(sys.executable).with_name("phlo"))
+
+
+def timed(action: Callable[[], object], repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def command(*args: str, env: dict[str, str] | None = None) -> Callable[[], object]:
+    def run() -> None:
+        subprocess.run(args, check=True, capture_output=True, env={**os.environ, **(env or {})})
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--days", type=int, default=7)
+    args = parser.parse_args()
+    results: dict[str, dict[str, float]] = {}
+
+    def record(name: str, seconds: float, baseline_name: str, baseline: float) -> None:
+        results[name] = {
+            "seconds": round(seconds, 3),
+            "baseline": baseline_name,
+            "baseline_seconds": round(baseline, 3),
+            "ratio": round(seconds / baseline, 2),
+        }
+        print(f"{name:<44} {seconds:7.2f}s  {seconds / baseline:6.2f}x {baseline_name}")
+
+    python_floor = timed(command(sys.executable, "-c", "pass"), args.repeat)
+    import_dagster = timed(command(sys.executable, "-c", "import dagster"), args.repeat)
+    record(
+        "phlo --help", timed(command(PHLO, "--help"), args.repeat), "python -c pass", python_floor
+    )
+    record(
+        "phlo --help (vs importing dagster)",
+        timed(command(PHLO, "--help"), args.repeat),
+        "python -c 'import dagster'",
+        import_dagster,
+    )
+
+    with tempfile.TemporaryDirectory() as tmp, SampleNightscoutServer(timezone="UTC") as server:
+        env = {"PHLO_HOME": f"{tmp}/cli", "NIGHTSCOUT_URL": server.url}
+        one_day = command(
+            PHLO, "materialize", "dlt_glucose_entries+", "--partition", "2024-01-15", env=env
+        )
+        one_day()  # first run parses the dbt project and creates the instance: not measured
+        import_stack = timed(
+            command(sys.executable, "-c", "import dagster, dagster_dbt, dbt.cli.main"), args.repeat
+        )
+        record(
+            "phlo materialize (1 day, all 7 assets)",
+            timed(one_day, args.repeat),
+            "importing dagster+dagster_dbt+dbt",
+            import_stack,
+        )
+
+        settings = load_settings(phlo_home=Path(tmp) / "engine", nightscout_url=server.url)
+        first = dt.date(2024, 2, 1)
+        days = DayRange(first, first + dt.timedelta(days=args.days))
+        materialize("dlt_glucose_entries+", DayRange(first, first + dt.timedelta(days=1)), settings)
+
+        def per_day() -> None:
+            for day in days.days():
+                materialize(
+                    "dlt_glucose_entries+", DayRange(day, day + dt.timedelta(days=1)), settings
+                )
+
+        def one_range() -> None:
+            outcomes = materialize("dlt_glucose_entries+", days, settings)
+            assert all(o.success for o in outcomes)
+
+        per_day_seconds = timed(per_day, 1)
+        record(
+            f"{args.days} days as one range run",
+            timed(one_range, args.repeat),
+            f"{args.days} one-day runs",
+            per_day_seconds,
+        )
+
+    out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-materialize.json"
+    out.write_text(
+        json.dumps(
+            {"machine": os.uname().nodename, "cpus": os.cpu_count(), "results": results}, indent=2
+        )
+        + "\n"
+    )
+    print(f"written {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
