@@ -14,11 +14,8 @@ export UV_PYTHON := $(PYTHON)
 
 all: install
 
-$(BIN)/.uv-checked:
+$(BIN)/.installed: pyproject.toml uv.lock
 	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet "uv==$(UV_VERSION)"
-	@mkdir -p $(BIN) && touch $@
-
-$(BIN)/.installed: pyproject.toml uv.lock $(BIN)/.uv-checked
 	$(UV) sync --locked
 	@touch $@
 
