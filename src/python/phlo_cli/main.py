@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
@@ -40,7 +41,9 @@ def _settings():  # noqa: ANN202  (PhloSettings, imported lazily)
         raise UsageError(str(exc)) from None
 
 
-def _progress_printer(verbose: bool):  # noqa: ANN202
+def _progress_printer(verbose: bool, days_label: str | None = None):  # noqa: ANN202
+    """Progress lines on stderr. A range run materializes every asset once per day; unless
+    verbose, each asset is reported once, labelled with the whole range."""
     from phlo_core.engine import Progress
 
     started = time.perf_counter()
@@ -49,7 +52,8 @@ def _progress_printer(verbose: bool):  # noqa: ANN202
     def show(event: Progress) -> None:
         elapsed = f"{time.perf_counter() - started:6.1f}s"
         if event.kind == "materialized":
-            partition = f" [{event.partition}]" if event.partition else ""
+            label = event.partition if verbose or not days_label else days_label
+            partition = f" [{label}]" if label else ""
             if verbose or event.subject not in seen:
                 print(f"  {elapsed}  materialized {event.subject}{partition}", file=sys.stderr)
             seen.add(event.subject)
@@ -117,7 +121,7 @@ def materialize(
             selection,
             days,
             settings,
-            on_progress=_progress_printer(verbose),
+            on_progress=_progress_printer(verbose, days.label()),
             log_level="INFO" if verbose else "CRITICAL",
             echo_output=verbose,
         )
@@ -186,20 +190,32 @@ def demo() -> int:
         on_start=lambda location, assets: print(
             f"{location}: materializing {len(assets)} assets ...", file=sys.stderr
         ),
-        on_progress=_progress_printer(False),
+        on_progress=_progress_printer(False, "all sample days"),
     )
     code = _report_outcomes(result.outcomes)
     for report in result.reports:
         print(f"\n== {report.location}: {report.title} [SAMPLE DATA] ==")
         print(to_table(report.result.columns, report.result.rows))
-    home = result.settings.home
+    home = _shown(result.settings.home)
+    dagster_home = _shown(result.settings.resolved_dagster_home)
+    phlo = _shown(Path(sys.argv[0]).absolute()) if sys.argv[0].endswith("phlo") else "phlo"
+    dagster = _shown(Path(sys.executable).with_name("dagster"))
     print(
-        f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {home}.\n"
-        f'Explore it: PHLO_HOME={home} phlo query "select * from marts.mrt_glucose_overview"\n'
-        f"Browse the runs: DAGSTER_HOME={result.settings.resolved_dagster_home} "
-        "PHLO_HOME={home} dagster dev -w infra/dagster/workspace.yaml".replace("{home}", str(home))
+        f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {home}\n"
+        f"explore it:  PHLO_HOME={home} {phlo} query "
+        '"select * from marts.mrt_glucose_overview"\n'
+        f"browse runs: PHLO_HOME={home} DAGSTER_HOME={dagster_home} {dagster} dev "
+        "-w infra/dagster/workspace.yaml"
     )
     return code
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it can be shown: relative to the working directory when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,7 +47,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, float):
-        return f"{value:.2f}" if math.isfinite(value) and value != int(value) else f"{value:g}"
+        return f"{value:.2f}" if math.isfinite(value) else str(value)
     return str(_jsonable(value))
 
 
