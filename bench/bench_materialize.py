@@ -50,10 +50,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--days", type=int, default=7)
     args = parser.parse_args()
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, float | str]] = {}
 
     def record(name: str, seconds: float, baseline_name: str, baseline: float) -> None:
-        results[name] = {
+        results[f"{name} vs {baseline_name}"] = {
             "seconds": round(seconds, 3),
             "baseline": baseline_name,
             "baseline_seconds": round(baseline, 3),
@@ -63,15 +63,9 @@ def main() -> None:
 
     python_floor = timed(command(sys.executable, "-c", "pass"), args.repeat)
     import_dagster = timed(command(sys.executable, "-c", "import dagster"), args.repeat)
-    record(
-        "phlo --help", timed(command(PHLO, "--help"), args.repeat), "python -c pass", python_floor
-    )
-    record(
-        "phlo --help (vs importing dagster)",
-        timed(command(PHLO, "--help"), args.repeat),
-        "python -c 'import dagster'",
-        import_dagster,
-    )
+    help_seconds = timed(command(PHLO, "--help"), args.repeat)
+    record("phlo --help", help_seconds, "python -c pass", python_floor)
+    record("phlo --help", help_seconds, "python -c 'import dagster'", import_dagster)
 
     with tempfile.TemporaryDirectory() as tmp, SampleNightscoutServer(timezone="UTC") as server:
         env = {"PHLO_HOME": f"{tmp}/cli", "NIGHTSCOUT_URL": server.url}
