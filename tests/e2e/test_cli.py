@@ -126,9 +126,12 @@ def test_materialize_then_query_in_every_format(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_rejected_secret_fails_the_run_without_showing_it(tmp_path: Path) -> None:
-    wrong = "wrong-secret-value-123"
-    with SampleNightscoutServer(api_secret=TEST_SECRET) as server:
+@pytest.mark.parametrize("variable", ["NIGHTSCOUT_API_SECRET", "NIGHTSCOUT_TOKEN"])
+def test_rejected_credentials_fail_the_run_without_showing_them(
+    variable: str, tmp_path: Path
+) -> None:
+    wrong = "wrong-credential-value-123"
+    with SampleNightscoutServer(api_secret=TEST_SECRET, token="right-token") as server:
         result = phlo(
             "materialize",
             "dlt_glucose_entries",
@@ -138,7 +141,7 @@ def test_a_rejected_secret_fails_the_run_without_showing_it(tmp_path: Path) -> N
             env={
                 "PHLO_HOME": str(tmp_path / "home"),
                 "NIGHTSCOUT_URL": server.url,
-                "NIGHTSCOUT_API_SECRET": wrong,
+                variable: wrong,
             },
         )
     assert result.returncode == 1
@@ -146,3 +149,6 @@ def test_a_rejected_secret_fails_the_run_without_showing_it(tmp_path: Path) -> N
     output = result.stdout + result.stderr
     assert wrong not in output
     assert hashlib.sha1(wrong.encode()).hexdigest() not in output
+    run_logs = list((tmp_path / "home" / "dagster").rglob("*.log"))
+    for log in run_logs:
+        assert wrong not in log.read_text()

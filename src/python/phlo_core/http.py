@@ -7,6 +7,7 @@ passed as query parameters never reach a log or an error message.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,9 @@ from tenacity import (
 )
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+# httpx logs every request URL at INFO, query string (and so any token) included.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class SourceError(RuntimeError):

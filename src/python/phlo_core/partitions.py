@@ -9,7 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 
-from dagster import BackfillPolicy, BetaWarning, DailyPartitionsDefinition
+from dagster import (
+    BackfillPolicy,
+    BetaWarning,
+    DailyPartitionsDefinition,
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    schedule,
+)
 
 from phlo_core.calendar import DayRange
 from phlo_core.settings import PhloSettings
@@ -28,6 +37,27 @@ warnings.filterwarnings("ignore", category=BetaWarning)
 
 # One run covers a whole range of days: per-run overhead, not data volume, dominates here.
 SINGLE_RUN = BackfillPolicy.single_run()
+
+
+def daily_schedule(
+    job_name: str, settings: PhloSettings, *, hour: int = 1, minute: int = 15
+) -> ScheduleDefinition:
+    """Run the job every night for the local day that just ended (stopped until turned on)."""
+
+    @schedule(
+        name=f"{job_name}_schedule",
+        job_name=job_name,
+        cron_schedule=f"{minute} {hour} * * *",
+        execution_timezone=settings.phlo_timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Every night: the previous local day.",
+    )
+    def _nightly(context: ScheduleEvaluationContext) -> RunRequest:
+        scheduled = context.scheduled_execution_time or dt.datetime.now(settings.timezone)
+        day = scheduled.astimezone(settings.timezone).date() - dt.timedelta(days=1)
+        return RunRequest(run_key=day.isoformat(), partition_key=day.isoformat())
+
+    return _nightly
 
 
 def window_days(start: dt.datetime, end: dt.datetime) -> DayRange:

@@ -8,7 +8,7 @@ from dagster import AssetSelection, Definitions, define_asset_job, definitions
 
 from locations.nightscout.assets import build_ingestion_asset
 from phlo_core.dbt import build_dbt_assets
-from phlo_core.partitions import daily_partitions
+from phlo_core.partitions import daily_schedule
 from phlo_core.settings import get_settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "nightscout"
@@ -26,10 +26,11 @@ def build_definitions() -> Definitions:
     daily_job = define_asset_job(
         "nightscout_daily",
         selection=AssetSelection.groups("nightscout"),
-        partitions_def=daily_partitions(settings),
         description="Ingest a day of Nightscout entries and build every glucose model on it.",
     )
+    nightly = daily_schedule(daily_job.name, settings)
     return Definitions(
+        schedules=[nightly],
         assets=[ingestion, models],
         jobs=[daily_job],
     )
