@@ -35,9 +35,17 @@ def test_pages_until_the_day_is_complete() -> None:
         result = client.fetch_entries(START_MS, END_MS)
     assert len(result.entries) == 1440
     assert len({e["_id"] for e in result.entries}) == 1440
-    assert result.pages == 3
+    assert result.pages == 4  # 500 + 499 + 441 new, then a page with nothing new
     assert min(e["date"] for e in result.entries) >= START_MS
     assert max(e["date"] for e in result.entries) < END_MS
+
+
+def test_a_server_that_caps_the_page_size_still_gives_the_whole_day() -> None:
+    with SampleNightscoutServer(entries=one_minute_sensor, max_count=300) as server:
+        result = NightscoutClient(server.url, page_size=1000, policy=FAST).fetch_entries(
+            START_MS, END_MS
+        )
+    assert len({e["_id"] for e in result.entries}) == 1440
 
 
 def test_api_secret_is_sent_as_its_sha1(nightscout: SampleNightscoutServer) -> None:
@@ -77,8 +85,9 @@ def test_a_wrong_token_does_not_leak_into_the_error() -> None:
 def test_retries_transient_statuses(nightscout: SampleNightscoutServer, status: int) -> None:
     nightscout.fail_next(2, status=status)
     client = NightscoutClient(nightscout.url, api_secret=TEST_SECRET, policy=FAST)
-    assert client.fetch_entries(START_MS, END_MS).entries
-    assert len(nightscout.requests) == 3
+    result = client.fetch_entries(START_MS, END_MS)
+    assert result.entries
+    assert len(nightscout.requests) == 2 + result.pages
 
 
 def test_retries_timeouts(nightscout: SampleNightscoutServer) -> None:
@@ -86,8 +95,9 @@ def test_retries_timeouts(nightscout: SampleNightscoutServer) -> None:
     client = NightscoutClient(
         nightscout.url, api_secret=TEST_SECRET, timeout_seconds=0.5, policy=FAST
     )
-    assert client.fetch_entries(START_MS, END_MS).entries
-    assert len(nightscout.requests) == 2
+    result = client.fetch_entries(START_MS, END_MS)
+    assert result.entries
+    assert len(nightscout.requests) == 1 + result.pages
 
 
 def test_gives_up_after_the_last_attempt_with_a_clear_error(

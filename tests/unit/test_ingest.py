@@ -61,6 +61,7 @@ def test_invalid_rows_are_rejected_with_their_reason() -> None:
     assert list(batch.rows["entry_id"]) == ["id0000"]
     reasons = dict(zip(batch.rejected["entry_id"], batch.rejected["reason"], strict=True))
     assert set(reasons) == {"id0005", "id0010", "id0015", "id0020"}
+    assert reasons["id0005"] == "sgv: not a whole number (got 'HIGH')"
     assert reasons["id0010"].startswith("direction: isin")
     assert reasons["id0015"].startswith("sgv: in_range")
     assert reasons["id0020"].startswith("reading_at_ms: in_range")

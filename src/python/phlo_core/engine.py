@@ -8,6 +8,7 @@ of days is ONE run (Dagster's partition-range tags): every asset is built once f
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import shutil
 import threading
 import time
@@ -63,11 +64,6 @@ def _failure_message(failure: StepFailureData) -> str:
     lines = error.message.strip().splitlines() or [error.cls_name or "error"]
     kind, _, text = lines[0].partition(": ")
     return text if text and "." in kind and " " not in kind else lines[0]
-
-
-def partition_bounds(settings: PhloSettings) -> tuple[DayRange, str]:
-    last = today(settings.timezone)
-    return DayRange(settings.phlo_partition_start, last), last.isoformat()
 
 
 def validate_days(days: DayRange, settings: PhloSettings) -> None:
@@ -218,7 +214,7 @@ def _run(
     echo_output: bool,
 ) -> RunOutcome:
     job = plan.definitions.resolve_implicit_global_asset_job_def()
-    last = days.end.fromordinal(days.end.toordinal() - 1)
+    last = days.end - dt.timedelta(days=1)
     tags = {"phlo/selection": ",".join(names), "phlo/location": plan.location.name}
     partition_key = None
     if len(days) == 1:

@@ -130,7 +130,7 @@ class RetryingClient:
             wait=self._wait,
             reraise=True,
         )
-        url = str(self._client.base_url.join(path))
+        url = str(self._client.base_url.join(path.lstrip("/")))
         try:
             response = retrying(attempt)
         except (_RetryableStatusError, httpx.TransportError) as exc:

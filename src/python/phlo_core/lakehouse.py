@@ -13,7 +13,7 @@ import datetime as dt
 import importlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -223,7 +223,8 @@ def replace_partitions(
                     written[write.table] = write.rows.num_rows
                 con.execute("commit")
             except BaseException:
-                con.execute("rollback")
+                with suppress(Exception):  # the error that matters is the one being raised
+                    con.execute("rollback")
                 raise
             return written
 

@@ -3,7 +3,7 @@
 Nightscout answers newest first, `count` entries at a time, and has no offset parameter, so the
 client pages by moving the upper bound of the date window down to the oldest entry seen
 (inclusive, de-duplicated by `_id`, so entries sharing a timestamp across a page boundary are
-not lost).
+not lost) until a page brings no new entry.
 """
 
 from __future__ import annotations
@@ -112,14 +112,9 @@ class NightscoutClient:
             for entry in fresh:
                 seen.add(str(entry.get("_id")))
             result.entries.extend(fresh)
-            if len(page) < self.page_size:
-                break
-            if not fresh:
-                raise SourceError(
-                    f"more than {self.page_size} Nightscout entries share one timestamp: "
-                    "raise NIGHTSCOUT_PAGE_SIZE"
-                )
-            dates = [e["date"] for e in page if isinstance(e.get("date"), int | float)]
+            dates = [e["date"] for e in fresh if isinstance(e.get("date"), int | float)]
+            # A short page does not prove the day is done: servers may cap `count` below what
+            # was asked. Page until a page brings nothing new.
             if not dates:
                 break
             upper_op, upper = "$lte", int(min(dates))

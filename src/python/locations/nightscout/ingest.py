@@ -127,19 +127,31 @@ def _as_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+_NUMERIC_FIELDS = {
+    "reading_at_ms": "date",
+    "sgv": "sgv",
+    "trend": "trend",
+    "noise": "noise",
+    "utc_offset_minutes": "utcOffset",
+}
+
+
 def _candidate(entry: dict[str, Any]) -> dict[str, Any]:
-    return {
+    candidate: dict[str, Any] = {
         "entry_id": _as_str(entry.get("_id")),
-        "reading_at_ms": _as_int(entry.get("date")),
-        "sgv": _as_int(entry.get("sgv")),
         "direction": _as_str(entry.get("direction")),
-        "trend": _as_int(entry.get("trend")),
         "device": _as_str(entry.get("device")),
-        "noise": _as_int(entry.get("noise")),
-        "utc_offset_minutes": _as_int(entry.get("utcOffset")),
         "date_string": _as_str(entry.get("dateString")),
         "payload": json.dumps(entry, sort_keys=True, default=str),
     }
+    problems = []
+    for column, field_name in _NUMERIC_FIELDS.items():
+        raw = entry.get(field_name)
+        candidate[column] = _as_int(raw)
+        if raw is not None and candidate[column] is None:
+            problems.append(f"{column}: not a whole number (got {raw!r})")
+    candidate["reason"] = "; ".join(problems) or None
+    return candidate
 
 
 def _local_day(epoch: int | None, days: DayRange, tz: ZoneInfo) -> dt.date:
@@ -168,6 +180,7 @@ def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -
     start, end = utc_bounds(days, tz)
     stats = {day: DayStats() for day in days.days()}
     candidates: list[dict[str, Any]] = []
+    unparseable: list[dict[str, Any]] = []
     for entry in entries:
         candidate = _candidate(entry)
         day = _local_day(candidate["reading_at_ms"], days, tz)
@@ -178,6 +191,10 @@ def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -
         stats[day].fetched += 1
         if candidate["sgv"] is not None and candidate["sgv"] < ERROR_CODE_BELOW:
             stats[day].error_codes += 1
+            continue
+        if candidate["reason"]:
+            stats[day].rejected += 1
+            unparseable.append(candidate)
             continue
         candidates.append(candidate)
 
@@ -204,7 +221,10 @@ def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -
     for day in split.valid["partition_date"]:
         stats[day].loaded += 1
     rows = split.valid.loc[:, list(ENTRY_COLUMNS)].reset_index(drop=True)
-    rejected = split.rejected.loc[:, list(REJECTED_COLUMNS)].reset_index(drop=True)
+    rejected = pd.concat(
+        [_frame(unparseable, REJECTED_COLUMNS), split.rejected.loc[:, list(REJECTED_COLUMNS)]],
+        ignore_index=True,
+    )
     return GlucoseBatch(days, rows, rejected, stats)
 
 

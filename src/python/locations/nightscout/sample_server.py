@@ -39,11 +39,13 @@ class SampleNightscoutServer:
         api_secret: str | None = None,
         token: str | None = None,
         entries: EntrySource | None = None,
+        max_count: int | None = None,
     ) -> None:
         tz = ZoneInfo(timezone)
         self.entries: EntrySource = entries or (lambda lo, hi: entries_between(lo, hi, tz))
         self.api_secret_sha1 = hashlib.sha1(api_secret.encode()).hexdigest() if api_secret else None
         self.token = token
+        self.max_count = max_count
         self.requests: list[str] = []
         self._faults: deque[tuple[int, float]] = deque()
         self._lock = threading.Lock()
@@ -103,6 +105,8 @@ class SampleNightscoutServer:
         if (lte := bound("$lte")) is not None:
             hi = min(hi, lte + 1)
         count = int(query.get("count", ["10"])[0])
+        if self.max_count is not None:
+            count = min(count, self.max_count)
         wanted_type = query.get("find[type]", [None])[0]
         matching = [e for e in self.entries(lo, hi) if wanted_type in (None, e["type"])]
         matching.sort(key=lambda e: (e["date"], e["_id"]), reverse=True)
