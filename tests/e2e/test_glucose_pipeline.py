@@ -179,3 +179,27 @@ def test_validation_blocks_a_bad_day_and_writes_nothing(
     assert "dlt_glucose_entries:rejected_rows_within_limit" in outcomes[0].failed_checks
     assert any("rejected more than 5%" in e for e in outcomes[0].errors)
     assert snapshot(built) == before
+
+
+def test_a_few_bad_rows_are_kept_aside_and_the_day_loads(
+    pipeline_settings: Callable[..., PhloSettings],
+) -> None:
+    tz = pipeline_settings().timezone
+
+    def slightly_corrupted(lo: int, hi: int):
+        for i, entry in enumerate(entries_between(lo, hi, tz)):
+            yield {**entry, "sgv": "HIGH"} if i % 50 == 7 else entry
+
+    with SampleNightscoutServer(timezone="America/New_York", entries=slightly_corrupted) as bad:
+        settings = pipeline_settings(nightscout_url=bad.url, nightscout_api_secret=None)
+        run(EVERYTHING, parse_day_range("2024-03-11"), settings)
+    rejected = query(
+        "select partition_date, reason, payload from raw.glucose_entries_rejected", settings
+    ).rows
+    assert 3 <= len(rejected) <= 7
+    assert {r[0] for r in rejected} == {dt.date(2024, 3, 11)}
+    assert {r[1] for r in rejected} == {"sgv: not a whole number (got 'HIGH')"}
+    assert all('"sgv": "HIGH"' in r[2] for r in rejected)
+    loaded = query("select count(*) from silver.fct_glucose_readings", settings).rows[0][0]
+    daily = query("select reading_count from silver.fct_daily_glucose_metrics", settings).rows
+    assert daily == [(loaded,)]
