@@ -22,6 +22,7 @@ from pathlib import Path
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.calendar import DayRange
+from phlo_core.dbt import invoke_dbt, parsed_manifest
 from phlo_core.engine import materialize
 from phlo_core.settings import load_settings
 
@@ -105,6 +106,36 @@ def main() -> None:
             f"{args.days} one-day runs",
             per_day_seconds,
         )
+
+        # dbt in-process with a manifest parsed once, against the `dbt build` subprocess that
+        # dagster-dbt's DbtCliResource runs (new vars each run defeat dbt's partial parsing).
+        project = ROOT / "src" / "dbt" / "nightscout"
+        dbt_vars = json.dumps(
+            {
+                "start_date": "2024-02-01",
+                "end_date": "2024-02-02",
+                "timezone": "UTC",
+                "reading_interval_minutes": 5,
+            }
+        )
+        build = ["build", "--target-path", f"{tmp}/dbt-bench", "--vars", dbt_vars]
+        dbt_cli = str(Path(sys.executable).with_name("dbt"))
+        subprocess_build = timed(
+            command(
+                dbt_cli,
+                *build,
+                "--project-dir",
+                str(project),
+                "--profiles-dir",
+                str(settings.dbt_dir),
+            ),
+            args.repeat,
+        )
+        manifest = parsed_manifest(project, settings)
+        in_process = timed(
+            lambda: invoke_dbt(build, project, settings, manifest=manifest), args.repeat
+        )
+        record("dbt build in-process (1 day)", in_process, "dbt build subprocess", subprocess_build)
 
     out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-materialize.json"
     out.write_text(

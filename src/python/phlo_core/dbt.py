@@ -105,7 +105,7 @@ _dbt_lock = threading.Lock()
 _parsed: dict[tuple[Path, Path], "Manifest"] = {}
 
 
-def _invoke(args: list[str], project_dir: Path, settings: PhloSettings, **runner: Any) -> Any:
+def invoke_dbt(args: list[str], project_dir: Path, settings: PhloSettings, **runner: Any) -> Any:
     """Run one dbt command in this process; raise DbtError with dbt's reason if it fails."""
     from dbt.cli.main import dbtRunner
 
@@ -139,12 +139,12 @@ def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
     ensure_extensions(settings)  # dbt's connection autoloads them from PHLO_HOME
     manifest = target_path(project_dir, settings) / "manifest.json"
     if not (project_dir / "dbt_packages" / "phlo_shared").exists():
-        _invoke(["deps"], project_dir, settings)
+        invoke_dbt(["deps"], project_dir, settings)
     stale = not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime(
         project_dir, SHARED_PACKAGE
     )
     if stale:
-        parsed = _invoke(["parse", "--target-path", str(manifest.parent)], project_dir, settings)
+        parsed = invoke_dbt(["parse", "--target-path", str(manifest.parent)], project_dir, settings)
         _parsed[(project_dir, settings.home)] = parsed.result
     return manifest
 
@@ -154,7 +154,7 @@ def parsed_manifest(project_dir: Path, settings: PhloSettings) -> "Manifest":
     key = (project_dir, settings.home)
     if key not in _parsed:
         directory = target_path(project_dir, settings)
-        parsed = _invoke(
+        parsed = invoke_dbt(
             ["parse", "--no-write-json", "--target-path", str(directory)], project_dir, settings
         )
         _parsed[key] = parsed.result
@@ -268,7 +268,7 @@ def build_dbt_assets(
             args += ["--select", *selected]
         context.log.info(f"dbt build of {len(selected)} model(s) for {days.label()}")
         manifest = parsed_manifest(project_dir, settings)
-        result = _invoke(args, project_dir, settings, manifest=manifest)
+        result = invoke_dbt(args, project_dir, settings, manifest=manifest)
         yield from _build_events(result, checks, {n: model_keys[n] for n in selected})
         shutil.rmtree(run_target, ignore_errors=True)
 
