@@ -78,3 +78,35 @@ def test_queries_are_read_only(make_settings: Callable[..., PhloSettings]) -> No
 def test_querying_an_empty_lakehouse_says_so(make_settings: Callable[..., PhloSettings]) -> None:
     with pytest.raises(LakehouseError, match="empty"):
         query("select 1", make_settings())
+
+
+def _write_days(home: str, first: int, count: int) -> None:
+    from phlo_core.settings import load_settings
+
+    settings = load_settings(phlo_home=home)
+    for offset in range(first, first + count):
+        day = D1 + dt.timedelta(days=offset)
+        rows = [(day, offset * 100 + i) for i in range(3)]
+        replace_partitions([write("raw.busy", day, day + dt.timedelta(days=1), rows)], settings)
+
+
+def test_concurrent_writers_to_one_table_all_land(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    """Several processes replacing different days of one table through the SQLite catalog:
+    commit conflicts and `database is locked` happen, and are retried until every write lands."""
+    import multiprocessing
+
+    settings = make_settings()
+    replace_partitions([write("raw.busy", D1, D2, [])], settings)  # create the table first
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_write_days, args=(str(settings.home), n * 5, 5)) for n in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    counts = query("select count(*), count(distinct day) from raw.busy", settings).rows
+    assert counts == [(60, 20)]

@@ -121,6 +121,9 @@ def materialize(
             selection,
             days,
             settings,
+            on_start=lambda location, assets: print(
+                f"{location}: running {len(assets)} asset(s): {', '.join(assets)}", file=sys.stderr
+            ),
             on_progress=_progress_printer(verbose, days.label()),
             log_level="INFO" if verbose else "CRITICAL",
             echo_output=verbose,
