@@ -1,0 +1,40 @@
+"""The house rules of DESIGN.md that code can check: dependencies point one way."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "python"
+
+
+def imported_modules(package: str) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (SRC / package).rglob("*.py"):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+        found[str(path.relative_to(SRC))] = names
+    return found
+
+
+def test_core_and_cli_never_import_a_location() -> None:
+    for package in ("phlo_core", "phlo_cli"):
+        for module, names in imported_modules(package).items():
+            assert not any(n.split(".")[0] == "locations" for n in names), module
+
+
+def test_core_never_imports_the_cli() -> None:
+    for module, names in imported_modules("phlo_core").items():
+        assert not any(n.split(".")[0] == "phlo_cli" for n in names), module
+
+
+def test_a_location_never_imports_another() -> None:
+    locations = [p.name for p in (SRC / "locations").iterdir() if (p / "__init__.py").exists()]
+    for location in locations:
+        for module, names in imported_modules(f"locations/{location}").items():
+            others = {n.split(".")[1] for n in names if n.startswith("locations.")} - {location}
+            assert not others, module
