@@ -108,12 +108,16 @@ def connect(
     try:
         con.execute("set TimeZone = 'UTC'")
         _install_extensions(con, settings)
-        _retrying(lambda: con.execute(attach_sql(settings, read_only=read_only)))
-        for layer in [] if read_only else LAYERS:
-            _retrying(
-                lambda layer=layer: con.execute(f"create schema if not exists {CATALOG}.{layer}")
-            )
-        con.execute(f"use {CATALOG}")
+
+        def attach() -> None:
+            # Every statement here reads the catalog, so any of them can meet `database is
+            # locked` on SQLite: the whole sequence is retried (each step is idempotent).
+            con.execute(attach_sql(settings, read_only=read_only))
+            for layer in [] if read_only else LAYERS:
+                con.execute(f"create schema if not exists {CATALOG}.{layer}")
+            con.execute(f"use {CATALOG}")
+
+        _retrying(attach)
     except Exception as exc:
         con.close()
         raise LakehouseError(f"cannot open the lakehouse catalog: {_first_line(exc)}") from exc
@@ -249,9 +253,15 @@ def query(sql: str, settings: PhloSettings | None = None) -> QueryResult:
     if settings.lake_catalog.startswith("sqlite:"):
         catalog_file = Path(settings.lake_catalog.removeprefix("sqlite:"))
         if not catalog_file.exists():
+            demo = settings.home / "demo"
+            hint = (
+                f"; the demo's sample lakehouse is in {demo}: set PHLO_HOME={demo} to query it"
+                if demo.exists()
+                else ""
+            )
             raise LakehouseError(
                 f"the lakehouse is empty: no catalog at {catalog_file} yet "
-                "(materialize something first, or run `phlo demo`)"
+                f"(materialize something first{hint})"
             )
     with lakehouse(settings, read_only=True) as con:
         try:
