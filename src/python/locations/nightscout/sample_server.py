@@ -23,10 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
-from locations.nightscout.sample_data import entries_between
+from locations.nightscout.sample_data import INTERVAL_MS, entries_between
 
 EntrySource = Callable[[int, int], Iterator[dict]]
-_FAR_FUTURE_MS = 4_102_444_800_000  # 2100-01-01
 
 
 class SampleNightscoutServer:
@@ -95,7 +94,7 @@ class SampleNightscoutServer:
             values = query.get(f"find[date][{op}]")
             return int(float(values[0])) if values else None
 
-        lo, hi = 0, _FAR_FUTURE_MS
+        lo, hi = 0, int(time.time() * 1000)  # like Nightscout: nothing from the future
         if (gte := bound("$gte")) is not None:
             lo = max(lo, gte)
         if (gt := bound("$gt")) is not None:
@@ -107,6 +106,10 @@ class SampleNightscoutServer:
         count = int(query.get("count", ["10"])[0])
         if self.max_count is not None:
             count = min(count, self.max_count)
+        if lo == 0:
+            # No lower bound: the newest `count` entries. Generated data has no beginning, so
+            # look back far enough for them (two readings' time each, for gaps) and no further.
+            lo = max(0, hi - (count + 50) * 2 * INTERVAL_MS)
         wanted_type = query.get("find[type]", [None])[0]
         matching = [e for e in self.entries(lo, hi) if wanted_type in (None, e["type"])]
         matching.sort(key=lambda e: (e["date"], e["_id"]), reverse=True)
