@@ -161,7 +161,7 @@ def is_retryable(exc: BaseException) -> bool:
     return any(marker in text for marker in _RETRYABLE_MARKERS)
 
 
-def _retrying(action: Any, attempts: int = 10) -> Any:
+def _retrying(action: Any, attempts: int = 15) -> Any:
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
     for attempt in Retrying(
