@@ -31,9 +31,10 @@ def snapshot(settings: PhloSettings) -> dict[str, list[tuple]]:
     }
 
 
-def served_readings(url: str, secret_sha1: str, day: dt.date, tz: ZoneInfo) -> list[int]:
-    """The day's valid sensor glucose values, fetched straight from the server in one request
-    and cleaned by the rules in DESIGN.md, independently of Phlo's client and pipeline."""
+def served_readings(url: str, secret_sha1: str, day: dt.date, tz: ZoneInfo) -> dict[int, int]:
+    """The day's valid sensor glucose values by epoch ms, fetched straight from the server in
+    one request and cleaned by the rules in DESIGN.md, independently of Phlo's client and
+    pipeline."""
     start, end = utc_bounds(DayRange(day, day + dt.timedelta(days=1)), tz)
     response = httpx.get(
         f"{url}/api/v1/entries.json",
@@ -49,7 +50,30 @@ def served_readings(url: str, secret_sha1: str, day: dt.date, tz: ZoneInfo) -> l
     for entry in sorted(response.json(), key=lambda e: (e["date"], e["_id"])):
         if entry["type"] == "sgv" and entry["sgv"] >= 39:
             by_date.setdefault(entry["date"], entry["sgv"])
-    return list(by_date.values())
+    return by_date
+
+
+def expected_hourly_profile(readings: dict[int, int], tz: ZoneInfo) -> dict[int, dict[str, float]]:
+    """Per local hour: count, mean, continuous percentiles and TIR, as the AGP defines them."""
+    by_hour: dict[int, list[int]] = {}
+    for epoch, value in readings.items():
+        hour = dt.datetime.fromtimestamp(epoch / 1000, tz).hour
+        by_hour.setdefault(hour, []).append(value)
+    profile = {}
+    for hour, values in by_hour.items():
+        ventiles = statistics.quantiles(values, n=20, method="inclusive")
+        quartiles = statistics.quantiles(values, n=4, method="inclusive")
+        profile[hour] = {
+            "reading_count": len(values),
+            "mean_glucose_mg_dl": statistics.fmean(values),
+            "p05_glucose_mg_dl": ventiles[0],
+            "p25_glucose_mg_dl": quartiles[0],
+            "p50_glucose_mg_dl": quartiles[1],
+            "p75_glucose_mg_dl": quartiles[2],
+            "p95_glucose_mg_dl": ventiles[-1],
+            "tir_pct": 100.0 * sum(1 for v in values if 70 <= v <= 180) / len(values),
+        }
+    return profile
 
 
 def expected_daily_metrics(

@@ -16,7 +16,12 @@ from phlo_core.engine import materialize
 from phlo_core.lakehouse import query
 from phlo_core.settings import PhloSettings
 from tests.conftest import TEST_SECRET
-from tests.e2e.helpers import expected_daily_metrics, served_readings, snapshot
+from tests.e2e.helpers import (
+    expected_daily_metrics,
+    expected_hourly_profile,
+    served_readings,
+    snapshot,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +112,7 @@ def test_daily_metrics_match_an_independent_computation(
     assert [r["reading_date"] for r in rows] == list(DAYS.days())
     for row in rows:
         day = row["reading_date"]
-        values = served_readings(server.url, secret_sha1, day, built.timezone)
+        values = list(served_readings(server.url, secret_sha1, day, built.timezone).values())
         expected = expected_daily_metrics(values, day, built.timezone)
         for name, value in expected.items():
             if value is None:
@@ -116,6 +121,29 @@ def test_daily_metrics_match_an_independent_computation(
                 assert row[name] == pytest.approx(value, abs=0.006), (day, name)
     short_day = next(r for r in rows if r["reading_date"] == dt.date(2024, 3, 10))
     assert short_day["expected_reading_count"] == 276
+
+
+def test_hourly_profile_matches_an_independent_computation(
+    built: PhloSettings, server: SampleNightscoutServer
+) -> None:
+    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
+    readings: dict[int, int] = {}
+    for day in DAYS.days():  # the latest 14 days of data are these 3
+        readings |= served_readings(server.url, secret_sha1, day, built.timezone)
+    expected = expected_hourly_profile(readings, built.timezone)
+    result = query("select * from marts.mrt_glucose_hourly_patterns order by hour_of_day", built)
+    rows = {
+        row[result.columns.index("hour_of_day")]: dict(zip(result.columns, row, strict=True))
+        for row in result.rows
+    }
+    assert set(rows) == set(expected) == set(range(24))
+    for hour, want in expected.items():
+        got = rows[hour]
+        assert got["window_start"] == dt.date(2024, 2, 27)
+        assert got["window_end"] == dt.date(2024, 3, 11)
+        assert got["reading_count"] == want["reading_count"]
+        for name, value in want.items():
+            assert got[name] == pytest.approx(value, abs=0.051), (hour, name)
 
 
 def test_rematerializing_a_day_keeps_one_row_per_reading(
@@ -137,8 +165,8 @@ def test_days_in_any_order_equal_a_clean_build(
     built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
 ) -> None:
     settings = pipeline_settings()
-    for day in ("2024-03-11", "2024-03-09", "2024-03-10"):
-        run(EVERYTHING, parse_day_range(day), settings)
+    for days in ("2024-03-11", "2024-03-09..2024-03-10", "2024-03-10"):
+        run(EVERYTHING, parse_day_range(days), settings)
     assert snapshot(settings) == snapshot(built)
 
 
