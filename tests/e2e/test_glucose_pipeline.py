@@ -231,3 +231,48 @@ def test_a_few_bad_rows_are_kept_aside_and_the_day_loads(
     loaded = query("select count(*) from silver.fct_glucose_readings", settings).rows[0][0]
     daily = query("select reading_count from silver.fct_daily_glucose_metrics", settings).rows
     assert daily == [(loaded,)]
+
+
+def test_a_failing_dbt_test_fails_its_check_and_stops_downstream(
+    pipeline_settings: Callable[..., PhloSettings],
+) -> None:
+    """Bad rows that reach the raw table some other way are caught by the dbt tests, which run
+    as Dagster asset checks: the check fails, the run fails, downstream models are not built."""
+    import pyarrow as pa
+
+    from locations.nightscout.ingest import ENTRIES_TABLE, ENTRY_COLUMNS
+    from phlo_core.lakehouse import PartitionWrite, replace_partitions
+
+    settings = pipeline_settings()
+    day = parse_day_range("2024-03-11")
+    implausible = pa.table(
+        {
+            "partition_date": [day.start],
+            "entry_id": ["implausible-1"],
+            "reading_at_ms": [1_710_158_400_000],  # 2024-03-11 08:00 in New York
+            "sgv": [900],
+            "direction": ["Flat"],
+            "trend": [4],
+            "device": ["manual"],
+            "noise": [1],
+            "utc_offset_minutes": [-240],
+            "date_string": ["2024-03-11T12:00:00.000Z"],
+        }
+    )
+    replace_partitions(
+        [
+            PartitionWrite(
+                ENTRIES_TABLE, ENTRY_COLUMNS, "partition_date", day.start, day.end, implausible
+            )
+        ],
+        settings,
+    )
+    outcomes = materialize("stg_glucose_entries+", day, settings)
+    assert not outcomes[0].success
+    failed = outcomes[0].failed_checks
+    assert any(c.startswith("stg_glucose_entries:phlo_shared_accepted_range") for c in failed)
+    assert any("dbt build failed: test phlo_shared_accepted_range" in e for e in outcomes[0].errors)
+    tables = query(
+        "select table_name from information_schema.tables where table_schema = 'silver'", settings
+    ).rows
+    assert tables == []
