@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,7 @@ def test_materialize_then_query_in_every_format(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stderr
         assert "succeeded: 7 asset(s) for 2024-01-15" in run.stdout
         assert "materialized fct_daily_glucose_metrics" in run.stderr
+        assert re.search(r"dlt_glucose_entries: 2\d\d readings loaded, 0 rejected", run.stdout)
 
     sql = "select reading_date, reading_count, tir_pct from silver.fct_daily_glucose_metrics"
     as_json = phlo("query", sql, "--format", "json", env=env)

@@ -73,6 +73,8 @@ def _report_outcomes(outcomes: list) -> int:  # noqa: ANN001
             f"{outcome.location}: {status}: {len(outcome.assets)} asset(s) for "
             f"{outcome.days.label()} in {outcome.seconds:.1f}s (run {outcome.run_id})"
         )
+        for asset, summary in outcome.summaries.items():
+            print(f"  {asset}: {summary}")
         for error in outcome.errors:
             print(f"  error: {error}", file=sys.stderr)
         for check in outcome.failed_checks:

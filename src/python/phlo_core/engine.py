@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from dagster._core.execution.plan.objects import StepFailureData
 
 
+# Metadata key an asset may set to a one-line, human summary of what it did; `phlo` prints it.
+SUMMARY_KEY = "summary"
+
+
 class SelectionError(ValueError):
     """The asset selection names an asset no code location has; the message lists the known."""
 
@@ -49,6 +53,7 @@ class RunOutcome:
     log_path: Path | None = None
     errors: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
+    summaries: dict[str, str] = field(default_factory=dict)
 
 
 def _failure_message(failure: StepFailureData) -> str:
@@ -247,7 +252,15 @@ def _run(
         watcher.finished.set()
         watcher.join()
     errors, failed_checks = [], []
+    summaries: dict[str, str] = {}
     for event in result.all_events:
+        if event.is_step_materialization and event.asset_key is not None:
+            metadata = event.step_materialization_data.materialization.metadata
+            summary = metadata.get(SUMMARY_KEY)
+            if summary is not None:
+                summaries[event.asset_key.to_user_string()] = str(
+                    getattr(summary, "value", summary)
+                )
         if event.is_step_failure and event.step_failure_data is not None:
             errors.append(f"{event.step_key}: {_failure_message(event.step_failure_data)}")
         evaluation = event.event_specific_data
@@ -267,4 +280,5 @@ def _run(
         seconds=time.perf_counter() - started,
         errors=errors,
         failed_checks=failed_checks,
+        summaries=summaries,
     )

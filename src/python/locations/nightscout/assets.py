@@ -18,6 +18,7 @@ from dagster import (
 from locations.nightscout.client import NightscoutClient
 from locations.nightscout.ingest import ENTRIES_TABLE, GlucoseBatch, prepare_batch, write_batch
 from phlo_core.calendar import epoch_ms, utc_bounds
+from phlo_core.engine import SUMMARY_KEY
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
 from phlo_core.settings import PhloSettings
 
@@ -80,6 +81,11 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
             "duplicates_dropped": totals.duplicates,
             "other_entry_types_dropped": totals.other_types,
             "pages": fetched.pages,
+            SUMMARY_KEY: (
+                f"{totals.loaded} readings loaded, {totals.rejected} rejected, "
+                f"{totals.error_codes} sensor error codes and {totals.duplicates} duplicates "
+                f"dropped ({len(batch.stats)} day(s), {fetched.pages} page(s))"
+            ),
         }
         over = batch.days_over(limit)
         if over:
