@@ -91,7 +91,8 @@ def instance_for(settings: PhloSettings) -> DagsterInstance:
     return DagsterInstance.from_config(str(home))
 
 
-def _parse_tokens(selection: str) -> list[tuple[str, bool, bool]]:
+def parse_selection(selection: str) -> list[tuple[str, bool, bool]]:
+    """(name, with upstream, with downstream) for each comma-separated token."""
     tokens = []
     for raw in selection.split(","):
         token = raw.strip()
@@ -114,7 +115,7 @@ def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]
     downstream, `+a` a and everything upstream."""
     from dagster import AssetKey, AssetSelection
 
-    tokens = _parse_tokens(selection)
+    tokens = parse_selection(selection)
     use_settings(settings)
     plans: list[LocationPlan] = []
     known: dict[str, LocationPlan] = {}
