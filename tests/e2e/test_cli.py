@@ -154,3 +154,25 @@ def test_rejected_credentials_fail_the_run_without_showing_them(
     run_logs = list((tmp_path / "home" / "dagster").rglob("*.log"))
     for log in run_logs:
         assert wrong not in log.read_text()
+
+
+@pytest.mark.slow
+def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = phlo("demo", env={"PHLO_HOME": str(home)}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "SAMPLE DATA" in result.stderr
+    assert "succeeded: 7 asset(s) for 2024-01-01..2024-01-14" in result.stdout
+    sections = result.stdout.split("\n== ")
+    daily = next(s for s in sections if "Daily glucose metrics [SAMPLE DATA]" in s)
+    hourly = next(s for s in sections if "Hourly glucose profile" in s)
+    assert "(14 rows)" in daily
+    assert "(24 rows)" in hourly
+    assert (home / "demo" / "lake" / "catalog.sqlite").exists()
+    assert not (home / "lake").exists(), "sample data stays out of the real lakehouse"
+    rerun = phlo("demo", env={"PHLO_HOME": str(home)}, cwd=tmp_path)
+
+    def tables(stdout: str) -> str:
+        return stdout.split("\n== ", 1)[1].split("\ndemo finished")[0]
+
+    assert tables(rerun.stdout) == tables(result.stdout), "the demo is deterministic"

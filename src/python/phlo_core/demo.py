@@ -35,10 +35,6 @@ class DemoResult:
     outcomes: list[RunOutcome]
     reports: list[DemoReport]
 
-    @property
-    def success(self) -> bool:
-        return all(outcome.success for outcome in self.outcomes)
-
 
 def demo_modules(settings: PhloSettings) -> dict[str, ModuleType]:
     modules = {}

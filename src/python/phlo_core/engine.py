@@ -144,7 +144,7 @@ def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]
 class Progress:
     """Something that happened in a run: a step started or failed, an asset materialized."""
 
-    kind: str  # step_start | materialized | step_failure | check_failed
+    kind: str  # step_start | materialized | step_failure
     subject: str
     partition: str | None = None
 

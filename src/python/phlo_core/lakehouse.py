@@ -14,7 +14,7 @@ import importlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,7 +189,6 @@ class PartitionWrite:
     start: dt.date
     end: dt.date
     rows: pa.Table
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def replace_partitions(
