@@ -9,10 +9,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
+
+if TYPE_CHECKING:  # for annotations only: these modules load inside the commands
+    from phlo_core.engine import ProgressCallback, RunOutcome
+    from phlo_core.settings import PhloSettings
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -32,7 +36,7 @@ def _err(message: str) -> None:
     print(f"phlo: error: {message}", file=sys.stderr)
 
 
-def _settings():  # noqa: ANN202  (PhloSettings, imported lazily)
+def _settings() -> PhloSettings:
     from phlo_core.settings import SettingsError, get_settings
 
     try:
@@ -41,7 +45,7 @@ def _settings():  # noqa: ANN202  (PhloSettings, imported lazily)
         raise UsageError(str(exc)) from None
 
 
-def _progress_printer(verbose: bool, days_label: str | None = None):  # noqa: ANN202
+def _progress_printer(verbose: bool, days_label: str | None = None) -> ProgressCallback:
     """Progress lines on stderr. A range run materializes every asset once per day; unless
     verbose, each asset is reported once, labelled with the whole range."""
     from phlo_core.engine import Progress
@@ -65,7 +69,7 @@ def _progress_printer(verbose: bool, days_label: str | None = None):  # noqa: AN
     return show
 
 
-def _report_outcomes(outcomes: list) -> int:  # noqa: ANN001
+def _report_outcomes(outcomes: list[RunOutcome]) -> int:
     code = 0
     for outcome in outcomes:
         status = "succeeded" if outcome.success else "FAILED"
@@ -108,16 +112,14 @@ def materialize(
         Show Dagster's own log lines and every partition's materialization.
     """
     from phlo_core.calendar import PartitionError, parse_day_range
-    from phlo_core.engine import SelectionError
+    from phlo_core.engine import SelectionError, validate_days
     from phlo_core.engine import materialize as run_materialize
     from phlo_core.workspace import WorkspaceError
 
     settings = _settings()
     try:
         days = parse_day_range(partition)
-        from phlo_core.engine import validate_days
-
-        validate_days(days, settings)
+        validate_days(days, settings)  # before any output; the engine checks again for its callers
         print(f"materializing {selection} for {days.label()} ...", file=sys.stderr)
         outcomes = run_materialize(
             selection,

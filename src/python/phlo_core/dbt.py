@@ -268,8 +268,10 @@ def build_dbt_assets(
             args += ["--select", *selected]
         context.log.info(f"dbt build of {len(selected)} model(s) for {days.label()}")
         manifest = parsed_manifest(project_dir, settings)
-        result = invoke_dbt(args, project_dir, settings, manifest=manifest)
-        yield from _build_events(result, checks, {n: model_keys[n] for n in selected})
-        shutil.rmtree(run_target, ignore_errors=True)
+        try:
+            result = invoke_dbt(args, project_dir, settings, manifest=manifest)
+            yield from _build_events(result, checks, {n: model_keys[n] for n in selected})
+        finally:
+            shutil.rmtree(run_target, ignore_errors=True)
 
     return _models

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -66,8 +65,7 @@ def run_demo(
     outcomes: list[RunOutcome] = []
     reports: list[DemoReport] = []
     for location, module in demo_modules(settings).items():
-        with ExitStack() as stack:
-            overrides = stack.enter_context(module.sample_source(base))
+        with module.sample_source(base) as overrides:
             start = min(base.phlo_partition_start, module.DAYS.start)
             run_settings = with_overrides(base, **overrides, phlo_partition_start=start)
             outcomes += materialize(

@@ -44,10 +44,6 @@ class RetryPolicy:
     max_backoff_seconds: float = 30.0
 
 
-def _public_url(request: httpx.Request) -> str:
-    return str(request.url.copy_with(query=None))
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, _RetryableStatusError):
         return f"HTTP {exc.response.status_code}"

@@ -32,7 +32,7 @@ EXTENSIONS = {
     "ducklake": "duckdb_extension_ducklake",
     "sqlite_scanner": "duckdb_extension_sqlite_scanner",
 }
-_RETRYABLE_MARKERS = ("database is locked", "transaction conflict", "conflict", "busy")
+_RETRYABLE_MARKERS = ("database is locked", "conflict", "busy")
 _install_lock = threading.Lock()
 
 
@@ -48,19 +48,19 @@ def extension_file(name: str) -> Path:
     )
 
 
-def _installed_path(settings: PhloSettings, name: str) -> Path:
-    return (
-        settings.extension_directory / DUCKDB_VERSION / "linux_amd64" / f"{name}.duckdb_extension"
-    )
+def _missing_extensions(settings: PhloSettings) -> list[str]:
+    folder = settings.extension_directory
+    return [
+        name
+        for name in EXTENSIONS
+        if not any(folder.glob(f"{DUCKDB_VERSION}/*/{name}.duckdb_extension"))
+    ]
 
 
 def _install_extensions(con: duckdb.DuckDBPyConnection, settings: PhloSettings) -> None:
     with _install_lock:
-        for name in EXTENSIONS:
-            if not any(
-                settings.extension_directory.glob(f"{DUCKDB_VERSION}/*/{name}.duckdb_extension")
-            ):
-                con.execute(f"install '{extension_file(name)}'")
+        for name in _missing_extensions(settings):
+            con.execute(f"install '{extension_file(name)}'")
 
 
 def _sql_literal(value: str) -> str:
@@ -126,10 +126,7 @@ def connect(
 
 def ensure_extensions(settings: PhloSettings) -> None:
     """Install the DuckDB extensions into PHLO_HOME's extension folder unless already there."""
-    if all(
-        any(settings.extension_directory.glob(f"{DUCKDB_VERSION}/*/{name}.duckdb_extension"))
-        for name in EXTENSIONS
-    ):
+    if not _missing_extensions(settings):
         return
     import duckdb
 

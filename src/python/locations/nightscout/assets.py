@@ -16,7 +16,13 @@ from dagster import (
 )
 
 from locations.nightscout.client import NightscoutClient
-from locations.nightscout.ingest import ENTRIES_TABLE, GlucoseBatch, prepare_batch, write_batch
+from locations.nightscout.ingest import (
+    ENTRIES_TABLE,
+    REJECTED_TABLE,
+    GlucoseBatch,
+    prepare_batch,
+    write_batch,
+)
 from phlo_core.calendar import epoch_ms, utc_bounds
 from phlo_core.engine import SUMMARY_KEY
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
@@ -50,7 +56,7 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
         kinds={"python", "ducklake"},
         description=(
             "Sensor glucose entries from Nightscout's v1 API, one local day a partition, into "
-            f"lake.{ENTRIES_TABLE} (rows failing validation: lake.raw.glucose_entries_rejected)."
+            f"lake.{ENTRIES_TABLE} (rows failing validation: lake.{REJECTED_TABLE})."
         ),
         check_specs=[
             AssetCheckSpec(

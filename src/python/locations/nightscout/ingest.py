@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow as pyarrow
+import pyarrow
 
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
 from phlo_core.lakehouse import PartitionWrite, replace_partitions

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import itertools
 import json
 import threading
 import time
@@ -113,7 +112,7 @@ class SampleNightscoutServer:
         wanted_type = query.get("find[type]", [None])[0]
         matching = [e for e in self.entries(lo, hi) if wanted_type in (None, e["type"])]
         matching.sort(key=lambda e: (e["date"], e["_id"]), reverse=True)
-        return list(itertools.islice(matching, count))
+        return matching[:count]
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
