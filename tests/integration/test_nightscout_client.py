@@ -125,3 +125,39 @@ def test_a_day_with_no_data() -> None:
 def test_missing_url_names_the_variable() -> None:
     with pytest.raises(NightscoutConfigError, match="NIGHTSCOUT_URL"):
         NightscoutClient.from_settings(load_settings())
+
+
+def test_a_redirect_to_another_host_is_an_error_and_sends_it_no_credentials(
+    nightscout: SampleNightscoutServer,
+) -> None:
+    with (
+        SampleNightscoutServer(api_secret=TEST_SECRET) as elsewhere,
+        SampleNightscoutServer(redirect_to=elsewhere.url.replace("127.0.0.1", "localhost")) as hop,
+    ):
+        client = NightscoutClient(hop.url, api_secret=TEST_SECRET, token="tok-1", policy=FAST)
+        with pytest.raises(SourceError) as error:
+            client.fetch_entries(START_MS, END_MS)
+        assert elsewhere.requests == []
+    message = str(error.value)
+    assert hop.url in message
+    assert elsewhere.url.replace("127.0.0.1", "localhost") in message
+    assert TEST_SECRET not in message and "tok-1" not in message
+
+
+def test_a_redirect_within_the_origin_is_followed() -> None:
+    with SampleNightscoutServer(timezone="America/New_York", api_secret=TEST_SECRET) as site:
+        site.redirect_to = site.url + "/moved"
+        client = NightscoutClient(site.url, api_secret=TEST_SECRET, policy=FAST)
+        entries = client.fetch_entries(START_MS, END_MS).entries
+    assert 250 < len([e for e in entries if e["type"] == "sgv"]) <= 300
+    assert "/moved/api/v1/entries.json" in site.requests
+
+
+def test_a_redirect_loop_names_the_source_and_the_url() -> None:
+    with SampleNightscoutServer() as loop:
+        loop.redirect_to = loop.url
+        client = NightscoutClient(loop.url, policy=FAST)
+        with pytest.raises(SourceError) as error:
+            client.fetch_entries(START_MS, END_MS)
+    message = str(error.value)
+    assert "Nightscout" in message and loop.url in message and "redirect" in message

@@ -36,7 +36,10 @@ def test_ranges_include_both_ends() -> None:
     assert parse_day_range("2024-01-05").label() == "2024-01-05"
 
 
-@pytest.mark.parametrize("text", ["2024-13-01", "yesterday", "2024-01-05..2024-01-01", ""])
+@pytest.mark.parametrize(
+    "text",
+    ["2024-13-01", "yesterday", "2024-01-05..2024-01-01", "", "20240329", "2024-W13-5", "2024-1-5"],
+)
 def test_malformed_partitions_are_rejected(text: str) -> None:
     with pytest.raises(PartitionError):
         parse_day_range(text)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from phlo_core.settings import SettingsError, load_settings
+from phlo_core.settings import SettingsError, check_home, load_settings
 
 
 def test_defaults_put_everything_under_phlo_home(tmp_path: Path) -> None:
@@ -55,3 +55,35 @@ def test_secrets_do_not_show_in_the_settings_repr() -> None:
     settings = load_settings(nightscout_api_secret="hunter2", nightscout_token="tok-123")
     assert "hunter2" not in repr(settings)
     assert "tok-123" not in str(settings.model_dump())
+
+
+def test_a_url_with_a_password_is_refused_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NIGHTSCOUT_URL", "http://reader:pa55word-xyz@ns.example")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    message = str(error.value)
+    assert "NIGHTSCOUT_URL" in message and "NIGHTSCOUT_API_SECRET" in message
+    assert "pa55word-xyz" not in message and "reader" not in message
+
+
+@pytest.mark.parametrize("value", ["20240329", "2024-W13-5", "2024-3-1"])
+def test_partition_start_must_be_written_yyyy_mm_dd(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHLO_PARTITION_START", value)
+    with pytest.raises(SettingsError, match="PHLO_PARTITION_START.*YYYY-MM-DD"):
+        load_settings()
+
+
+def test_a_home_that_is_a_file_names_its_role(tmp_path: Path) -> None:
+    (tmp_path / "home").write_text("not a folder")
+    with pytest.raises(SettingsError, match=r"PHLO_HOME=.*home is a file"):
+        check_home(load_settings(phlo_home=tmp_path / "home"))
+
+
+def test_a_home_that_cannot_be_written_names_its_role() -> None:
+    # /proc refuses new folders even to root, as a read-only mount would.
+    with pytest.raises(SettingsError, match=r"PHLO_HOME=/proc/phlo-home is not usable"):
+        check_home(load_settings(phlo_home="/proc/phlo-home"))

@@ -37,12 +37,14 @@ def _err(message: str) -> None:
 
 
 def _settings() -> PhloSettings:
-    from phlo_core.settings import SettingsError, get_settings
+    from phlo_core.settings import SettingsError, check_home, get_settings
 
     try:
-        return get_settings()
+        settings = get_settings()
+        check_home(settings)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
+    return settings
 
 
 def _progress_printer(verbose: bool, days_label: str | None = None) -> ProgressCallback:
@@ -142,39 +144,57 @@ def materialize(
 
 @app.command
 def query(
-    sql: str,
+    sql: str | None = None,
     /,
     *,
-    output_format: Annotated[
-        Literal["table", "json", "csv"], Parameter(name=["--format", "-f"])
-    ] = "table",
+    file: Annotated[Path | None, Parameter(name=["--file", "-f"])] = None,
+    output_format: Annotated[Literal["table", "json", "csv"], Parameter(name="--format")] = "table",
 ) -> int:
-    """Run a read-only SQL query against the lakehouse.
+    """Run a read-only SQL query against the lakehouse, in a sandbox.
 
-    Tables are addressed by layer: `raw.glucose_entries`, `silver.fct_daily_glucose_metrics`,
-    `marts.mrt_glucose_hourly_patterns`, ...
+    Tables are addressed by layer and name (`show all tables` lists them). Only one SELECT,
+    DESCRIBE, SHOW or SUMMARIZE statement runs; anything that would write, attach, load,
+    change settings or read files outside the lake is refused (exit 2). Memory and time are
+    limited by PHLO_QUERY_MEMORY_LIMIT_MB and PHLO_QUERY_TIMEOUT_SECONDS.
 
     Parameters
     ----------
     sql
-        One SQL statement, e.g. "select * from silver.fct_daily_glucose_metrics".
+        One SQL statement, e.g. "select * from duckdb_tables()". `-` reads it from stdin.
+    file
+        Read the SQL from this file (`-` for stdin) instead.
     output_format
         table (aligned text), json (an array of row objects) or csv.
     """
     from phlo_cli.render import render
     from phlo_core.lakehouse import LakehouseError, QueryError
-    from phlo_core.lakehouse import query as run_query
+    from phlo_core.sandbox import QueryLimitError, run_query
 
+    text = _sql_text(sql, file)
     settings = _settings()
     try:
-        result = run_query(sql, settings)
+        result = run_query(text, settings)
     except QueryError as exc:
-        raise UsageError(f"query failed: {exc}") from None
-    except LakehouseError as exc:
+        raise UsageError(f"query refused: {exc}") from None
+    except (LakehouseError, QueryLimitError) as exc:
         _err(str(exc))
         return EXIT_FAILED
     print(render(output_format, result.columns, result.rows))
     return 0
+
+
+def _sql_text(sql: str | None, file: Path | None) -> str:
+    if (sql is None) == (file is None):
+        raise UsageError("give the SQL as an argument or with --file (`-` reads stdin), not both")
+    if file is not None and str(file) != "-":
+        try:
+            return file.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise UsageError(f"cannot read SQL file {file}: {reason}") from None
+    if sql == "-" or file is not None:
+        return sys.stdin.read()
+    return sql or ""
 
 
 @app.command
@@ -225,8 +245,25 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _sql_as_positional(tokens: list[str]) -> list[str]:
+    """SQL that starts with a comment (`-- report ...`) looks like an option to the parser:
+    pass such a token after `--`, where only positionals go."""
+    if not tokens or tokens[0] != "query" or "--" in tokens:
+        return tokens
+    kept: list[str] = []
+    sql: list[str] = []
+    for token in tokens:
+        if token == "-" and kept and kept[-1] in ("-f", "--file"):
+            kept[-1] = "--file=-"
+        elif token == "-" or (token.startswith("-") and any(c.isspace() for c in token)):
+            sql.append(token)
+        else:
+            kept.append(token)
+    return [*kept, "--", *sql] if sql else kept
+
+
 def main(argv: list[str] | None = None) -> None:
-    tokens = sys.argv[1:] if argv is None else argv
+    tokens = _sql_as_positional(sys.argv[1:] if argv is None else argv)
     try:
         code = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
     except CycloptsError as exc:
@@ -240,11 +277,15 @@ def main(argv: list[str] | None = None) -> None:
         _err("interrupted")
         sys.exit(130)
     except Exception as exc:
-        from phlo_core.settings import get_settings
+        from phlo_core.redact import redact
+        from phlo_core.settings import SettingsError, get_settings
 
+        if isinstance(exc, SettingsError):
+            _err(str(exc))
+            sys.exit(EXIT_USAGE)
         if get_settings().phlo_debug:
             raise
-        first = (str(exc).strip().splitlines() or [""])[0]
+        first = redact((str(exc).strip().splitlines() or [""])[0])
         _err(f"{type(exc).__name__}: {first} (PHLO_DEBUG=1 shows the traceback)")
         sys.exit(EXIT_FAILED)
     sys.exit(code if isinstance(code, int) else 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -56,9 +57,17 @@ def minutes_in_day(day: dt.date, tz: ZoneInfo) -> int:
     return int((end - start).total_seconds() // 60)
 
 
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def parse_day(text: str) -> dt.date:
+    """A calendar day written YYYY-MM-DD, and only so (`fromisoformat` also takes `20240329`
+    and `2024-W13-5`, which the CLI does not promise)."""
+    value = text.strip()
     try:
-        return dt.date.fromisoformat(text.strip())
+        if not _DAY.fullmatch(value):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value)
     except ValueError:
         raise PartitionError(f"{text!r} is not a date: use YYYY-MM-DD (e.g. 2024-01-15)") from None
 

@@ -3,6 +3,10 @@
 Retried: connection errors, timeouts, 429 and 5xx. Anything else (401, 404, ...) fails at once,
 because asking again will not help. Errors name the URL without its query string, so tokens
 passed as query parameters never reach a log or an error message.
+
+Redirects are followed by hand, and only within the configured origin (scheme, host, port):
+credentials travel in headers and query parameters, and a redirect to another host must not
+carry them there. A redirect elsewhere is an error naming both origins.
 """
 
 from __future__ import annotations
@@ -21,7 +25,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from phlo_core.redact import origin, redact
+
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 
 # httpx logs every request URL at INFO, query string (and so any token) included.
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -85,8 +93,9 @@ class RetryingClient:
             headers=dict(headers or {}),
             timeout=timeout_seconds,
             transport=transport,
-            follow_redirects=True,
+            follow_redirects=False,
         )
+        self.origin = origin(str(self._client.base_url))
 
     def close(self) -> None:
         self._client.close()
@@ -110,10 +119,35 @@ class RetryingClient:
         )
         return backoff(state)
 
+    def _get_following_redirects(
+        self, path: str, params: Mapping[str, Any] | None, url: str
+    ) -> httpx.Response:
+        response = self._client.get(path, params=params)
+        for _ in range(MAX_REDIRECTS):
+            location = response.headers.get("location")
+            if response.status_code not in REDIRECT_STATUSES or not location:
+                return response
+            target = response.url.join(location)
+            if origin(str(target)) != self.origin:
+                raise SourceError(
+                    f"{self.name} at {self.origin} redirected GET {url} to another host, "
+                    f"{origin(redact(str(target)))}; credentials are only sent to the configured "
+                    "origin: use the final address as the URL if that host is right"
+                )
+            response = self._client.get(target)
+        if response.status_code in REDIRECT_STATUSES:
+            raise SourceError(
+                f"{self.name} redirected GET {url} more than {MAX_REDIRECTS} times "
+                "(a redirect loop): check the configured URL"
+            )
+        return response
+
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        url = redact(str(self._client.base_url.join(path.lstrip("/"))))
+
         def attempt() -> httpx.Response:
             self.attempts_made += 1
-            response = self._client.get(path, params=params)
+            response = self._get_following_redirects(path, params, url)
             if response.status_code in RETRY_STATUSES:
                 raise _RetryableStatusError(response)
             return response
@@ -126,7 +160,6 @@ class RetryingClient:
             wait=self._wait,
             reraise=True,
         )
-        url = str(self._client.base_url.join(path.lstrip("/")))
         try:
             response = retrying(attempt)
         except (_RetryableStatusError, httpx.TransportError) as exc:

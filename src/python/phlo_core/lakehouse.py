@@ -63,16 +63,16 @@ def _install_extensions(con: duckdb.DuckDBPyConnection, settings: PhloSettings) 
             con.execute(f"install '{extension_file(name)}'")
 
 
-def _sql_literal(value: str) -> str:
+def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
 def attach_sql(settings: PhloSettings, *, read_only: bool = False) -> str:
-    options = f"data_path {_sql_literal(settings.lake_data_path)}"
+    options = f"data_path {sql_literal(settings.lake_data_path)}"
     if read_only:
         options += ", read_only"
     return (
-        f"attach if not exists {_sql_literal('ducklake:' + settings.lake_catalog)} as {CATALOG} "
+        f"attach if not exists {sql_literal('ducklake:' + settings.lake_catalog)} as {CATALOG} "
         f"({options})"
     )
 
@@ -241,24 +241,35 @@ class QueryError(ValueError):
     """The SQL is not valid for the lakehouse (syntax, unknown table or column, a write)."""
 
 
+def check_catalog(settings: PhloSettings) -> None:
+    """Raise LakehouseError when an embedded catalog does not exist yet (nothing to query)."""
+    if not settings.lake_catalog.startswith("sqlite:"):
+        return
+    catalog_file = Path(settings.lake_catalog.removeprefix("sqlite:"))
+    if catalog_file.exists():
+        return
+    demo = settings.home / "demo"
+    hint = (
+        f"; the demo's sample lakehouse is in {demo}: set PHLO_HOME={demo} to query it"
+        if demo.exists()
+        else ""
+    )
+    raise LakehouseError(
+        f"the lakehouse is empty: no catalog at {catalog_file} yet "
+        f"(materialize something first{hint})"
+    )
+
+
 def query(sql: str, settings: PhloSettings | None = None) -> QueryResult:
-    """Run one read-only SQL statement against the lakehouse (schemas resolve inside `lake`)."""
+    """Run one statement of TRUSTED SQL (Phlo's own: reports, tests) on a read-only attach.
+
+    User SQL goes through `phlo_core.sandbox.run_query`, which also confines what it can read
+    and how much memory and time it takes.
+    """
     import duckdb
 
     settings = settings or get_settings()
-    if settings.lake_catalog.startswith("sqlite:"):
-        catalog_file = Path(settings.lake_catalog.removeprefix("sqlite:"))
-        if not catalog_file.exists():
-            demo = settings.home / "demo"
-            hint = (
-                f"; the demo's sample lakehouse is in {demo}: set PHLO_HOME={demo} to query it"
-                if demo.exists()
-                else ""
-            )
-            raise LakehouseError(
-                f"the lakehouse is empty: no catalog at {catalog_file} yet "
-                f"(materialize something first{hint})"
-            )
+    check_catalog(settings)
     with lakehouse(settings, read_only=True) as con:
         try:
             relation = con.sql(sql)

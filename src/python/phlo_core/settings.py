@@ -7,6 +7,7 @@ credential asks `get_settings()`.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
@@ -14,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from phlo_core.redact import has_userinfo, redact
 
 
 class SettingsError(ValueError):
@@ -30,7 +33,7 @@ class PhloSettings(BaseSettings):
 
     phlo_home: Path = Field(default=Path(".phlo"), description="Everything local lives here.")
     phlo_timezone: str = Field(default="UTC", description="IANA zone; a partition is a local day.")
-    phlo_partition_start: dt.date = Field(default=dt.date(2024, 1, 1))
+    phlo_partition_start: Annotated[dt.date, NoDecode] = Field(default=dt.date(2024, 1, 1))
     phlo_lake_catalog: str | None = Field(
         default=None,
         description="DuckLake catalog: 'sqlite:PATH' (default under PHLO_HOME) or 'postgres:DSN'.",
@@ -52,6 +55,12 @@ class PhloSettings(BaseSettings):
 
     phlo_debug: bool = Field(default=False, description="Show tracebacks from the CLI.")
 
+    phlo_query_memory_limit_mb: int = Field(default=4096, ge=64)
+    phlo_query_timeout_seconds: float = Field(default=60.0, gt=0)
+    phlo_snapshot_retention_days: int = Field(default=7, ge=0)
+    phlo_max_shrink_pct: float = Field(default=50.0, ge=0, le=100)
+    phlo_allow_shrink: bool = False
+
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     http_max_attempts: int = Field(default=5, ge=1, le=20)
     http_backoff_seconds: float = Field(default=1.0, ge=0)
@@ -65,6 +74,18 @@ class PhloSettings(BaseSettings):
             raise ValueError(f"{value!r} is not an IANA time zone (e.g. 'Europe/Oslo')") from exc
         return value
 
+    @field_validator("phlo_partition_start", mode="before")
+    @classmethod
+    def _iso_day(cls, value: object) -> object:
+        if isinstance(value, str):
+            from phlo_core.calendar import PartitionError, parse_day
+
+            try:
+                return parse_day(value)
+            except PartitionError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("nightscout_url")
     @classmethod
     def _valid_url(cls, value: str | None) -> str | None:
@@ -72,7 +93,14 @@ class PhloSettings(BaseSettings):
             return None
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"{value!r} is not an http(s) URL (e.g. 'https://my-site.example')")
+            raise ValueError(
+                f"{redact(value)!r} is not an http(s) URL (e.g. 'https://my-site.example')"
+            )
+        if has_userinfo(value.strip()):
+            raise ValueError(
+                f"{redact(value.strip())!r} carries a user name or password: remove it and put "
+                "the credential in NIGHTSCOUT_API_SECRET or NIGHTSCOUT_TOKEN"
+            )
         return value.strip().rstrip("/")
 
     @property
@@ -105,6 +133,23 @@ class PhloSettings(BaseSettings):
     @property
     def dbt_dir(self) -> Path:
         return self.home / "dbt"
+
+
+def check_home(settings: PhloSettings) -> Path:
+    """PHLO_HOME as a writable folder (created if missing), or a SettingsError saying why not."""
+    home = settings.home
+    if home.exists() and not home.is_dir():
+        raise SettingsError(f"PHLO_HOME={home} is a file: point PHLO_HOME at a folder")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / f".phlo-write-check-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(
+            f"PHLO_HOME={home} is not usable as Phlo's home folder: {exc.strerror or exc}"
+        ) from None
+    return home
 
 
 def load_settings(**overrides: object) -> PhloSettings:

@@ -4,7 +4,9 @@ It speaks the parts of Nightscout's v1 API that Phlo uses, with Nightscout's sem
 `GET /api/v1/entries.json` with `count` (default 10), `find[date][$gte|$gt|$lte|$lt]` on epoch
 milliseconds and `find[type]`, newest first; auth by the `api-secret` header (SHA-1 hex of the
 API secret) or a `token` query parameter, 401 otherwise. `fail_next()` makes it answer the next
-requests with an error status or a stall, to exercise clients' retries against real HTTP.
+requests with an error status or a stall, to exercise clients' retries against real HTTP;
+`redirect_to` makes it answer with a 302 to the same path under another base URL (a request
+already under that base's path, on this server, is served: a site moved to a sub-path).
 
 Run it by hand: `python -m locations.nightscout.sample_server --port 1337 --api-secret s3cret`.
 """
@@ -38,13 +40,16 @@ class SampleNightscoutServer:
         token: str | None = None,
         entries: EntrySource | None = None,
         max_count: int | None = None,
+        redirect_to: str | None = None,
     ) -> None:
         tz = ZoneInfo(timezone)
         self.entries: EntrySource = entries or (lambda lo, hi: entries_between(lo, hi, tz))
         self.api_secret_sha1 = hashlib.sha1(api_secret.encode()).hexdigest() if api_secret else None
         self.token = token
         self.max_count = max_count
+        self.redirect_to = redirect_to
         self.requests: list[str] = []
+        self.headers_seen: list[dict[str, str]] = []
         self._faults: deque[tuple[int, float]] = deque()
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
@@ -133,6 +138,16 @@ class SampleNightscoutServer:
                 parts = urlsplit(self.path)
                 query = parse_qs(parts.query)
                 server.requests.append(parts.path)
+                server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
+                moved = urlsplit(server.redirect_to or "").path.rstrip("/")
+                if moved and parts.path.startswith(moved + "/"):
+                    parts = parts._replace(path=parts.path.removeprefix(moved))
+                elif server.redirect_to is not None:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirect_to.rstrip("/") + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 fault = server._take_fault()
                 if fault is not None:
                     status, stall = fault

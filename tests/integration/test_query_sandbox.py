@@ -1,0 +1,136 @@
+"""`phlo query` is a sandbox: hostile SQL is refused and changes nothing; limits hold."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from phlo_core.lakehouse import PartitionWrite, QueryError, query, replace_partitions
+from phlo_core.sandbox import QueryLimitError, QueryRefusedError, run_query
+from phlo_core.settings import PhloSettings, load_settings, with_overrides
+
+DAY = dt.date(2024, 1, 15)
+PHLO = str(Path(sys.executable).with_name("phlo"))
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> PhloSettings:
+    settings = load_settings(phlo_home=tmp_path_factory.mktemp("sandbox") / "phlo")
+    rows = pa.table({"day": [DAY] * 3, "value": [1, 2, 3]})
+    write = PartitionWrite(
+        "raw.readings", {"day": "date", "value": "integer"}, "day", DAY, DAY.replace(day=16), rows
+    )
+    replace_partitions([write], settings)
+    return settings
+
+
+def files_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def test_reading_statements_run(lake: PhloSettings) -> None:
+    assert run_query("select sum(value) from raw.readings", lake).rows == [(6,)]
+    assert run_query("-- a report\nselect count(*) as n from raw.readings", lake).rows == [(3,)]
+    tables = run_query("show all tables", lake)
+    assert ("lake", "raw", "readings") in {row[:3] for row in tables.rows}
+    snapshots = run_query("select count(*) from ducklake_snapshots('lake')", lake).rows
+    assert snapshots[0][0] >= 1
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "delete from raw.readings",
+        "drop table raw.readings",
+        "insert into raw.readings values (date '2024-01-15', 4)",
+        "create table raw.other (a int)",
+        "attach 'ducklake:sqlite:{catalog}' as rw (data_path '{data}')",
+        "attach '{catalog}' as cat (type sqlite)",
+        "detach lake",
+        "copy raw.readings to '{data}/copied.csv'",
+        "export database '{home}/exported'",
+        "install '{home}/x.duckdb_extension'",
+        "load sqlite_scanner",
+        "set threads = 1",
+        "reset memory_limit",
+        "call ducklake_expire_snapshots('lake', older_than => now())",
+        "select 1; delete from raw.readings",
+        "select * from sqlite_scan('{catalog}', 'ducklake_snapshot')",
+        "select * from read_csv('/etc/passwd')",
+        "select * from read_text('/etc/hostname')",
+        "select * from '/etc/passwd'",
+        "select * from query('select 1')",
+        "pragma database_list",
+    ],
+)
+def test_hostile_statements_are_refused_and_change_nothing(lake: PhloSettings, sql: str) -> None:
+    catalog = lake.lake_catalog.removeprefix("sqlite:")
+    before = files_under(lake.home)
+    statement = sql.format(catalog=catalog, data=lake.lake_data_path, home=lake.home)
+    with pytest.raises(QueryRefusedError) as error:
+        run_query(statement, lake)
+    assert "\n" not in str(error.value)
+    assert "not allowed" in str(error.value) or "statements given" in str(error.value)
+    assert query("select count(*) from raw.readings", lake).rows == [(3,)]
+    assert files_under(lake.home) == before
+
+
+def test_the_lakes_own_files_can_be_read_by_path(lake: PhloSettings) -> None:
+    rows = pa.table({"day": [DAY] * 5000, "value": list(range(5000))})
+    columns = {"day": "date", "value": "integer"}
+    write = PartitionWrite("raw.many", columns, "day", DAY, DAY.replace(day=16), rows)
+    replace_partitions([write], lake)  # enough rows for a Parquet file (few are inlined)
+    listing = "select data_file from ducklake_list_files('lake', 'many', schema => 'raw')"
+    [(path,)] = run_query(listing, lake).rows
+    assert run_query(f"select count(*) from read_parquet('{path}')", lake).rows == [(5000,)]
+
+
+def test_a_syntax_error_is_a_query_error(lake: PhloSettings) -> None:
+    with pytest.raises(QueryError, match="syntax error"):
+        run_query("selec 1", lake)
+
+
+def test_a_query_that_outgrows_the_memory_limit_is_stopped(lake: PhloSettings) -> None:
+    limited = with_overrides(lake, phlo_query_memory_limit_mb=600)
+    bomb = " union all ".join(f"select {i} as a" for i in range(20_000))
+    with pytest.raises(QueryLimitError, match="PHLO_QUERY_MEMORY_LIMIT_MB"):
+        run_query(bomb, limited)
+
+
+def test_a_query_that_runs_too_long_is_stopped(lake: PhloSettings) -> None:
+    limited = with_overrides(lake, phlo_query_timeout_seconds=1.5)
+    with pytest.raises(QueryLimitError, match="PHLO_QUERY_TIMEOUT_SECONDS"):
+        run_query("select count(*) from range(100000000000)", limited)
+
+
+def test_the_cli_reads_sql_from_a_file_or_stdin_and_refuses_with_exit_2(
+    lake: PhloSettings, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PHLO_HOME": str(lake.home)}
+    report = tmp_path / "report.sql"
+    report.write_text("-- how many readings\nselect count(*) as n from raw.readings\n")
+
+    def phlo(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PHLO, "query", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+
+    assert phlo("-f", str(report), "--format", "csv").stdout.split() == ["n", "3"]
+    assert phlo("-", "--format", "csv", stdin=report.read_text()).stdout.split() == ["n", "3"]
+    assert phlo(report.read_text(), "--format", "csv").stdout.split() == ["n", "3"]
+    refused = phlo("delete from raw.readings")
+    assert refused.returncode == 2
+    assert refused.stderr.strip().count("\n") == 0
+    assert "DELETE is not allowed" in refused.stderr
+    assert query("select count(*) from raw.readings", lake).rows == [(3,)]
