@@ -206,7 +206,7 @@ def run_query(sql: str, settings: PhloSettings) -> QueryResult:
     # Fork is quick (a spawned child re-imports everything: about 1.5 s more a query) and safe
     # while the process has one thread, as the CLI has; a library caller with threads spawns.
     method = "fork" if threading.active_count() == 1 else "spawn"
-    context = multiprocessing.get_context(method)
+    context: Any = multiprocessing.get_context(method)
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_run_in_child, args=(sender, sql, settings), daemon=True)
     child.start()
