@@ -209,6 +209,94 @@ def test_validation_blocks_a_bad_day_and_writes_nothing(
     assert snapshot(built) == before
 
 
+def test_impossible_values_are_rejected_not_dropped_as_error_codes(
+    built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
+) -> None:
+    """A day whose readings all come back negative is not 'a day of sensor error codes': it is
+    rejected, the run fails, and the stored readings stay."""
+    tz = built.timezone
+
+    def negative(lo: int, hi: int):
+        for entry in entries_between(lo, hi, tz):
+            yield {**entry, "sgv": -entry["sgv"]} if entry["type"] == "sgv" else entry
+
+    with SampleNightscoutServer(timezone="America/New_York", entries=negative) as bad:
+        settings = pipeline_settings(
+            phlo_lake_catalog=built.lake_catalog,
+            phlo_lake_data_path=built.lake_data_path,
+            nightscout_url=bad.url,
+            nightscout_api_secret=None,
+        )
+        before = snapshot(built)
+        outcomes = materialize(EVERYTHING, parse_day_range("2024-03-10"), settings)
+    assert not outcomes[0].success
+    assert "dlt_glucose_entries:rejected_rows_within_limit" in outcomes[0].failed_checks
+    assert snapshot(built) == before
+
+
+def test_a_source_that_answers_empty_does_not_replace_a_stored_day(
+    built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
+) -> None:
+    with SampleNightscoutServer(entries=lambda lo, hi: iter(())) as empty:
+        settings = pipeline_settings(
+            phlo_lake_catalog=built.lake_catalog,
+            phlo_lake_data_path=built.lake_data_path,
+            nightscout_url=empty.url,
+            nightscout_api_secret=None,
+        )
+        before = snapshot(built)
+        outcomes = materialize(EVERYTHING, parse_day_range("2024-03-10"), settings)
+    assert not outcomes[0].success
+    assert "dlt_glucose_entries:no_unexpected_shrink" in outcomes[0].failed_checks
+    held = query(
+        "select count(*) from raw.glucose_entries where partition_date = '2024-03-10'", built
+    ).rows[0][0]
+    [error] = outcomes[0].errors
+    assert f"2024-03-10 held {held} rows and would keep 0" in error
+    assert "--allow-shrink" in error
+    assert snapshot(built) == before
+
+
+def test_a_forced_shrink_replaces_the_day(
+    pipeline_settings: Callable[..., PhloSettings], server: SampleNightscoutServer
+) -> None:
+    day = parse_day_range("2024-03-11")
+    run(EVERYTHING, day, pipeline_settings())
+    tz = pipeline_settings().timezone
+
+    def pruned(lo: int, hi: int):  # the site kept only the first hour of the day
+        yield from entries_between(lo, min(hi, lo + 3_600_000), tz)
+
+    with SampleNightscoutServer(timezone="America/New_York", entries=pruned) as site:
+        settings = pipeline_settings(nightscout_url=site.url, nightscout_api_secret=None)
+        blocked = materialize(EVERYTHING, day, settings)
+        assert not blocked[0].success
+        forced = materialize(EVERYTHING, day, settings, allow_shrink=True)
+    assert forced[0].success, forced[0].errors
+    daily = query("select reading_count from silver.fct_daily_glucose_metrics", settings).rows
+    assert daily == [(12,)]
+
+
+def test_an_implausible_volume_loads_with_a_warning(
+    pipeline_settings: Callable[..., PhloSettings],
+) -> None:
+    tz = pipeline_settings().timezone
+
+    def every_minute(lo: int, hi: int):  # a 1-minute sensor while the setting says 5
+        from locations.nightscout.sample_data import _entry, glucose_at
+
+        for ms in range(lo - lo % 60_000 + 60_000, hi, 60_000):
+            yield _entry(ms, tz, "libre3", glucose_at(ms, tz))
+
+    with SampleNightscoutServer(timezone="America/New_York", entries=every_minute) as site:
+        settings = pipeline_settings(nightscout_url=site.url, nightscout_api_secret=None)
+        outcomes = materialize(EVERYTHING, parse_day_range("2024-03-11"), settings)
+    assert outcomes[0].success, outcomes[0].errors
+    assert outcomes[0].failed_checks == ["dlt_glucose_entries:readings_per_day_plausible"]
+    summary = outcomes[0].summaries["dlt_glucose_entries"]
+    assert "IMPLAUSIBLE volume (2024-03-11: 1439 readings, 288 expected)" in summary
+
+
 def test_a_few_bad_rows_are_kept_aside_and_the_day_loads(
     pipeline_settings: Callable[..., PhloSettings],
 ) -> None:

@@ -27,7 +27,7 @@ def test_keeps_sensor_glucose_and_drops_what_is_not_a_reading() -> None:
     entries = [
         entry(0),
         entry(5, sgv=10),  # sensor error code
-        entry(10, sgv=38),  # sensor error code
+        entry(10, sgv=12),  # sensor error code
         entry(15, type="mbg", mbg=130, sgv=None),
         entry(20),
         {**entry(20), "_id": "second-uploader"},  # same date, other uploader
@@ -75,3 +75,12 @@ def test_a_day_without_entries_gives_an_empty_batch() -> None:
     assert batch.rows.empty
     assert batch.rejected.empty
     assert batch.days_over(5.0) == {}
+
+
+def test_impossible_values_are_rejected_not_counted_as_error_codes() -> None:
+    entries = [entry(m, sgv=-40 - m) for m in range(0, 60, 5)] + [entry(60, sgv=38)]
+    batch = prepare_batch(entries, DAY, UTC)
+    stats = batch.stats[DAY.start]
+    assert (stats.error_codes, stats.rejected, stats.loaded) == (0, 13, 0)
+    assert stats.rejected_pct == 100.0
+    assert all("sgv" in reason for reason in batch.rejected["reason"])

@@ -99,6 +99,7 @@ def materialize(
     *,
     partition: Annotated[str, Parameter(name=["--partition", "-p"])],
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
+    allow_shrink: bool = False,
 ) -> int:
     """Materialize assets for a day or a range of days, in-process; runs show in Dagster's UI.
 
@@ -112,6 +113,10 @@ def materialize(
         run as one Dagster run.
     verbose
         Show Dagster's own log lines and every partition's materialization.
+    allow_shrink
+        Let this run replace days that would lose more than PHLO_MAX_SHRINK_PCT of the rows
+        they hold (a source that now answers far less). Without it such a run is stopped and
+        nothing is written.
     """
     from phlo_core.calendar import PartitionError, parse_day_range
     from phlo_core.engine import SelectionError, validate_days
@@ -133,6 +138,7 @@ def materialize(
             on_progress=_progress_printer(verbose, days.label()),
             log_level="INFO" if verbose else "CRITICAL",
             echo_output=verbose,
+            allow_shrink=allow_shrink,
         )
     except (PartitionError, SelectionError) as exc:
         raise UsageError(str(exc)) from None

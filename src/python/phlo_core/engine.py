@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 
 from phlo_core.calendar import DayRange, check_within, today
 from phlo_core.settings import PhloSettings, use_settings
-from phlo_core.workspace import REPO_ROOT, LocationRef, load_definitions, location_refs
+from phlo_core.shrink import ALLOW_SHRINK_TAG
+from phlo_core.workspace import (
+    REPO_ROOT,
+    LocationRef,
+    load_definitions,
+    location_refs,
+    preflight,
+)
 
 if TYPE_CHECKING:
     from dagster import AssetKey, DagsterInstance, Definitions
@@ -196,17 +203,27 @@ def materialize(
     on_progress: ProgressCallback | None = None,
     log_level: str = "WARNING",
     echo_output: bool = False,
+    allow_shrink: bool = False,
 ) -> list[RunOutcome]:
-    """Materialize the selection for the days, one in-process run per code location."""
+    """Materialize the selection for the days, one in-process run per code location.
+
+    `allow_shrink` lets this run replace days with far fewer rows than they hold (the run is
+    tagged, so the UI shows it was forced).
+    """
     validate_days(days, settings)
     plans = plan_selection(selection, settings)
+    for plan in plans:
+        preflight(plan.location, settings, [k.to_user_string() for k in plan.keys])
     instance = instance_for(settings)
+    extra_tags = {ALLOW_SHRINK_TAG: "true"} if allow_shrink else {}
     outcomes = []
     for plan in plans:
         names = sorted(k.to_user_string() for k in plan.keys)
         if on_start:
             on_start(plan.location.name, names)
-        outcomes.append(_run(plan, names, days, instance, on_progress, log_level, echo_output))
+        outcomes.append(
+            _run(plan, names, days, instance, on_progress, log_level, echo_output, extra_tags)
+        )
     return outcomes
 
 
@@ -218,10 +235,15 @@ def _run(
     on_progress: ProgressCallback | None,
     log_level: str,
     echo_output: bool,
+    extra_tags: dict[str, str],
 ) -> RunOutcome:
     job = plan.definitions.resolve_implicit_global_asset_job_def()
     last = days.end - dt.timedelta(days=1)
-    tags = {"phlo/selection": ",".join(names), "phlo/location": plan.location.name}
+    tags = {
+        "phlo/selection": ",".join(names),
+        "phlo/location": plan.location.name,
+        **extra_tags,
+    }
     partition_key = None
     if len(days) == 1:
         partition_key = days.start.isoformat()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,12 +189,16 @@ class PartitionWrite:
 
 
 def replace_partitions(
-    writes: Sequence[PartitionWrite], settings: PhloSettings | None = None
+    writes: Sequence[PartitionWrite],
+    settings: PhloSettings | None = None,
+    *,
+    guard: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> dict[str, int]:
     """Apply every write in ONE transaction (one DuckLake snapshot), retried whole on conflicts.
 
-    Either all tables get their new rows for the window or none changes.
-    Returns rows written per table.
+    Either all tables get their new rows for the window or none changes. `guard` runs inside
+    the transaction before anything is deleted, so it sees exactly what the write replaces;
+    an exception from it rolls everything back. Returns rows written per table.
     """
     settings = settings or get_settings()
     with lakehouse(settings) as con:
@@ -203,6 +207,8 @@ def replace_partitions(
             written: dict[str, int] = {}
             con.execute("begin transaction")
             try:
+                if guard is not None:
+                    guard(con)
                 for i, write in enumerate(writes):
                     target = f"{CATALOG}.{write.table}"
                     ddl = ", ".join(f"{name} {kind}" for name, kind in write.columns.items())

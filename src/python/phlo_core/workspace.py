@@ -77,3 +77,13 @@ def load_definitions(ref: LocationRef) -> Definitions:
     if len(found) != 1:
         raise WorkspaceError(f"{ref.module} must define build_definitions() or one Definitions")
     return found[0]
+
+
+def preflight(ref: LocationRef, settings: PhloSettings, asset_names: list[str]) -> None:
+    """Let the location check, before any run starts, that the settings the selected assets
+    need are there: its definitions module may define `preflight(settings, asset_names)`,
+    which raises SettingsError (a usage error, exit 2) naming the variable."""
+    module = importlib.import_module(ref.module)
+    check = getattr(module, "preflight", None)
+    if callable(check):
+        check(settings, asset_names)

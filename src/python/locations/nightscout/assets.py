@@ -1,5 +1,6 @@
 """The Nightscout ingestion asset and its blocking rejection check."""
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,13 +24,31 @@ from locations.nightscout.ingest import (
     prepare_batch,
     write_batch,
 )
-from phlo_core.calendar import epoch_ms, utc_bounds
+from phlo_core.calendar import epoch_ms, minutes_in_day, utc_bounds
 from phlo_core.engine import SUMMARY_KEY
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
 from phlo_core.settings import PhloSettings
+from phlo_core.shrink import ALLOW_SHRINK_TAG, ShrinkError
 
 ASSET_NAME = "dlt_glucose_entries"
 REJECTED_CHECK = "rejected_rows_within_limit"
+SHRINK_CHECK = "no_unexpected_shrink"
+VOLUME_CHECK = "readings_per_day_plausible"
+# More readings in a day than this many times the expected count (minutes in the local day /
+# NIGHTSCOUT_READING_INTERVAL_MINUTES) is implausible: a wrong interval or a flooding uploader.
+PLAUSIBLE_FACTOR = 1.5
+
+
+def implausible_days(batch: GlucoseBatch, settings: PhloSettings) -> dict[dt.date, str]:
+    """Days whose loaded readings exceed PLAUSIBLE_FACTOR x expected, with a description."""
+    found = {}
+    for day, stats in sorted(batch.stats.items()):
+        expected = (
+            minutes_in_day(day, settings.timezone) // settings.nightscout_reading_interval_minutes
+        )
+        if stats.loaded > PLAUSIBLE_FACTOR * expected:
+            found[day] = f"{day}: {stats.loaded} readings, {expected} expected"
+    return found
 
 
 def _day_table(batch: GlucoseBatch) -> str:
@@ -64,7 +83,25 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
                 asset=ASSET_NAME,
                 blocking=True,
                 description=f"No day has more than {limit:g}% of its readings rejected.",
-            )
+            ),
+            AssetCheckSpec(
+                SHRINK_CHECK,
+                asset=ASSET_NAME,
+                blocking=True,
+                description=(
+                    "No day that holds readings loses more than PHLO_MAX_SHRINK_PCT of them "
+                    f"(forced by PHLO_ALLOW_SHRINK or the run tag {ALLOW_SHRINK_TAG}=true)."
+                ),
+            ),
+            AssetCheckSpec(
+                VOLUME_CHECK,
+                asset=ASSET_NAME,
+                blocking=False,
+                description=(
+                    f"No day has more than {PLAUSIBLE_FACTOR:g}x the readings expected at "
+                    "NIGHTSCOUT_READING_INTERVAL_MINUTES (a warning: the day still loads)."
+                ),
+            ),
         ],
     )
     def dlt_glucose_entries(context: AssetExecutionContext) -> Iterator[Any]:
@@ -79,6 +116,13 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
         )
         batch = prepare_batch(fetched.entries, days, settings.timezone)
         totals = batch.totals()
+        implausible = implausible_days(batch, settings)
+        volume_warning = (
+            f"; IMPLAUSIBLE volume ({'; '.join(implausible.values())}): check "
+            "NIGHTSCOUT_READING_INTERVAL_MINUTES and the uploaders"
+            if implausible
+            else ""
+        )
         metadata = {
             "days": MetadataValue.md(_day_table(batch)),
             "rows_loaded": totals.loaded,
@@ -90,7 +134,7 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
             SUMMARY_KEY: (
                 f"{totals.loaded} readings loaded, {totals.rejected} rejected, "
                 f"{totals.error_codes} sensor error codes and {totals.duplicates} duplicates "
-                f"dropped ({len(batch.stats)} day(s), {fetched.pages} page(s))"
+                f"dropped ({len(batch.stats)} day(s), {fetched.pages} page(s)){volume_warning}"
             ),
         }
         over = batch.days_over(limit)
@@ -111,7 +155,23 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
                 ),
                 metadata=metadata,
             )
-        write_batch(batch, settings)
+        allow_shrink = (
+            settings.phlo_allow_shrink or context.run.tags.get(ALLOW_SHRINK_TAG) == "true"
+        )
+        try:
+            write_batch(batch, settings, allow_shrink=allow_shrink)
+        except ShrinkError as exc:
+            yield AssetCheckResult(
+                check_name=SHRINK_CHECK,
+                passed=False,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "days": ", ".join(str(s.day) for s in exc.shrinks),
+                    "stored_rows": sum(s.stored for s in exc.shrinks),
+                    "incoming_rows": sum(s.incoming for s in exc.shrinks),
+                },
+            )
+            raise Failure(description=str(exc), metadata=metadata) from None
         yield MaterializeResult(
             metadata=metadata,
             check_results=[
@@ -123,7 +183,16 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
                             (s.rejected_pct for s in batch.stats.values()), default=0.0
                         )
                     },
-                )
+                ),
+                AssetCheckResult(
+                    check_name=SHRINK_CHECK, passed=True, metadata={"forced": allow_shrink}
+                ),
+                AssetCheckResult(
+                    check_name=VOLUME_CHECK,
+                    passed=not implausible,
+                    severity=AssetCheckSeverity.WARN,
+                    metadata={"implausible_days": "; ".join(implausible.values()) or "none"},
+                ),
             ],
         )
 

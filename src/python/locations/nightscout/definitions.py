@@ -12,10 +12,11 @@ from dagster import (
     in_process_executor,
 )
 
-from locations.nightscout.assets import build_ingestion_asset
+from locations.nightscout.assets import ASSET_NAME, build_ingestion_asset
+from locations.nightscout.client import NightscoutClient, NightscoutConfigError
 from phlo_core.dbt import build_dbt_assets
 from phlo_core.partitions import daily_schedule
-from phlo_core.settings import get_settings
+from phlo_core.settings import PhloSettings, SettingsError, get_settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "nightscout"
 
@@ -43,6 +44,15 @@ def build_definitions() -> Definitions:
         # (the multiprocess executor re-imports everything per step: 8-11 s a run here).
         executor=in_process_executor,
     )
+
+
+def preflight(settings: PhloSettings, asset_names: list[str]) -> None:
+    """Before a run: the ingestion needs NIGHTSCOUT_URL (a usage error, not a failed run)."""
+    if ASSET_NAME in asset_names:
+        try:
+            NightscoutClient.from_settings(settings).close()
+        except NightscoutConfigError as exc:
+            raise SettingsError(str(exc)) from None
 
 
 @definitions

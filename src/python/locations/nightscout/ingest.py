@@ -1,10 +1,12 @@
 """From Nightscout entries to validated rows of `raw.glucose_entries`, one local day at a time.
 
-Kept: sensor glucose (`type = 'sgv'`). Dropped and counted: other entry types, sensor error
-codes (sgv < 39), and duplicates (the same `_id` twice, or the same `date` from a second
-uploader; the first `_id` in sort order wins, so reruns pick the same row). Validated: by a
-Pandera schema; failing rows go to `raw.glucose_entries_rejected` with their reasons. A day with
-more than NIGHTSCOUT_MAX_REJECTED_PCT percent rejected blocks the run, and nothing is written.
+Kept: sensor glucose (`type = 'sgv'`). Dropped and counted: other entry types, Dexcom's
+documented sensor error codes (ERROR_CODES), and duplicates (the same `_id` twice, or the
+same `date` from a second uploader; the first `_id` in sort order wins, so reruns pick the same
+row). Validated: by a Pandera schema; failing rows go to `raw.glucose_entries_rejected` with
+their reasons. A day with more than NIGHTSCOUT_MAX_REJECTED_PCT percent rejected blocks the
+run, and nothing is written; so does a day that would lose more than PHLO_MAX_SHRINK_PCT of the
+readings it holds, unless forced.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import datetime as dt
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -24,8 +26,16 @@ from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
 from phlo_core.lakehouse import PartitionWrite, replace_partitions
 from phlo_core.quality import split_by_schema
 from phlo_core.settings import PhloSettings
+from phlo_core.shrink import ShrinkError, shrinking_days, stored_counts
 
-ERROR_CODE_BELOW = 39
+if TYPE_CHECKING:
+    import duckdb
+
+# Dexcom's special glucose values, as Nightscout's `errorcodes` plugin documents them (0 is
+# NONE). Any other value below 39 (negative ones included) is not a reading but not a code
+# either: validation rejects it, and it counts against NIGHTSCOUT_MAX_REJECTED_PCT.
+ERROR_CODES = frozenset({0, 1, 2, 3, 5, 6, 9, 10, 12})
+LOWEST_READING = 39
 DIRECTIONS = [
     "NONE",
     "DoubleUp",
@@ -66,7 +76,7 @@ def entry_schema(start_ms: int, end_ms: int) -> pa.DataFrameSchema:
         {
             "entry_id": pa.Column(str, pa.Check.str_length(1, 64)),
             "reading_at_ms": pa.Column("int64", pa.Check.in_range(start_ms, end_ms - 1)),
-            "sgv": pa.Column("Int64", pa.Check.in_range(ERROR_CODE_BELOW, 600)),
+            "sgv": pa.Column("Int64", pa.Check.in_range(LOWEST_READING, 600)),
             "direction": pa.Column(str, pa.Check.isin(DIRECTIONS), nullable=True),
             "trend": pa.Column("Int64", pa.Check.in_range(0, 9), nullable=True),
             "device": pa.Column(str, nullable=True),
@@ -189,7 +199,7 @@ def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -
             stats[day].other_types += 1
             continue
         stats[day].fetched += 1
-        if candidate["sgv"] is not None and candidate["sgv"] < ERROR_CODE_BELOW:
+        if candidate["sgv"] in ERROR_CODES:
             stats[day].error_codes += 1
             continue
         if candidate["reason"]:
@@ -228,8 +238,25 @@ def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -
     return GlucoseBatch(days, rows, rejected, stats)
 
 
-def write_batch(batch: GlucoseBatch, settings: PhloSettings) -> dict[str, int]:
-    """Replace the batch's days in both tables in one transaction."""
+def write_batch(
+    batch: GlucoseBatch, settings: PhloSettings, *, allow_shrink: bool = False
+) -> dict[str, int]:
+    """Replace the batch's days in both tables in one transaction.
+
+    Unless `allow_shrink`, raises ShrinkError (and writes nothing) when a day that holds
+    readings would lose more than PHLO_MAX_SHRINK_PCT of them.
+    """
+    incoming = {day: stats.loaded for day, stats in batch.stats.items()}
+
+    def guard(con: duckdb.DuckDBPyConnection) -> None:
+        if allow_shrink:
+            return
+        stored = stored_counts(
+            con, ENTRIES_TABLE, "partition_date", batch.days.start, batch.days.end
+        )
+        shrinks = shrinking_days(stored, incoming, settings.phlo_max_shrink_pct)
+        if shrinks:
+            raise ShrinkError(ENTRIES_TABLE, shrinks, settings.phlo_max_shrink_pct)
 
     def arrow(frame: pd.DataFrame) -> pyarrow.Table:
         return pyarrow.Table.from_pandas(frame, preserve_index=False)
@@ -254,4 +281,5 @@ def write_batch(batch: GlucoseBatch, settings: PhloSettings) -> dict[str, int]:
             ),
         ],
         settings,
+        guard=guard,
     )

@@ -3,9 +3,9 @@
 Glucose follows a slow baseline drift, a dawn rise, three meal excursions a day whose size and
 timing vary by day, an occasional nocturnal low, and sensor noise. On top of the readings every
 5 minutes the data carry what real Nightscout sites carry: a daily finger-stick (`mbg`) entry,
-sensor error codes (sgv < 39), a two-hour sensor gap every fifth day, and readings uploaded a
-second time by another uploader (same `date`, different `_id`). Everything is a pure function of
-time and zone, so any window can be served without storing anything.
+Dexcom sensor error codes (sgv 9, 10, 12), a two-hour sensor gap every fifth day, and readings
+uploaded a second time by another uploader (same `date`, different `_id`). Everything is a pure
+function of time and zone, so any window can be served without storing anything.
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ def entries_between(start_ms: int, end_ms: int, tz: ZoneInfo) -> Iterator[dict]:
             continue
         slot = epoch_ms // INTERVAL_MS
         if slot % 397 == 11:
-            # A sensor error code (39 = ??? / sensor not ready) instead of a reading.
-            yield _entry(epoch_ms, tz, PRIMARY_DEVICE, 10 + slot % 3)
+            # A Dexcom error code (absolute deviation, power deviation, bad RF) instead of a
+            # reading.
+            yield _entry(epoch_ms, tz, PRIMARY_DEVICE, (9, 10, 12)[slot % 3])
             continue
         sgv = glucose_at(epoch_ms, tz)
         yield _entry(epoch_ms, tz, PRIMARY_DEVICE, sgv)
