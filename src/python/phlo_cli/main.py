@@ -174,14 +174,16 @@ def query(
     """
     from phlo_cli.render import render
     from phlo_core.lakehouse import LakehouseError, QueryError
-    from phlo_core.sandbox import QueryLimitError, run_query
+    from phlo_core.sandbox import QueryLimitError, QueryRefusedError, run_query
 
     text = _sql_text(sql, file)
     settings = _settings()
     try:
         result = run_query(text, settings)
-    except QueryError as exc:
+    except QueryRefusedError as exc:
         raise UsageError(f"query refused: {exc}") from None
+    except QueryError as exc:
+        raise UsageError(f"query failed: {exc}") from None
     except (LakehouseError, QueryLimitError) as exc:
         _err(str(exc))
         return EXIT_FAILED

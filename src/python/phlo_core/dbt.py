@@ -12,9 +12,11 @@ here, from dbt's own run results.
 """
 
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,8 @@ from dagster import (
 )
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
-from phlo_core.lakehouse import CATALOG, ensure_extensions
+from phlo_core.lakehouse import CATALOG, ensure_extensions, query
+from phlo_core.locks import file_lock, lakehouse_writer, write_atomically
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
 from phlo_core.settings import PhloSettings
 
@@ -84,7 +87,7 @@ def write_profile(settings: PhloSettings) -> Path:
     path = profiles_dir / "profiles.yml"
     text = yaml.safe_dump(profile_document(settings), sort_keys=False)
     if not path.exists() or path.read_text() != text:
-        path.write_text(text)
+        write_atomically(path, text)
     return profiles_dir
 
 
@@ -129,23 +132,54 @@ def invoke_dbt(args: list[str], project_dir: Path, settings: PhloSettings, **run
     return result
 
 
+def _link_shared_package(project_dir: Path) -> None:
+    """Install the local `phlo_shared` package as `dbt deps` does for a local package (a
+    symlink in dbt_packages/), but atomically, so that concurrent first runs cannot collide."""
+    link = project_dir / "dbt_packages" / SHARED_PACKAGE.name
+    if link.exists():
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    temporary = link.with_name(f".{link.name}.{os.getpid()}")
+    with suppress(FileNotFoundError):
+        temporary.unlink()
+    temporary.symlink_to(os.path.relpath(SHARED_PACKAGE, link.parent), target_is_directory=True)
+    os.replace(temporary, link)
+
+
+def _manifest_is_current(manifest: Path, project_dir: Path) -> bool:
+    """The manifest exists, is whole JSON (a kill while writing leaves neither behind, but
+    older versions could) and is newer than every model, macro and YAML file."""
+    try:
+        if manifest.stat().st_mtime < _newest_source_mtime(project_dir, SHARED_PACKAGE):
+            return False
+        json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
     """Write the profile, install the shared package, and parse when sources changed.
 
     Returns the manifest path. Parsing only happens when a model, macro or YAML file is newer
-    than the manifest.
+    than the manifest. Safe to run from several processes at once (a lock per home), and a
+    kill midway leaves the previous manifest whole: dbt parses into a private folder and the
+    manifest is then moved into place in one rename.
     """
-    write_profile(settings)
-    ensure_extensions(settings)  # dbt's connection autoloads them from PHLO_HOME
-    manifest = target_path(project_dir, settings) / "manifest.json"
-    if not (project_dir / "dbt_packages" / "phlo_shared").exists():
-        invoke_dbt(["deps"], project_dir, settings)
-    stale = not manifest.exists() or manifest.stat().st_mtime < _newest_source_mtime(
-        project_dir, SHARED_PACKAGE
-    )
-    if stale:
-        parsed = invoke_dbt(["parse", "--target-path", str(manifest.parent)], project_dir, settings)
-        _parsed[(project_dir, settings.home)] = parsed.result
+    target = target_path(project_dir, settings)
+    manifest = target / "manifest.json"
+    with file_lock(settings.dbt_dir / ".prepare.lock"):
+        write_profile(settings)
+        ensure_extensions(settings)  # dbt's connection autoloads them from PHLO_HOME
+        _link_shared_package(project_dir)
+        if not _manifest_is_current(manifest, project_dir):
+            scratch = target / f".parse-{os.getpid()}"
+            try:
+                parsed = invoke_dbt(["parse", "--target-path", str(scratch)], project_dir, settings)
+                os.replace(scratch / "manifest.json", manifest)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            _parsed[(project_dir, settings.home)] = parsed.result
     return manifest
 
 
@@ -182,8 +216,27 @@ def _first_line(text: str | None) -> str:
     return lines[0] if lines else "failed"
 
 
+def _failing_rows(compiled_sql: str | None, settings: PhloSettings, limit: int = 3) -> str:
+    """A few of the rows a failed test returned, `col=value` joined, so that the one-line
+    failure names the day at fault; empty if they cannot be read."""
+    if not compiled_sql:
+        return ""
+    try:
+        found = query(f"select * from ({compiled_sql}) limit {limit}", settings)
+    except Exception:  # a hint only: the failure itself is reported either way
+        return ""
+    shown = [
+        ", ".join(f"{column}={value}" for column, value in zip(found.columns, row, strict=True))
+        for row in found.rows
+    ]
+    return f" (e.g. {'; '.join(shown)})" if shown else ""
+
+
 def _build_events(
-    result: "dbtRunnerResult", checks: Mapping[str, AssetCheckKey], models: Mapping[str, AssetKey]
+    result: "dbtRunnerResult",
+    checks: Mapping[str, AssetCheckKey],
+    models: Mapping[str, AssetKey],
+    settings: PhloSettings,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Dagster events from dbt's run results: built models, evaluated tests; then fail on
     errors, naming every node that failed."""
@@ -217,10 +270,27 @@ def _build_events(
                     metadata={"failing_rows": node_result.failures or 0, "status": status},
                 )
             if status in ("fail", "error"):
-                failures.append(f"test {node.name}: {_first_line(node_result.message)}")
+                rows = (
+                    _failing_rows(getattr(node, "compiled_code", None), settings)
+                    if status == "fail"
+                    else ""
+                )
+                failures.append(f"test {node.name}: {_first_line(node_result.message)}{rows}")
     if not result.success:
         detail = "; ".join(failures) or _first_line(str(result.exception))
         raise Failure(description=f"dbt build failed: {detail}")
+
+
+def _remove_finished_run_folders(runs_dir: Path, context: AssetExecutionContext) -> None:
+    """dbt's per-run folders of runs that are over: a killed run never removed its own."""
+    if not runs_dir.is_dir():
+        return
+    for folder in runs_dir.iterdir():
+        if folder.name == context.run.run_id:
+            continue
+        run = context.instance.get_run_by_id(folder.name)
+        if run is None or run.is_finished:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def build_dbt_assets(
@@ -261,6 +331,7 @@ def build_dbt_assets(
             name for name, key in model_keys.items() if key in context.selected_asset_keys
         )
         checks = {key.name: key for key in context.selected_asset_check_keys}
+        _remove_finished_run_folders(runs_dir, context)
         run_target = runs_dir / context.run.run_id
         run_target.mkdir(parents=True, exist_ok=True)
         args = ["build", "--target-path", str(run_target), "--vars", json.dumps(dbt_vars)]
@@ -269,8 +340,12 @@ def build_dbt_assets(
         context.log.info(f"dbt build of {len(selected)} model(s) for {days.label()}")
         manifest = parsed_manifest(project_dir, settings)
         try:
-            result = invoke_dbt(args, project_dir, settings, manifest=manifest)
-            yield from _build_events(result, checks, {n: model_keys[n] for n in selected})
+            # One writer at a time per lakehouse: dbt does not retry a commit that meets
+            # another process's (`database is locked` on SQLite), nor share `__dbt_tmp` tables.
+            with lakehouse_writer(settings):
+                result = invoke_dbt(args, project_dir, settings, manifest=manifest)
+            models = {n: model_keys[n] for n in selected}
+            yield from _build_events(result, checks, models, settings)
         finally:
             shutil.rmtree(run_target, ignore_errors=True)
 

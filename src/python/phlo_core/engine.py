@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import shutil
 import threading
 import time
 import uuid
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phlo_core.calendar import DayRange, check_within, today
+from phlo_core.locks import file_lock, write_atomically
+from phlo_core.orphans import fail_orphaned_runs, process_tags
 from phlo_core.settings import PhloSettings, use_settings
 from phlo_core.shrink import ALLOW_SHRINK_TAG
 from phlo_core.workspace import (
@@ -88,14 +89,20 @@ def run_log_path(instance: DagsterInstance, run_id: str) -> Path:
 
 
 def instance_for(settings: PhloSettings) -> DagsterInstance:
+    """The Dagster instance in DAGSTER_HOME, created on first use. Creation is serialized:
+    two processes creating SQLite storage at once stamp its schema twice, which breaks every
+    later run on that instance."""
     from dagster import DagsterInstance
 
     home = settings.resolved_dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        shutil.copyfile(REPO_ROOT / "infra" / "dagster" / "dagster.yaml", config)
-    return DagsterInstance.from_config(str(home))
+    with file_lock(home / ".phlo-instance.lock"):
+        config = home / "dagster.yaml"
+        if not config.exists():
+            template = REPO_ROOT / "infra" / "dagster" / "dagster.yaml"
+            write_atomically(config, template.read_text())
+        instance = DagsterInstance.from_config(str(home))
+        instance.get_run_records(limit=1)  # opens (and creates) the storage under the lock
+    return instance
 
 
 def parse_selection(selection: str) -> list[tuple[str, bool, bool]]:
@@ -215,7 +222,8 @@ def materialize(
     for plan in plans:
         preflight(plan.location, settings, [k.to_user_string() for k in plan.keys])
     instance = instance_for(settings)
-    extra_tags = {ALLOW_SHRINK_TAG: "true"} if allow_shrink else {}
+    fail_orphaned_runs(instance)
+    extra_tags = {**process_tags(), **({ALLOW_SHRINK_TAG: "true"} if allow_shrink else {})}
     outcomes = []
     for plan in plans:
         names = sorted(k.to_user_string() for k in plan.keys)

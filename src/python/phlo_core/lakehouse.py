@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from phlo_core.locks import lakehouse_writer
 from phlo_core.settings import PhloSettings, get_settings
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ def replace_partitions(
     an exception from it rolls everything back. Returns rows written per table.
     """
     settings = settings or get_settings()
-    with lakehouse(settings) as con:
+    with lakehouse_writer(settings), lakehouse(settings) as con:
 
         def transaction() -> dict[str, int]:
             written: dict[str, int] = {}

@@ -1,0 +1,72 @@
+"""Runs whose process is gone: a run killed with its process stays STARTED in Dagster forever.
+
+Every in-process run that phlo starts carries its process's identity as tags (host, pid and the
+pid's start time, so a recycled pid is not mistaken for the run's process). Before phlo starts
+runs, it marks the runs of this host whose process no longer exists as failed, with the reason.
+Runs launched by Dagster's own run launchers are watched by Dagster's run monitoring instead.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+HOST_TAG = "phlo/host"
+PID_TAG = "phlo/pid"
+PROCESS_START_TAG = "phlo/process_start"
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def process_tags() -> dict[str, str]:
+    """Tags identifying this process, for the runs it executes."""
+    return {
+        HOST_TAG: socket.gethostname(),
+        PID_TAG: str(os.getpid()),
+        PROCESS_START_TAG: _process_start(os.getpid()) or "",
+    }
+
+
+def _alive(pid: int, started: str) -> bool:
+    current = _process_start(pid)
+    return current is not None and (not started or current == started)
+
+
+def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
+    """Mark this host's started runs whose process is gone as failed; return their ids."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    host = socket.gethostname()
+    records = instance.get_run_records(
+        RunsFilter(
+            statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED],
+            tags={HOST_TAG: host},
+        )
+    )
+    failed = []
+    for record in records:
+        run = record.dagster_run
+        pid_text = run.tags.get(PID_TAG, "")
+        if not pid_text.isdigit() or _alive(int(pid_text), run.tags.get(PROCESS_START_TAG, "")):
+            continue
+        instance.report_run_failed(
+            run,
+            message=(
+                f"the process running it (pid {pid_text} on {host}) is gone: it was killed or "
+                "crashed before the run finished; run its days again to complete them"
+            ),
+        )
+        failed.append(run.run_id)
+    return failed
