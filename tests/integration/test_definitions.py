@@ -51,3 +51,33 @@ def test_the_location_defines_every_asset_and_its_checks(
         or []
     )
     assert request.partition_key == "2024-03-09"
+
+
+def test_the_location_runs_lakehouse_maintenance_nightly(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    from dagster import DagsterInstance
+
+    from phlo_core.lakehouse import PartitionWrite, replace_partitions
+
+    settings = make_settings()
+    use_settings(settings)
+    [ref] = location_refs(settings)
+    defs = load_definitions(ref)
+    schedule = defs.resolve_schedule_def("lakehouse_maintenance_schedule")
+    assert schedule.cron_schedule == "30 3 * * *"
+    import pyarrow as pa
+
+    day = dt.date(2024, 1, 15)
+    write = PartitionWrite(
+        "raw.values",
+        {"day": "date"},
+        "day",
+        day,
+        day + dt.timedelta(days=1),
+        pa.table({"day": [day]}),
+    )
+    replace_partitions([write], settings)
+    job = defs.resolve_job_def("lakehouse_maintenance")
+    result = job.execute_in_process(instance=DagsterInstance.ephemeral())
+    assert result.success

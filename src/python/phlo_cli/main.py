@@ -206,6 +206,35 @@ def _sql_text(sql: str | None, file: Path | None) -> str:
 
 
 @app.command
+def maintenance(*, retention_days: int | None = None) -> int:
+    """Lakehouse housekeeping: expire old snapshots, delete unreferenced files, merge small ones.
+
+    Also runs every night as the `lakehouse_maintenance` job's schedule. Safe beside running
+    materializations (it waits for the lakehouse's writer lock).
+
+    Parameters
+    ----------
+    retention_days
+        Keep snapshots (and time travel) this many days back; default
+        PHLO_SNAPSHOT_RETENTION_DAYS (7).
+    """
+    from phlo_core.lakehouse import LakehouseError, check_catalog
+    from phlo_core.maintenance import maintain
+
+    settings = _settings()
+    if retention_days is not None and retention_days < 0:
+        raise UsageError("--retention-days must be 0 or more")
+    try:
+        check_catalog(settings)
+        report = maintain(settings, retention_days)
+    except LakehouseError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    print(f"maintenance: {report.summary()}")
+    return 0
+
+
+@app.command
 def demo() -> int:
     """Run every pipeline end to end on SAMPLE data served by local, protocol-true servers.
 

@@ -118,7 +118,7 @@ def connect(
                 con.execute(f"create schema if not exists {CATALOG}.{layer}")
             con.execute(f"use {CATALOG}")
 
-        _retrying(attach)
+        retrying(attach)
     except Exception as exc:
         con.close()
         raise LakehouseError(f"cannot open the lakehouse catalog: {_first_line(exc)}") from exc
@@ -159,7 +159,7 @@ def is_retryable(exc: BaseException) -> bool:
     return any(marker in text for marker in _RETRYABLE_MARKERS)
 
 
-def _retrying(action: Any, attempts: int = 15) -> Any:
+def retrying(action: Any, attempts: int = 15) -> Any:
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
     for attempt in Retrying(
@@ -235,7 +235,7 @@ def replace_partitions(
                 raise
             return written
 
-        return _retrying(transaction)
+        return retrying(transaction)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dagster import (
 from locations.nightscout.assets import ASSET_NAME, build_ingestion_asset
 from locations.nightscout.client import NightscoutClient, NightscoutConfigError
 from phlo_core.dbt import build_dbt_assets
+from phlo_core.maintenance_job import maintenance_job, maintenance_schedule
 from phlo_core.partitions import daily_schedule
 from phlo_core.settings import PhloSettings, SettingsError, get_settings
 
@@ -37,9 +38,9 @@ def build_definitions() -> Definitions:
     )
     nightly = daily_schedule(daily_job.name, settings)
     return Definitions(
-        schedules=[nightly],
+        schedules=[nightly, maintenance_schedule(settings)],
         assets=[ingestion, models],
-        jobs=[daily_job],
+        jobs=[daily_job, maintenance_job(settings)],
         # Runs launched from the UI or a schedule: one process, as `phlo materialize` does
         # (the multiprocess executor re-imports everything per step: 8-11 s a run here).
         executor=in_process_executor,

@@ -1,0 +1,48 @@
+"""The lakehouse maintenance as a Dagster job with a nightly schedule, for a code location to
+include in its Definitions (`phlo maintenance` runs the same function from a terminal)."""
+
+from dagster import (
+    DefaultScheduleStatus,
+    JobDefinition,
+    OpExecutionContext,
+    ScheduleDefinition,
+    job,
+    op,
+)
+
+from phlo_core.maintenance import maintain
+from phlo_core.settings import PhloSettings
+
+JOB_NAME = "lakehouse_maintenance"
+
+
+def maintenance_job(settings: PhloSettings) -> JobDefinition:
+    @op(name="maintain_lakehouse")
+    def maintain_lakehouse(context: OpExecutionContext) -> None:
+        report = maintain(settings)
+        context.log.info(report.summary())
+
+    @job(
+        name=JOB_NAME,
+        description=(
+            "Expire DuckLake snapshots older than PHLO_SNAPSHOT_RETENTION_DAYS, delete files "
+            "nothing references, merge small files."
+        ),
+    )
+    def _job() -> None:
+        maintain_lakehouse()
+
+    return _job
+
+
+def maintenance_schedule(
+    settings: PhloSettings, *, hour: int = 3, minute: int = 30
+) -> ScheduleDefinition:
+    return ScheduleDefinition(
+        name=f"{JOB_NAME}_schedule",
+        job_name=JOB_NAME,
+        cron_schedule=f"{minute} {hour} * * *",
+        execution_timezone=settings.phlo_timezone,
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Every night: lakehouse maintenance (cheap when there is little to do).",
+    )
