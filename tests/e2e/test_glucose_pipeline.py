@@ -364,3 +364,16 @@ def test_a_failing_dbt_test_fails_its_check_and_stops_downstream(
         "select table_name from information_schema.tables where table_schema = 'silver'", settings
     ).rows
     assert tables == []
+
+
+def test_a_home_moved_elsewhere_keeps_working(
+    pipeline_settings: Callable[..., PhloSettings], tmp_path: Path
+) -> None:
+    run(EVERYTHING, parse_day_range("2024-03-09"), pipeline_settings("before"))
+    (tmp_path / "before").rename(tmp_path / "after")
+    moved = pipeline_settings("after")
+    assert query("select count(*) from silver.fct_daily_glucose_metrics", moved).rows == [(1,)]
+    run(EVERYTHING, parse_day_range("2024-03-10"), moved)
+    days = query("select reading_date from silver.fct_daily_glucose_metrics order by 1", moved)
+    assert days.rows == [(dt.date(2024, 3, 9),), (dt.date(2024, 3, 10),)]
+    assert list(Path(moved.lake_data_path).rglob("*.parquet"))

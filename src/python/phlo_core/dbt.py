@@ -72,7 +72,14 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
                             "path": f"ducklake:{settings.lake_catalog}",
                             "alias": CATALOG,
                             "is_ducklake": True,
-                            "options": {"data_path": settings.lake_data_path},
+                            "options": {
+                                "data_path": settings.lake_data_path,
+                                **(
+                                    {"override_data_path": True}
+                                    if settings.lake_moves_with_home
+                                    else {}
+                                ),
+                            },
                         }
                     ],
                 }

@@ -69,7 +69,12 @@ def sql_literal(value: str) -> str:
 
 
 def attach_sql(settings: PhloSettings, *, read_only: bool = False) -> str:
+    """The ATTACH statement for `lake`. In the default layout (catalog and data both under
+    PHLO_HOME) the home is movable: the catalog keeps file paths relative to its data path,
+    and the data path recorded in it is overridden by where the home is now."""
     options = f"data_path {sql_literal(settings.lake_data_path)}"
+    if settings.lake_moves_with_home:
+        options += ", override_data_path true"
     if read_only:
         options += ", read_only"
     return (
@@ -121,7 +126,14 @@ def connect(
         retrying(attach)
     except Exception as exc:
         con.close()
-        raise LakehouseError(f"cannot open the lakehouse catalog: {_first_line(exc)}") from exc
+        reason = _first_line(exc)
+        if "does not match existing data path" in reason:
+            reason += (
+                " Set PHLO_LAKE_DATA_PATH to the path the catalog records (a lakehouse in the "
+                "default layout under PHLO_HOME moves with its home; one with a configured "
+                "catalog or data path stays where it was created)"
+            )
+        raise LakehouseError(f"cannot open the lakehouse catalog: {reason}") from exc
     return con
 
 

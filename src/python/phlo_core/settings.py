@@ -127,6 +127,11 @@ class PhloSettings(BaseSettings):
         return path if path.endswith("/") else path + "/"
 
     @property
+    def lake_moves_with_home(self) -> bool:
+        """Catalog and data files both in their default places under PHLO_HOME."""
+        return self.phlo_lake_catalog is None and self.phlo_lake_data_path is None
+
+    @property
     def extension_directory(self) -> Path:
         return self.home / "duckdb_extensions"
 
