@@ -104,15 +104,19 @@ def test_three_processes_on_a_fresh_then_a_built_home_all_succeed(
     assert snapshot(settings) == clean_build
 
 
-def kill_during_dbt(day: str, delay: float, env: dict[str, str], cwd: Path) -> None:
+def signal_during_dbt(
+    day: str, delay: float, env: dict[str, str], cwd: Path, signum: int = signal.SIGKILL
+) -> tuple[int, str]:
+    """Start a run, send `signum` `delay` seconds into its dbt build; its exit code, stderr."""
     victim = start(day, env, cwd)
     assert victim.stderr is not None
     for line in victim.stderr:
         if "running nightscout_dbt_models" in line:
             break
     time.sleep(delay)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=30)
+    victim.send_signal(signum)
+    _, err = victim.communicate(timeout=60)
+    return victim.returncode, err
 
 
 def test_after_kills_during_dbt_the_next_runs_succeed(
@@ -134,15 +138,24 @@ def test_after_kills_during_dbt_the_next_runs_succeed(
         ("2024-03-10", 0.3, "2024-03-11"),
         ("2024-03-11", 1.2, "2024-03-09"),
     ):
-        kill_during_dbt(killed_day, delay, env, tmp_path)
+        signal_during_dbt(killed_day, delay, env, tmp_path)
         interrupted += [
             r.dagster_run.run_id for r in instance_for(settings).get_run_records(running)
         ]
         [(code, output)] = run_at_once([next_day], env, tmp_path)
         assert code == 0, output
 
+    # Ctrl-C during dbt: exit 130, one clear line, the run recorded as canceled.
+    code, err = signal_during_dbt("2024-03-09", 0.6, env, tmp_path, signal.SIGINT)
+    assert code == 130, err
+    assert "terminate called" not in err
+    [line] = [e for e in err.splitlines() if e.startswith("phlo: error:")]
+    assert line.startswith("phlo: error: interrupted; run ") and line.endswith(" canceled")
+    canceled = instance_for(settings).get_run_by_id(line.split(" run ")[1].split()[0])
+    assert canceled is not None and canceled.status == DagsterRunStatus.CANCELED
+
     # Re-running the killed days restores a clean build.
-    [(code, output)] = run_at_once(["2024-03-10..2024-03-11"], env, tmp_path)
+    [(code, output)] = run_at_once(["2024-03-09..2024-03-11"], env, tmp_path)
     assert code == 0, output
     assert snapshot(settings) == clean_build
 

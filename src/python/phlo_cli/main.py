@@ -6,10 +6,11 @@ Exit codes: 0 success, 1 a run or query failed, 2 bad input (usage, selection, d
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
@@ -20,11 +21,13 @@ if TYPE_CHECKING:  # for annotations only: these modules load inside the command
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 app = App(
     name="phlo",
     help="Phlo: a data lakehouse on Dagster, dbt and DuckLake.",
     version="0.1.0",
+    suppress_keyboard_interrupt=False,  # main() reports Ctrl-C; cyclopts would exit silently
 )
 
 
@@ -299,6 +302,19 @@ def _sql_as_positional(tokens: list[str]) -> list[str]:
     return [*kept, "--", *sql] if sql else kept
 
 
+def _exit_now(code: int) -> NoReturn:
+    """Exit; skip interpreter teardown if an interrupt left a thread behind. A Python thread
+    that returns from DuckDB while Python finalizes makes C++ abort the process ("terminate
+    called without an active exception", exit 134)."""
+    import threading
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if threading.active_count() > 1:
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     tokens = _sql_as_positional(sys.argv[1:] if argv is None else argv)
     try:
@@ -310,9 +326,10 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as exc:
         _err(str(exc))
         sys.exit(EXIT_USAGE)
-    except KeyboardInterrupt:
-        _err("interrupted")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        run_id = getattr(exc, "run_id", None)
+        _err(f"interrupted; run {run_id} canceled" if run_id else "interrupted")
+        _exit_now(EXIT_INTERRUPTED)
     except Exception as exc:
         from phlo_core.redact import redact
         from phlo_core.settings import SettingsError, get_settings

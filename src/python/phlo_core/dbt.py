@@ -11,9 +11,12 @@ against 2-3 s in-process. Models become materializations and tests become asset 
 here, from dbt's own run results.
 """
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
@@ -111,6 +114,37 @@ def _newest_source_mtime(*folders: Path) -> float:
     return newest
 
 
+@contextlib.contextmanager
+def _dbt_interrupts() -> Iterator[threading.Event]:
+    """While dbt runs, Ctrl-C (SIGINT, or SIGTERM) raises KeyboardInterrupt: the one exception
+    dbt handles, by cancelling its DuckDB queries and joining its worker threads. Dagster's own
+    handler raises DagsterExecutionInterruptedError, which dbt does not handle: its worker
+    thread stays inside DuckDB and C++ aborts the process when Python exits (exit 134).
+    Further signals are ignored while dbt cleans up. The event records the interrupt, since
+    dbt may swallow it (while parsing) or fail while cancelling."""
+    interrupted = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield interrupted
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.getsignal(signum) for signum in signals]
+    for signum in signals:
+        signal.signal(signum, interrupt)
+    try:
+        yield interrupted
+    finally:
+        for signum, handler in zip(signals, previous, strict=True):
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
 _dbt_lock = threading.Lock()
 _parsed: dict[tuple[Path, Path], "Manifest"] = {}
 
@@ -132,10 +166,17 @@ def invoke_dbt(args: list[str], project_dir: Path, settings: PhloSettings, **run
         "--profiles-dir",
         str(settings.dbt_dir),
     ]
-    with _dbt_lock:
+    with _dbt_lock, _dbt_interrupts() as interrupted:
         result: dbtRunnerResult = dbtRunner(**runner).invoke(full)
+    # dbtRunner returns even KeyboardInterrupt as a result; an interrupt must reach Dagster.
+    if interrupted.is_set() or isinstance(result.exception, KeyboardInterrupt):
+        raise KeyboardInterrupt from result.exception
     if result.exception is not None:
-        raise DbtError(f"dbt {args[0]} failed for {project_dir.name}: {result.exception}")
+        reason = _first_line(str(result.exception)) if str(result.exception).strip() else None
+        raise DbtError(
+            f"dbt {args[0]} failed for {project_dir.name}: "
+            f"{reason or type(result.exception).__name__}"
+        ) from result.exception
     return result
 
 
@@ -218,9 +259,15 @@ class PhloDbtTranslator(DagsterDbtTranslator):
         return self._group_name
 
 
+_WRAPPER_LINE = re.compile(r"^(Runtime|Database|Compilation|Parsing) Error in ", re.IGNORECASE)
+
+
 def _first_line(text: str | None) -> str:
+    """The line that says what went wrong: dbt puts 'Runtime Error in model x (path)' first and
+    the cause ('database is locked', a failing test's count) on the next line."""
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[0] if lines else "failed"
+    causes = [line for line in lines if not _WRAPPER_LINE.match(line)]
+    return (causes or lines or ["failed"])[0]
 
 
 def _failing_rows(compiled_sql: str | None, settings: PhloSettings, limit: int = 3) -> str:
@@ -338,15 +385,15 @@ def build_dbt_assets(
             name for name, key in model_keys.items() if key in context.selected_asset_keys
         )
         checks = {key.name: key for key in context.selected_asset_check_keys}
+        manifest = parsed_manifest(project_dir, settings)
         _remove_finished_run_folders(runs_dir, context)
         run_target = runs_dir / context.run.run_id
-        run_target.mkdir(parents=True, exist_ok=True)
         args = ["build", "--target-path", str(run_target), "--vars", json.dumps(dbt_vars)]
         if len(selected) < len(model_keys):
             args += ["--select", *selected]
         context.log.info(f"dbt build of {len(selected)} model(s) for {days.label()}")
-        manifest = parsed_manifest(project_dir, settings)
         try:
+            run_target.mkdir(parents=True, exist_ok=True)
             # One writer at a time per lakehouse: dbt does not retry a commit that meets
             # another process's (`database is locked` on SQLite), nor share `__dbt_tmp` tables.
             with lakehouse_writer(settings):

@@ -43,6 +43,60 @@ class SelectionError(ValueError):
     """The asset selection names an asset no code location has; the message lists the known."""
 
 
+class RunInterruptedError(KeyboardInterrupt):
+    """Ctrl-C (SIGINT or SIGTERM) stopped a run; the instance records it as CANCELED."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+CANCEL_MESSAGE = "interrupted (Ctrl-C, SIGINT or SIGTERM): canceled"
+
+
+def _by_interrupt(failure: StepFailureData) -> bool:
+    """Whether Ctrl-C failed the step: Dagster saw the interrupt itself, or code in the step
+    wrapped it (DuckDB turns it into "Query interrupted", phlo into LakehouseError)."""
+    from dagster._core.execution.plan.objects import ErrorSource
+
+    if failure.error_source == ErrorSource.INTERRUPT:
+        return True
+    pending, seen = [failure.error], 0
+    while pending and seen < 50:
+        error = pending.pop()
+        seen += 1
+        if error is not None:
+            if error.cls_name in ("KeyboardInterrupt", "DagsterExecutionInterruptedError"):
+                return True
+            pending += [error.cause, error.context]
+    return False
+
+
+def _cancel_on_interrupt(instance: DagsterInstance, run_id: str) -> Callable[[object], None]:
+    """An event listener (called synchronously as each event is stored): when Ctrl-C fails a
+    step, mark the run CANCELING before Dagster finishes it, so that Dagster ends it CANCELED
+    instead of FAILURE ("interrupted unexpectedly")."""
+    from dagster import DagsterRunStatus
+
+    def listen(entry: object) -> None:
+        event = getattr(entry, "dagster_event", None)
+        if event is None or not event.is_step_failure or event.step_failure_data is None:
+            return
+        if _by_interrupt(event.step_failure_data):
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.status == DagsterRunStatus.STARTED:
+                instance.report_run_canceling(run, message=CANCEL_MESSAGE)
+
+    return listen
+
+
+def _mark_canceled(instance: DagsterInstance, run_id: str) -> None:
+    """For an interrupt Dagster never saw (before or after its own interrupt handling)."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and not run.is_finished:
+        instance.report_run_canceled(run, message=CANCEL_MESSAGE)
+
+
 @dataclass
 class LocationPlan:
     location: LocationRef
@@ -158,7 +212,7 @@ def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]
 class Progress:
     """Something that happened in a run: a step started or failed, an asset materialized."""
 
-    kind: str  # step_start | materialized | step_failure
+    kind: str  # step_start | materialized | step_failure | step_interrupted
     subject: str
     partition: str | None = None
 
@@ -193,7 +247,10 @@ class _RunWatcher(threading.Thread):
                     Progress("materialized", event.asset_key.to_user_string(), event.partition)
                 )
             elif kind == "STEP_FAILURE":
-                self.callback(Progress("step_failure", event.step_key or "?"))
+                failure = event.step_failure_data
+                interrupted = failure is not None and _by_interrupt(failure)
+                kind = "step_interrupted" if interrupted else "step_failure"
+                self.callback(Progress(kind, event.step_key or "?"))
 
     def run(self) -> None:
         while not self.finished.wait(0.3):
@@ -245,6 +302,8 @@ def _run(
     echo_output: bool,
     extra_tags: dict[str, str],
 ) -> RunOutcome:
+    from dagster import DagsterRunStatus
+
     job = plan.definitions.resolve_implicit_global_asset_job_def()
     last = days.end - dt.timedelta(days=1)
     tags = {
@@ -265,23 +324,32 @@ def _run(
         watcher.start()
     log_path = run_log_path(instance, run_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    instance.add_event_listener(run_id, _cancel_on_interrupt(instance, run_id))
     # Tools inside the run (dbt) write to stdout; keep it in the run's log file, not the terminal.
-    with contextlib.ExitStack() as stack:
-        if not echo_output:
-            log = stack.enter_context(log_path.open("w"))
-            stack.enter_context(contextlib.redirect_stdout(log))
-        result = job.execute_in_process(
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            instance=instance,
-            partition_key=partition_key,
-            asset_selection=plan.keys,
-            tags=tags,
-            raise_on_error=False,
-            run_id=run_id,
-        )
-    if watcher:
-        watcher.finished.set()
-        watcher.join()
+    try:
+        with contextlib.ExitStack() as stack:
+            if not echo_output:
+                log = stack.enter_context(log_path.open("w"))
+                stack.enter_context(contextlib.redirect_stdout(log))
+            result = job.execute_in_process(
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                instance=instance,
+                partition_key=partition_key,
+                asset_selection=plan.keys,
+                tags=tags,
+                raise_on_error=False,
+                run_id=run_id,
+            )
+    except KeyboardInterrupt:
+        _mark_canceled(instance, run_id)
+        raise RunInterruptedError(run_id) from None
+    finally:
+        if watcher:
+            watcher.finished.set()
+            watcher.join()
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status == DagsterRunStatus.CANCELED:
+        raise RunInterruptedError(run_id)
     errors, failed_checks = [], []
     summaries: dict[str, str] = {}
     for event in result.all_events:
