@@ -69,6 +69,26 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], message: str, tmp_pa
     assert message in errors[0]
 
 
+@pytest.mark.parametrize(
+    ("partition", "variable"), [("20240329", None), ("2024-W13-5", None), ("2024-01-15", "URL")]
+)
+def test_odd_dates_and_a_blank_url_are_usage_errors(
+    partition: str, variable: str | None, tmp_path: Path
+) -> None:
+    env = {"PHLO_HOME": str(tmp_path / "home"), "NIGHTSCOUT_URL": ""}
+    result = phlo("materialize", "dlt_glucose_entries", "--partition", partition, env=env)
+    assert result.returncode == 2, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("phlo: error:")]
+    assert ("NIGHTSCOUT_URL is not set" if variable else "use YYYY-MM-DD") in error
+
+
+def test_a_home_that_is_a_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "home").write_text("")
+    result = phlo("query", "select 1", env={"PHLO_HOME": str(tmp_path / "home")})
+    assert result.returncode == 2
+    assert f"PHLO_HOME={tmp_path / 'home'} is a file" in result.stderr
+
+
 def test_a_bad_setting_names_the_variable(tmp_path: Path) -> None:
     result = phlo("query", "select 1", env={"PHLO_TIMEZONE": "Atlantis/Capital"})
     assert result.returncode == 2

@@ -360,6 +360,10 @@ def test_a_failing_dbt_test_fails_its_check_and_stops_downstream(
     failed = outcomes[0].failed_checks
     assert any(c.startswith("stg_glucose_entries:phlo_shared_accepted_range") for c in failed)
     assert any("dbt build failed: test phlo_shared_accepted_range" in e for e in outcomes[0].errors)
+    # ... and the one-line error shows the rows the test found, so the day at fault is named.
+    assert any(
+        "reading_date=2024-03-11" in e and "glucose_mg_dl=900" in e for e in outcomes[0].errors
+    )
     tables = query(
         "select table_name from information_schema.tables where table_schema = 'silver'", settings
     ).rows

@@ -81,3 +81,20 @@ def test_the_location_runs_lakehouse_maintenance_nightly(
     job = defs.resolve_job_def("lakehouse_maintenance")
     result = job.execute_in_process(instance=DagsterInstance.ephemeral())
     assert result.success
+
+
+def test_a_truncated_manifest_is_parsed_again(make_settings: Callable[..., PhloSettings]) -> None:
+    """A kill while an older version wrote manifest.json left half a file, and every later run
+    failed on it until it was deleted by hand."""
+    import json
+
+    from phlo_core.dbt import prepare_project
+    from phlo_core.workspace import REPO_ROOT
+
+    settings = make_settings()
+    project = REPO_ROOT / "src" / "dbt" / "nightscout"
+    manifest = prepare_project(project, settings)
+    manifest.write_text(manifest.read_text()[:5000])
+    assert prepare_project(project, settings) == manifest
+    assert "nodes" in json.loads(manifest.read_text())
+    assert not list(manifest.parent.glob(".parse-*")), "no scratch folder left"

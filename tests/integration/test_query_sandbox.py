@@ -31,7 +31,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> PhloSettings:
 
 
 def files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file())
+    return sorted(folder.rglob("*"))  # folders too: a refused CREATE must not leave one
 
 
 def test_reading_statements_run(lake: PhloSettings) -> None:
