@@ -381,3 +381,32 @@ def test_a_home_moved_elsewhere_keeps_working(
     days = query("select reading_date from silver.fct_daily_glucose_metrics order by 1", moved)
     assert days.rows == [(dt.date(2024, 3, 9),), (dt.date(2024, 3, 10),)]
     assert list(Path(moved.lake_data_path).rglob("*.parquet"))
+
+
+def test_a_run_launched_outside_phlo_is_tagged_with_its_process(
+    pipeline_settings: Callable[..., PhloSettings],
+) -> None:
+    """As a run from the UI or a schedule: Dagster's own execution, without phlo's tags. Its
+    first asset tags it with its process, so that a kill of that process is noticed."""
+    import os
+
+    from dagster import AssetKey
+
+    from phlo_core.engine import instance_for
+    from phlo_core.orphans import PID_TAG
+    from phlo_core.settings import use_settings
+    from phlo_core.workspace import load_definitions, location_refs
+
+    settings = pipeline_settings()
+    use_settings(settings)
+    [ref] = location_refs(settings)
+    job = load_definitions(ref).resolve_implicit_global_asset_job_def()
+    instance = instance_for(settings)
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key="2024-03-11",
+        asset_selection=[AssetKey("dlt_glucose_entries")],
+    )
+    assert result.success
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.tags[PID_TAG] == str(os.getpid())

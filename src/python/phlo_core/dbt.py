@@ -38,6 +38,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_
 
 from phlo_core.lakehouse import CATALOG, ensure_extensions, query
 from phlo_core.locks import file_lock, lakehouse_writer, write_atomically
+from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
 from phlo_core.settings import PhloSettings
 
@@ -385,6 +386,7 @@ def build_dbt_assets(
             name for name, key in model_keys.items() if key in context.selected_asset_keys
         )
         checks = {key.name: key for key in context.selected_asset_check_keys}
+        claim_run(context.instance, context.run.run_id, context.run.tags)
         manifest = parsed_manifest(project_dir, settings)
         _remove_finished_run_folders(runs_dir, context)
         run_target = runs_dir / context.run.run_id

@@ -1,15 +1,16 @@
 """Runs whose process is gone: a run killed with its process stays STARTED in Dagster forever.
 
-Every in-process run that phlo starts carries its process's identity as tags (host, pid and the
-pid's start time, so a recycled pid is not mistaken for the run's process). Before phlo starts
+Every run phlo starts carries its process's identity as tags (host, pid and the pid's start
+time, so a recycled pid is not mistaken for the run's process); runs launched another way (the
+UI, a schedule) get them when their first Phlo asset starts (`claim_run`). Before phlo starts
 runs, it marks the runs of this host whose process no longer exists as failed, with the reason.
-Runs launched by Dagster's own run launchers are watched by Dagster's run monitoring instead.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -37,6 +38,13 @@ def process_tags() -> dict[str, str]:
         PID_TAG: str(os.getpid()),
         PROCESS_START_TAG: _process_start(os.getpid()) or "",
     }
+
+
+def claim_run(instance: DagsterInstance, run_id: str, tags: Mapping[str, str]) -> None:
+    """Tag a run with the identity of the process executing it, unless it already has it."""
+    mine = process_tags()
+    if tags.get(PID_TAG) != mine[PID_TAG] or tags.get(HOST_TAG) != mine[HOST_TAG]:
+        instance.add_run_tags(run_id, mine)
 
 
 def _alive(pid: int, started: str) -> bool:

@@ -26,6 +26,7 @@ from locations.nightscout.ingest import (
 )
 from phlo_core.calendar import epoch_ms, minutes_in_day, utc_bounds
 from phlo_core.engine import SUMMARY_KEY
+from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
 from phlo_core.settings import PhloSettings
 from phlo_core.shrink import ALLOW_SHRINK_TAG, ShrinkError
@@ -105,6 +106,7 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
         ],
     )
     def dlt_glucose_entries(context: AssetExecutionContext) -> Iterator[Any]:
+        claim_run(context.instance, context.run.run_id, context.run.tags)
         window = context.partition_time_window
         days = window_days(window.start, window.end)
         start, end = utc_bounds(days, settings.timezone)
