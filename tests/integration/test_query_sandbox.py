@@ -134,3 +134,38 @@ def test_the_cli_reads_sql_from_a_file_or_stdin_and_refuses_with_exit_2(
     assert refused.stderr.strip().count("\n") == 0
     assert "DELETE is not allowed" in refused.stderr
     assert query("select count(*) from raw.readings", lake).rows == [(3,)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select * from __ducklake_metadata_lake.ducklake_metadata",
+        "select * from __ducklake_metadata_lake.main.ducklake_data_file",
+        "select * from pg_settings",
+        "select * from duckdb_databases()",
+        "select * from pg_catalog.pg_database",
+    ],
+)
+def test_the_catalogs_own_tables_and_settings_views_are_refused(
+    lake: PhloSettings, sql: str
+) -> None:
+    with pytest.raises(QueryRefusedError, match="not allowed"):
+        run_query(sql, lake)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "with recursive n(i) as (select 1 union all select i + 1 from n where i < 3) "
+        "select count(*) from n",
+        "with m as materialized (select * from raw.readings) select count(*) from m",
+        "select count(*) from (select value, row_number() over (order by value) from raw.readings)",
+        "select * from information_schema.tables where table_schema = 'raw'",
+        "summarize raw.readings",
+        "describe raw.readings",
+        "select * from ducklake_table_info('lake')",
+        "select * from raw.readings where value in (select unnest([1, 2]))",
+    ],
+)
+def test_ordinary_reading_queries_are_allowed(lake: PhloSettings, sql: str) -> None:
+    assert run_query(sql, lake).columns

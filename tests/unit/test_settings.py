@@ -87,3 +87,13 @@ def test_a_home_that_cannot_be_written_names_its_role() -> None:
     # /proc refuses new folders even to root, as a read-only mount would.
     with pytest.raises(SettingsError, match=r"PHLO_HOME=/proc/phlo-home is not usable"):
         check_home(load_settings(phlo_home="/proc/phlo-home"))
+
+
+def test_a_data_path_with_credentials_is_refused_without_showing_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PHLO_LAKE_DATA_PATH", "s3://AKIDEXAMPLE:wJalrXUtnFEMI@lake/ducklake/")
+    with pytest.raises(SettingsError) as error:
+        load_settings()
+    assert "PHLO_LAKE_DATA_PATH" in str(error.value)
+    assert "wJalrXUtnFEMI" not in str(error.value)

@@ -36,7 +36,9 @@ class UsageError(Exception):
 
 
 def _err(message: str) -> None:
-    print(f"phlo: error: {message}", file=sys.stderr)
+    from phlo_core.redact import redact
+
+    print(f"phlo: error: {redact(message)}", file=sys.stderr)
 
 
 def _settings() -> PhloSettings:

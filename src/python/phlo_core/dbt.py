@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from pathlib import Path
@@ -337,14 +338,17 @@ def _build_events(
 
 
 def _remove_finished_run_folders(runs_dir: Path, context: AssetExecutionContext) -> None:
-    """dbt's per-run folders of runs that are over: a killed run never removed its own."""
+    """dbt's per-run folders of runs that are over: a killed run never removed its own. A
+    folder of a run this instance does not know (another DAGSTER_HOME on the same PHLO_HOME)
+    goes only once it is a day old."""
     if not runs_dir.is_dir():
         return
     for folder in runs_dir.iterdir():
         if folder.name == context.run.run_id:
             continue
         run = context.instance.get_run_by_id(folder.name)
-        if run is None or run.is_finished:
+        stale = run is None and time.time() - folder.stat().st_mtime > 86_400
+        if stale or (run is not None and run.is_finished):
             shutil.rmtree(folder, ignore_errors=True)
 
 

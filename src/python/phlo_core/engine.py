@@ -145,7 +145,7 @@ def run_log_path(instance: DagsterInstance, run_id: str) -> Path:
 def instance_for(settings: PhloSettings) -> DagsterInstance:
     """The Dagster instance in DAGSTER_HOME, created on first use. Creation is serialized:
     two processes creating SQLite storage at once stamp its schema twice, which breaks every
-    later run on that instance."""
+    later run on that instance. Runs whose process is gone are marked failed here."""
     from dagster import DagsterInstance
 
     home = settings.resolved_dagster_home
@@ -156,6 +156,7 @@ def instance_for(settings: PhloSettings) -> DagsterInstance:
             write_atomically(config, template.read_text())
         instance = DagsterInstance.from_config(str(home))
         instance.get_run_records(limit=1)  # opens (and creates) the storage under the lock
+    fail_orphaned_runs(instance)
     return instance
 
 
@@ -279,7 +280,6 @@ def materialize(
     for plan in plans:
         preflight(plan.location, settings, [k.to_user_string() for k in plan.keys])
     instance = instance_for(settings)
-    fail_orphaned_runs(instance)
     extra_tags = {**process_tags(), **({ALLOW_SHRINK_TAG: "true"} if allow_shrink else {})}
     outcomes = []
     for plan in plans:

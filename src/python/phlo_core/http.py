@@ -25,7 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from phlo_core.redact import origin, redact
+from phlo_core.redact import origin, redact, same_site
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -128,7 +128,7 @@ class RetryingClient:
             if response.status_code not in REDIRECT_STATUSES or not location:
                 return response
             target = response.url.join(location)
-            if origin(str(target)) != self.origin:
+            if not same_site(self.origin, str(target)):
                 raise SourceError(
                     f"{self.name} at {self.origin} redirected GET {url} to another host, "
                     f"{origin(redact(str(target)))}; credentials are only sent to the configured "

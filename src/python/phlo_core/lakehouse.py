@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phlo_core.locks import lakehouse_writer
+from phlo_core.redact import redact
 from phlo_core.settings import PhloSettings, get_settings
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ def connect(
         retrying(attach)
     except Exception as exc:
         con.close()
-        reason = _first_line(exc)
+        reason = redact(_first_line(exc))
         if "does not match existing data path" in reason:
             reason += (
                 " Set PHLO_LAKE_DATA_PATH to the path the catalog records (a lakehouse in the "

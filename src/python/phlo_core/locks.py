@@ -18,39 +18,69 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from phlo_core.settings import PhloSettings
 
+_held: dict[Path, int] = {}
+_held_guard = threading.Lock()
+
 
 @contextmanager
 def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (created if missing) for the block, waiting for it."""
+    """Hold an exclusive lock on `path` (created if missing) for the block, waiting for it.
+
+    Reentrant within a process (a flock on a second descriptor would wait for itself forever):
+    a nested block for a path this process holds just goes on.
+    """
+    path = path.resolve()
+    with _held_guard:
+        if path in _held:
+            _held[path] += 1
+            nested = True
+        else:
+            nested = False
+    if nested:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[path] -= 1
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        with _held_guard:
+            _held[path] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                del _held[path]
     finally:
         os.close(fd)  # closing releases the lock
 
 
 def lakehouse_writer_lock_path(settings: PhloSettings) -> Path:
     """One lock file per catalog: beside a SQLite catalog file (homes that share a catalog
-    share its lock), or under PHLO_HOME for a catalog on a server."""
+    share its lock), or, for a catalog on a server, in the machine's temporary folder keyed by
+    the catalog (so homes on this machine that share it share the lock too)."""
     catalog = settings.lake_catalog
     if catalog.startswith("sqlite:"):
         file = Path(catalog.removeprefix("sqlite:"))
         return file.with_name(file.name + ".writer.lock")
     digest = hashlib.sha256(catalog.encode()).hexdigest()[:16]
-    return settings.home / "locks" / f"lakehouse-{digest}.lock"
+    return Path(tempfile.gettempdir()) / "phlo-locks" / f"lakehouse-{digest}.lock"
 
 
 @contextmanager
 def lakehouse_writer(settings: PhloSettings) -> Iterator[None]:
-    """Exclusive right to write the lakehouse (reentrant within a process is NOT supported)."""
+    """Exclusive right, among this machine's processes, to write the lakehouse."""
     with file_lock(lakehouse_writer_lock_path(settings)):
         yield
 

@@ -48,6 +48,10 @@ def claim_run(instance: DagsterInstance, run_id: str, tags: Mapping[str, str]) -
 
 
 def _alive(pid: int, started: str) -> bool:
+    """Whether the run's process still runs. Where /proc cannot tell (not Linux), assume it
+    does: a live run must never be marked failed."""
+    if not os.path.exists("/proc/self/stat"):
+        return True
     current = _process_start(pid)
     return current is not None and (not started or current == started)
 

@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s'\"]*@")
-# key=value DSN fields that carry a secret (libpq style: `password=...`).
-_DSN_SECRET = re.compile(r"(?P<key>\b(?:password|secret|token)\s*=\s*)[^\s'\"]+", re.IGNORECASE)
+# Up to the LAST `@` before the path: a password may itself contain `@`.
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s'\"]*@")
+# key=value DSN fields that carry a secret (libpq style: `password=...`, quoted or not).
+_DSN_SECRET = re.compile(
+    r"(?P<key>\b(?:password|secret|token)\s*=\s*)(?:'[^']*'|\"[^\"]*\"|[^\s'\"]+)",
+    re.IGNORECASE,
+)
 
 
 def redact(text: str) -> str:
@@ -25,9 +29,24 @@ def has_userinfo(url: str) -> bool:
     return parts.username is not None or parts.password is not None
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def origin(url: str) -> str:
-    """scheme://host[:port] of a URL, without userinfo, path or query."""
+    """scheme://host[:port] of a URL, without userinfo, path or query; a default port is
+    left out, so `https://h:443` and `https://h` are the same origin."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    port = parts.port if parts.port != _DEFAULT_PORTS.get(parts.scheme) else None
+    netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, "", "", ""))
+
+
+def same_site(configured: str, target: str) -> bool:
+    """Whether credentials meant for `configured` may go to `target`: the same origin, or the
+    same host upgraded from http to https on default ports."""
+    if origin(configured) == origin(target):
+        return True
+    return origin(configured).replace("http://", "https://", 1) == origin(target) and (
+        origin(configured).startswith("http://")
+    )

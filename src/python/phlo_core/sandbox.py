@@ -7,8 +7,11 @@ only the lake's own data files can be read, and memory and time are limited.
 How, in layers, because no single DuckDB setting covers it all:
 - one statement, of a reading kind (SELECT, DESCRIBE, SHOW, SUMMARIZE); anything else (ATTACH,
   COPY, SET, INSTALL, a second statement) is refused before it runs;
-- its syntax tree may only call table functions that read (an allow-list): the sqlite scanner,
-  loaded for the catalog, reads any file through SQLite's own I/O, past DuckDB's file checks;
+- its syntax tree may only call table functions that read (an allow-list), and may not name
+  the catalog's own metadata database: the sqlite scanner, loaded for the catalog, reads any
+  file through SQLite's own I/O, past DuckDB's file checks;
+- its bound plan may only scan what a lakehouse query scans (an allow-list of scan operators):
+  views such as `pg_settings` hide table functions that the syntax tree does not show;
 - DuckDB then runs it with external access off, file access limited to the lake's data folder
   and the configuration locked;
 - in a child process the parent watches: DuckDB's memory limit does not cover the planner
@@ -64,7 +67,6 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
         "ducklake_current_snapshot",
         "duckdb_columns",
         "duckdb_constraints",
-        "duckdb_databases",
         "duckdb_functions",
         "duckdb_indexes",
         "duckdb_keywords",
@@ -75,6 +77,26 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
         "summary",
     }
 )
+# Leaf operators of a bound plan a query may have: lake tables, constants, CTEs and the table
+# functions above. Anything else (SQLITE_SCAN of the catalog's metadata, DUCKDB_SETTINGS behind
+# `pg_settings`, ...) is refused.
+ALLOWED_SCANS = frozenset(
+    {
+        "DUCKLAKE_SCAN",
+        "DUMMY_SCAN",
+        "COLUMN_DATA_SCAN",
+        "EMPTY_RESULT",
+        "CTE_SCAN",
+        "REC_CTE_SCAN",
+        "RECURSIVE_CTE_SCAN",
+        "DELIM_SCAN",
+        "CHUNK_SCAN",
+        "EXPRESSION_SCAN",
+        "PARQUET_SCAN",
+        *(name.upper() for name in ALLOWED_TABLE_FUNCTIONS),
+    }
+)
+_METADATA_PREFIX = "__ducklake_metadata"
 _POLL_SECONDS = 0.05
 
 
@@ -97,6 +119,9 @@ def _table_functions_and_paths(node: Any) -> Iterator[tuple[str, str]]:
             name = str(node.get("table_name", ""))
             if any(mark in name for mark in ("/", "\\", ".", ":")):
                 yield "path", name
+            for part in (node.get("catalog_name"), node.get("schema_name")):
+                if str(part or "").lower().startswith(_METADATA_PREFIX):
+                    yield "metadata", str(part)
         for value in node.values():
             yield from _table_functions_and_paths(value)
     elif isinstance(node, list):
@@ -140,6 +165,36 @@ def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> None:
                 f"reading {name!r} by path is not allowed: query the lake's tables by "
                 "schema and name (`show all tables` lists them)"
             )
+        if what == "metadata":
+            raise QueryRefusedError(
+                f"{name} is the catalog's own database and is not allowed: use "
+                "ducklake_snapshots('lake') or ducklake_table_info('lake') for its facts"
+            )
+    for scan in _plan_leaves(con, sql):
+        if scan not in ALLOWED_SCANS:
+            raise QueryRefusedError(
+                f"{scan.lower()} is not allowed: phlo query reads the lake's tables only"
+            )
+
+
+def _plan_leaves(con: duckdb.DuckDBPyConnection, sql: str) -> set[str]:
+    """The operators at the leaves of the statement's bound physical plan (its scans)."""
+    rows = con.execute(f"explain (format json) {sql}").fetchall()
+    leaves: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                walk(item)
+        elif isinstance(node, dict):
+            children = node.get("children") or []
+            if "name" in node and not children:
+                leaves.add(str(node["name"]).strip().upper())
+            walk(children)
+
+    for row in rows:
+        walk(json.loads(row[-1]))
+    return leaves
 
 
 def _lock_down(con: duckdb.DuckDBPyConnection, settings: PhloSettings) -> None:

@@ -103,6 +103,16 @@ class PhloSettings(BaseSettings):
             )
         return value.strip().rstrip("/")
 
+    @field_validator("phlo_lake_data_path")
+    @classmethod
+    def _no_credentials_in_data_path(cls, value: str | None) -> str | None:
+        if value is not None and has_userinfo(value):
+            raise ValueError(
+                f"{redact(value)!r} carries credentials: object-store keys go in their own "
+                "settings, never in the path"
+            )
+        return value
+
     @property
     def timezone(self) -> ZoneInfo:
         return ZoneInfo(self.phlo_timezone)
