@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ phlo_shared.delete_window('reading_date') }}") }}
-
 with source as (
     select *
     from {{ source('raw', 'glucose_entries') }}

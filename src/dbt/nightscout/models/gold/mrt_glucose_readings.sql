@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ phlo_shared.delete_window('reading_date') }}") }}
-
 with readings as (
     select *
     from {{ ref('fct_glucose_readings') }}
@@ -31,7 +29,7 @@ final as (
         round(readings.glucose_mg_dl - days.mean_glucose_mg_dl, 2) as deviation_from_day_mean_mg_dl,
         days.tir_pct as day_tir_pct,
         days.coverage_pct as day_coverage_pct,
-        days.coverage_pct >= 70 as day_has_sufficient_coverage
+        {{ has_sufficient_coverage('days.coverage_pct') }} as day_has_sufficient_coverage
     from readings
     inner join days on readings.reading_date = days.reading_date
 )

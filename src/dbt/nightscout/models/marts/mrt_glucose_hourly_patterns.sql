@@ -28,7 +28,7 @@ hourly as (
         round(quantile_cont(glucose_mg_dl, 0.50), 1) as p50_glucose_mg_dl,
         round(quantile_cont(glucose_mg_dl, 0.75), 1) as p75_glucose_mg_dl,
         round(quantile_cont(glucose_mg_dl, 0.95), 1) as p95_glucose_mg_dl,
-        round({{ pct_of('glucose_mg_dl between 70 and 180') }}, 2) as tir_pct
+        round({{ pct_of(is_in_range('glucose_mg_dl')) }}, 2) as tir_pct
     from recent
     group by window_start, window_end, hour_of_day
 )

@@ -27,10 +27,7 @@ expected as (
     select
         reading_date,
         window_days,
-        sum(
-            {{ phlo_shared.minutes_in_local_day('calendar_date', var('timezone')) }}
-            / {{ var('reading_interval_minutes') }}
-        ) as expected_reading_count
+        sum({{ expected_readings('calendar_date') }}) as expected_reading_count
     from calendar
     group by reading_date, window_days
 ),
@@ -42,7 +39,7 @@ rolling as (
         count(readings.glucose_mg_dl) as reading_count,
         avg(readings.glucose_mg_dl) as mean_glucose_mg_dl,
         stddev_samp(readings.glucose_mg_dl) as sd_glucose_mg_dl,
-        100.0 * count(*) filter (where readings.glucose_mg_dl between 70 and 180)
+        100.0 * count(*) filter (where {{ is_in_range('readings.glucose_mg_dl') }})
             / nullif(count(readings.glucose_mg_dl), 0) as tir_pct
     from calendar
     left join readings on readings.reading_date = calendar.calendar_date
@@ -58,7 +55,9 @@ scored as (
         round(least(100.0, 100.0 * rolling.reading_count / expected.expected_reading_count), 2)
             as coverage_pct,
         case
-            when 100.0 * rolling.reading_count / expected.expected_reading_count >= 70
+            when {{ has_sufficient_coverage(
+                '100.0 * rolling.reading_count / expected.expected_reading_count'
+            ) }}
                 then round({{ gmi_pct('rolling.mean_glucose_mg_dl') }}, 2)
         end as gmi_pct
     from rolling

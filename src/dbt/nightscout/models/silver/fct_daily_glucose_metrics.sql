@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ phlo_shared.delete_window('reading_date') }}") }}
-
 with readings as (
     select *
     from {{ ref('fct_glucose_readings') }}
@@ -15,11 +13,11 @@ daily as (
         min(glucose_mg_dl) as min_glucose_mg_dl,
         max(glucose_mg_dl) as max_glucose_mg_dl,
         quantile_cont(glucose_mg_dl, 0.5) as median_glucose_mg_dl,
-        {{ pct_of('glucose_mg_dl between 70 and 180') }} as tir_pct,
-        {{ pct_of('glucose_mg_dl < 70') }} as tbr_pct,
-        {{ pct_of('glucose_mg_dl < 54') }} as tbr_very_low_pct,
-        {{ pct_of('glucose_mg_dl > 180') }} as tar_pct,
-        {{ pct_of('glucose_mg_dl > 250') }} as tar_very_high_pct
+        {{ pct_of(is_in_range('glucose_mg_dl')) }} as tir_pct,
+        {{ pct_of(is_below_range('glucose_mg_dl')) }} as tbr_pct,
+        {{ pct_of(is_very_low('glucose_mg_dl')) }} as tbr_very_low_pct,
+        {{ pct_of(is_above_range('glucose_mg_dl')) }} as tar_pct,
+        {{ pct_of(is_very_high('glucose_mg_dl')) }} as tar_very_high_pct
     from readings
     group by reading_date
 ),
@@ -27,8 +25,7 @@ daily as (
 with_coverage as (
     select
         *,
-        {{ phlo_shared.minutes_in_local_day('reading_date', var('timezone')) }}
-            / {{ var('reading_interval_minutes') }} as expected_reading_count
+        {{ expected_readings('reading_date') }} as expected_reading_count
     from daily
 ),
 
@@ -50,7 +47,7 @@ final as (
         round(tar_pct, 2) as tar_pct,
         round(tar_very_high_pct, 2) as tar_very_high_pct,
         case
-            when 100.0 * reading_count / expected_reading_count >= 70
+            when {{ has_sufficient_coverage('100.0 * reading_count / expected_reading_count') }}
                 then round({{ gmi_pct('mean_glucose_mg_dl') }}, 2)
         end as gmi_pct
     from with_coverage

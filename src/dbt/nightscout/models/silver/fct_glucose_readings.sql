@@ -1,5 +1,3 @@
-{{ config(pre_hook="{{ phlo_shared.delete_window('reading_date') }}") }}
-
 with readings as (
     select *
     from {{ ref('stg_glucose_entries') }}
