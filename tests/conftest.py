@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,23 +12,17 @@ from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.settings import PhloSettings, load_settings, use_settings
 
 TEST_SECRET = "test-api-secret-do-not-log"
+# Environment variables that configure Phlo or one of its locations: none leaks into a test.
+SETTING_PREFIXES = ("PHLO_", "HTTP_", "NIGHTSCOUT_", "OPEN_METEO_", "WEATHER_")
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test reads the developer's .env or writes to their PHLO_HOME."""
     monkeypatch.chdir(tmp_path)
-    for name in (
-        "PHLO_HOME",
-        "DAGSTER_HOME",
-        "PHLO_LAKE_CATALOG",
-        "PHLO_LAKE_DATA_PATH",
-        "NIGHTSCOUT_URL",
-        "NIGHTSCOUT_API_SECRET",
-        "NIGHTSCOUT_TOKEN",
-        "PHLO_TIMEZONE",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    for name in list(os.environ):
+        if name == "DAGSTER_HOME" or name.startswith(SETTING_PREFIXES):
+            monkeypatch.delenv(name, raising=False)
     use_settings(None)
     yield
     use_settings(None)

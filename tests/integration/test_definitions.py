@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dagster import AssetKey, build_schedule_context
 
 from phlo_core.settings import PhloSettings, use_settings
-from phlo_core.workspace import load_definitions, location_refs
+from phlo_core.workspace import load_definitions, location_ref
 
 MODELS = {
     "stg_glucose_entries",
@@ -25,7 +25,7 @@ def test_the_location_defines_every_asset_and_its_checks(
 ) -> None:
     settings = make_settings(phlo_timezone="Europe/Oslo")
     use_settings(settings)
-    [ref] = location_refs(settings)
+    ref = location_ref(settings, "nightscout")
     defs = load_definitions(ref)
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
@@ -62,7 +62,7 @@ def test_the_location_runs_lakehouse_maintenance_nightly(
 
     settings = make_settings()
     use_settings(settings)
-    [ref] = location_refs(settings)
+    ref = location_ref(settings, "nightscout")
     defs = load_definitions(ref)
     schedule = defs.resolve_schedule_def("lakehouse_maintenance_schedule")
     assert schedule.cron_schedule == "30 3 * * *"

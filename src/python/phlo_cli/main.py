@@ -112,7 +112,7 @@ def materialize(
     ----------
     selection
         Asset names, comma-separated. `name+` adds everything downstream of it, `+name`
-        everything upstream. Example: `dlt_glucose_entries+`.
+        everything upstream, e.g. `stg_orders+` (the asset and all it feeds).
     partition
         A local day `YYYY-MM-DD`, or a range `YYYY-MM-DD..YYYY-MM-DD` (both ends included),
         run as one Dagster run.
@@ -249,13 +249,13 @@ def demo() -> int:
     from phlo_core.demo import run_demo
 
     settings = _settings()
-    print(
-        "phlo demo: SAMPLE DATA from a local Nightscout-compatible server (not a real person)",
-        file=sys.stderr,
-    )
+    print("phlo demo: SAMPLE DATA served over each source's real API on loopback", file=sys.stderr)
     started = time.perf_counter()
     result = run_demo(
         settings,
+        on_source=lambda location, source: print(
+            f"{location}: SAMPLE DATA from {source}", file=sys.stderr
+        ),
         on_start=lambda location, assets: print(
             f"{location}: materializing {len(assets)} assets ...", file=sys.stderr
         ),
@@ -269,10 +269,12 @@ def demo() -> int:
     dagster_home = _shown(result.settings.resolved_dagster_home)
     phlo = _shown(Path(sys.argv[0]).absolute()) if sys.argv[0].endswith("phlo") else "phlo"
     dagster = _shown(Path(sys.executable).with_name("dagster"))
+    explore = "".join(
+        f'explore it:  PHLO_HOME={home} {phlo} query "{sql}"\n' for sql in result.explore_sql
+    )
     print(
         f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {home}\n"
-        f"explore it:  PHLO_HOME={home} {phlo} query "
-        '"select * from marts.mrt_glucose_overview"\n'
+        f"{explore}"
         f"browse runs: PHLO_HOME={home} DAGSTER_HOME={dagster_home} {dagster} dev "
         "-w infra/dagster/workspace.yaml"
     )

@@ -1,8 +1,10 @@
 """`phlo demo`: every location that ships a sample source, run end to end on sample data.
 
 A location takes part by having a `demo` module next to its definitions with `DAYS` (a
-DayRange), `SELECTION`, `REPORTS` (title, SQL) and `sample_source(settings)`, a context manager
-that serves the sample data over the source's real protocol and yields settings overrides.
+DayRange), `SELECTION`, `REPORTS` (title, SQL), `SOURCE` (what serves the sample, for the
+user), `EXPLORE_SQL` (a query to suggest afterwards) and `sample_source(settings)`, a context
+manager that serves the sample data over the source's real protocol and yields settings
+overrides.
 The demo writes to its own lakehouse and Dagster instance under PHLO_HOME/demo, so sample data
 never mixes with real data.
 """
@@ -33,6 +35,7 @@ class DemoResult:
     settings: PhloSettings
     outcomes: list[RunOutcome]
     reports: list[DemoReport]
+    explore_sql: list[str]
 
 
 def demo_modules(settings: PhloSettings) -> dict[str, ModuleType]:
@@ -60,11 +63,16 @@ def run_demo(
     *,
     on_start: Callable[[str, list[str]], None] | None = None,
     on_progress: ProgressCallback | None = None,
+    on_source: Callable[[str, str], None] | None = None,
 ) -> DemoResult:
     base = demo_settings(settings)
     outcomes: list[RunOutcome] = []
     reports: list[DemoReport] = []
+    explore: list[str] = []
     for location, module in demo_modules(settings).items():
+        if on_source:
+            on_source(location, module.SOURCE)
+        explore.append(module.EXPLORE_SQL)
         with module.sample_source(base) as overrides:
             start = min(base.phlo_partition_start, module.DAYS.start)
             run_settings = with_overrides(base, **overrides, phlo_partition_start=start)
@@ -79,4 +87,4 @@ def run_demo(
             if outcomes and outcomes[-1].success:
                 for title, sql in module.REPORTS:
                     reports.append(DemoReport(location, title, query(sql, run_settings)))
-    return DemoResult(base, outcomes, reports)
+    return DemoResult(base, outcomes, reports, explore)

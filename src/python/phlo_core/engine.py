@@ -173,9 +173,7 @@ def parse_selection(selection: str) -> list[tuple[str, bool, bool]]:
             raise SelectionError(f"{raw.strip()!r} names no asset")
         tokens.append((name, upstream, downstream))
     if not tokens:
-        raise SelectionError(
-            "the selection is empty: name one or more assets, e.g. 'dlt_glucose_entries+'"
-        )
+        raise SelectionError("the selection is empty: name one or more assets, e.g. 'stg_orders+'")
     return tokens
 
 

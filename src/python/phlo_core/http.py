@@ -71,7 +71,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 
 class RetryingClient:
-    """GET JSON with retries. `name` labels errors ('Nightscout', 'Open-Meteo')."""
+    """GET JSON with retries. `name` (the source's name) labels every error."""
 
     def __init__(
         self,

@@ -29,7 +29,7 @@ class LocationRef:
 
     @property
     def package(self) -> str:
-        """The location's package: `locations.nightscout` for `....nightscout.definitions`."""
+        """The location's package: `locations.orders` for `locations.orders.definitions`."""
         return self.module.rsplit(".", 1)[0]
 
 
@@ -58,6 +58,18 @@ def location_refs(settings: PhloSettings) -> list[LocationRef]:
     if not refs:
         raise WorkspaceError(f"workspace file {path} lists no python_module code locations")
     return refs
+
+
+def location_ref(settings: PhloSettings, name: str) -> LocationRef:
+    """The workspace's location called `name`; WorkspaceError naming the known ones if none."""
+    refs = location_refs(settings)
+    for ref in refs:
+        if ref.name == name:
+            return ref
+    known = ", ".join(ref.name for ref in refs)
+    raise WorkspaceError(
+        f"no code location {name!r} in {workspace_file(settings)} (it has {known})"
+    )
 
 
 def load_definitions(ref: LocationRef) -> Definitions:

@@ -12,6 +12,8 @@ from phlo_core.settings import PhloSettings
 
 DAYS = DayRange(dt.date(2024, 1, 1), dt.date(2024, 1, 15))
 SELECTION = "dlt_glucose_entries+"
+SOURCE = "a local Nightscout-compatible server (sample CGM data, not a real person's)"
+EXPLORE_SQL = "select * from marts.mrt_glucose_overview"
 _DEMO_SECRET = "phlo-demo-api-secret"
 
 REPORTS = [
