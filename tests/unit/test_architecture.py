@@ -40,19 +40,14 @@ def test_a_location_never_imports_another() -> None:
             assert not others, module
 
 
-# Nightscout's settings still live in the core settings model; moving each location's settings
-# beside its code is the next step of the weather location's issue. No other core or CLI module
-# may name a domain.
+# A data domain lives in its location: no core or CLI module names one.
 DOMAIN_WORDS = ("glucose", "nightscout", "weather", "open-meteo", "openmeteo")
-NOT_YET_DOMAIN_FREE = {"phlo_core/settings.py"}
 
 
 def test_core_and_cli_name_no_domain() -> None:
     for package in ("phlo_core", "phlo_cli"):
         for path in (SRC / package).rglob("*.py"):
             module = str(path.relative_to(SRC))
-            if module in NOT_YET_DOMAIN_FREE:
-                continue
             text = path.read_text().lower()
             named = [word for word in DOMAIN_WORDS if word in text]
             assert not named, f"{module} names {named}"

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from locations.nightscout.settings import nightscout_settings
 from phlo_core.settings import SettingsError, check_home, load_settings
 
 
@@ -13,7 +14,6 @@ def test_defaults_put_everything_under_phlo_home(tmp_path: Path) -> None:
     home = (tmp_path / "home").resolve()
     assert settings.phlo_timezone == "UTC"
     assert settings.phlo_partition_start == dt.date(2024, 1, 1)
-    assert settings.nightscout_reading_interval_minutes == 5
     assert settings.resolved_dagster_home == home / "dagster"
     assert settings.lake_catalog == f"sqlite:{home / 'lake' / 'catalog.sqlite'}"
     assert settings.lake_data_path.startswith(str(home))
@@ -27,7 +27,8 @@ def test_environment_and_dotenv_are_read(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("PHLO_PARTITION_START", "2024-03-01")
     settings = load_settings()
     assert settings.phlo_timezone == "Europe/Oslo"
-    assert settings.nightscout_url == "https://ns.example"
+    assert nightscout_settings(settings).nightscout_url == "https://ns.example"
+    assert nightscout_settings(settings).nightscout_reading_interval_minutes == 5
     assert settings.phlo_partition_start == dt.date(2024, 3, 1)
 
 
@@ -45,7 +46,7 @@ def test_a_wrong_value_is_one_line_naming_the_variable(
 ) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as error:
-        load_settings()
+        nightscout_settings(load_settings())
     message = str(error.value)
     assert variable in message
     assert "\n" not in message
@@ -53,8 +54,12 @@ def test_a_wrong_value_is_one_line_naming_the_variable(
 
 def test_secrets_do_not_show_in_the_settings_repr() -> None:
     settings = load_settings(nightscout_api_secret="hunter2", nightscout_token="tok-123")
-    assert "hunter2" not in repr(settings)
-    assert "tok-123" not in str(settings.model_dump())
+    assert "hunter2" not in repr(settings) and "tok-123" not in str(settings)
+    site = nightscout_settings(settings)
+    assert "hunter2" not in repr(site)
+    assert "tok-123" not in str(site.model_dump())
+    assert site.nightscout_api_secret is not None
+    assert site.nightscout_api_secret.get_secret_value() == "hunter2"
 
 
 def test_a_url_with_a_password_is_refused_without_showing_it(
@@ -62,7 +67,7 @@ def test_a_url_with_a_password_is_refused_without_showing_it(
 ) -> None:
     monkeypatch.setenv("NIGHTSCOUT_URL", "http://reader:pa55word-xyz@ns.example")
     with pytest.raises(SettingsError) as error:
-        load_settings()
+        nightscout_settings(load_settings())
     message = str(error.value)
     assert "NIGHTSCOUT_URL" in message and "NIGHTSCOUT_API_SECRET" in message
     assert "pa55word-xyz" not in message and "reader" not in message

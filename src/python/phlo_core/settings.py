@@ -9,11 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated
-from urllib.parse import urlsplit
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from phlo_core.redact import has_userinfo, redact
@@ -24,12 +23,20 @@ class SettingsError(ValueError):
 
 
 class PhloSettings(BaseSettings):
+    """What every location shares. A location's own settings (its source's URL, credentials,
+    limits) are a model beside its code (`load_location_settings`); values given here by
+    name for such a setting (tests, the demo) are passed on to that model, never shown."""
+
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="ignore",
+        extra="allow",
         case_sensitive=False,
     )
+
+    def __repr_args__(self) -> Any:
+        # Values meant for a location's model may be credentials: the repr shows fields only.
+        return [(k, v) for k, v in super().__repr_args__() if k in type(self).model_fields]
 
     phlo_home: Path = Field(default=Path(".phlo"), description="Everything local lives here.")
     phlo_timezone: str = Field(default="UTC", description="IANA zone; a partition is a local day.")
@@ -45,13 +52,6 @@ class PhloSettings(BaseSettings):
     phlo_workspace: Path | None = Field(
         default=None, description="Dagster workspace file listing the code locations."
     )
-
-    nightscout_url: Annotated[str | None, NoDecode] = None
-    nightscout_api_secret: SecretStr | None = None
-    nightscout_token: SecretStr | None = None
-    nightscout_reading_interval_minutes: int = Field(default=5, ge=1, le=60)
-    nightscout_page_size: int = Field(default=1000, ge=1, le=100_000)
-    nightscout_max_rejected_pct: float = Field(default=5.0, ge=0, le=100)
 
     phlo_debug: bool = Field(default=False, description="Show tracebacks from the CLI.")
 
@@ -85,23 +85,6 @@ class PhloSettings(BaseSettings):
             except PartitionError as exc:
                 raise ValueError(str(exc)) from None
         return value
-
-    @field_validator("nightscout_url")
-    @classmethod
-    def _valid_url(cls, value: str | None) -> str | None:
-        if value is None or value.strip() == "":
-            return None
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(
-                f"{redact(value)!r} is not an http(s) URL (e.g. 'https://my-site.example')"
-            )
-        if has_userinfo(value.strip()):
-            raise ValueError(
-                f"{redact(value.strip())!r} carries a user name or password: remove it and put "
-                "the credential in NIGHTSCOUT_API_SECRET or NIGHTSCOUT_TOKEN"
-            )
-        return value.strip().rstrip("/")
 
     @field_validator("phlo_lake_data_path")
     @classmethod
@@ -167,17 +150,39 @@ def check_home(settings: PhloSettings) -> Path:
     return home
 
 
+def _one_line(exc: ValidationError) -> SettingsError:
+    """pydantic's multi-line report as one line naming each variable."""
+    problems = []
+    for error in exc.errors():
+        variable = str(error["loc"][0]).upper() if error["loc"] else "settings"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{variable}: {message}")
+    return SettingsError("invalid configuration: " + "; ".join(problems))
+
+
 def load_settings(**overrides: object) -> PhloSettings:
     """Build settings, turning pydantic's multi-line report into one line naming the variable."""
     try:
         return PhloSettings(**overrides)  # pyright: ignore[reportArgumentType]
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            variable = str(error["loc"][0]).upper() if error["loc"] else "settings"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            problems.append(f"{variable}: {message}")
-        raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
+        raise _one_line(exc) from None
+
+
+LocationModel = TypeVar("LocationModel", bound=BaseSettings)
+
+
+def load_location_settings(model: type[LocationModel], settings: PhloSettings) -> LocationModel:
+    """A location's own settings model, read from the environment and `.env` like the core's,
+    with the values `settings` was given for its fields by name; SettingsError on one line."""
+    given = {
+        name: value
+        for name, value in (settings.model_extra or {}).items()
+        if name in model.model_fields
+    }
+    try:
+        return model(**given)
+    except ValidationError as exc:
+        raise _one_line(exc) from None
 
 
 def with_overrides(settings: PhloSettings, **updates: object) -> PhloSettings:

@@ -81,7 +81,8 @@ def load_definitions(ref: LocationRef) -> Definitions:
         raise WorkspaceError(f"code location {ref.name} failed to load: {exc}") from exc
     build = getattr(module, "build_definitions", None)
     if callable(build):
-        # Built afresh with the current settings (the module-level `defs` is built once).
+        # Built afresh with the current settings (the module-level `defs` is built once). A
+        # SettingsError (the location's own settings are wrong) passes through: a usage error.
         built = build()
         if isinstance(built, Definitions):
             return built

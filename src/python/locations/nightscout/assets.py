@@ -24,6 +24,7 @@ from locations.nightscout.ingest import (
     prepare_batch,
     write_batch,
 )
+from locations.nightscout.settings import nightscout_settings
 from phlo_core.calendar import epoch_ms, minutes_in_day, utc_bounds
 from phlo_core.engine import SUMMARY_KEY
 from phlo_core.orphans import claim_run
@@ -42,11 +43,10 @@ PLAUSIBLE_FACTOR = 1.5
 
 def implausible_days(batch: GlucoseBatch, settings: PhloSettings) -> dict[dt.date, str]:
     """Days whose loaded readings exceed PLAUSIBLE_FACTOR x expected, with a description."""
+    interval = nightscout_settings(settings).nightscout_reading_interval_minutes
     found = {}
     for day, stats in sorted(batch.stats.items()):
-        expected = (
-            minutes_in_day(day, settings.timezone) // settings.nightscout_reading_interval_minutes
-        )
+        expected = minutes_in_day(day, settings.timezone) // interval
         if stats.loaded > PLAUSIBLE_FACTOR * expected:
             found[day] = f"{day}: {stats.loaded} readings, {expected} expected"
     return found
@@ -66,7 +66,7 @@ def _day_table(batch: GlucoseBatch) -> str:
 
 
 def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
-    limit = settings.nightscout_max_rejected_pct
+    limit = nightscout_settings(settings).nightscout_max_rejected_pct
 
     @asset(
         name=ASSET_NAME,

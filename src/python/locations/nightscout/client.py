@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from locations.nightscout.settings import nightscout_settings
 from phlo_core.http import RetryingClient, RetryPolicy, SourceError
 from phlo_core.settings import PhloSettings
 
@@ -57,22 +58,22 @@ class NightscoutClient:
 
     @classmethod
     def from_settings(cls, settings: PhloSettings) -> NightscoutClient:
-        if not settings.nightscout_url:
+        """A client for the configured site (its settings plus the core's HTTP settings)."""
+        site = nightscout_settings(settings)
+        if not site.nightscout_url:
             raise NightscoutConfigError(
                 "NIGHTSCOUT_URL is not set: point it at your Nightscout site "
                 "(e.g. https://my-site.example), or run `phlo demo` for sample data"
             )
         return cls(
-            settings.nightscout_url,
+            site.nightscout_url,
             api_secret=(
-                settings.nightscout_api_secret.get_secret_value()
-                if settings.nightscout_api_secret
+                site.nightscout_api_secret.get_secret_value()
+                if site.nightscout_api_secret
                 else None
             ),
-            token=settings.nightscout_token.get_secret_value()
-            if settings.nightscout_token
-            else None,
-            page_size=settings.nightscout_page_size,
+            token=site.nightscout_token.get_secret_value() if site.nightscout_token else None,
+            page_size=site.nightscout_page_size,
             timeout_seconds=settings.http_timeout_seconds,
             policy=RetryPolicy(
                 max_attempts=settings.http_max_attempts,

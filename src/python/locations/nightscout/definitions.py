@@ -14,6 +14,7 @@ from dagster import (
 
 from locations.nightscout.assets import ASSET_NAME, build_ingestion_asset
 from locations.nightscout.client import NightscoutClient, NightscoutConfigError
+from locations.nightscout.settings import nightscout_settings
 from phlo_core.dbt import build_dbt_assets
 from phlo_core.maintenance_job import maintenance_job, maintenance_schedule
 from phlo_core.partitions import daily_schedule
@@ -29,7 +30,11 @@ def build_definitions() -> Definitions:
         DBT_PROJECT_DIR,
         settings,
         group_name="nightscout",
-        extra_vars={"reading_interval_minutes": settings.nightscout_reading_interval_minutes},
+        extra_vars={
+            "reading_interval_minutes": nightscout_settings(
+                settings
+            ).nightscout_reading_interval_minutes
+        },
     )
     daily_job = define_asset_job(
         "nightscout_daily",
