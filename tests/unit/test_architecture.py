@@ -51,3 +51,12 @@ def test_core_and_cli_name_no_domain() -> None:
             text = path.read_text().lower()
             named = [word for word in DOMAIN_WORDS if word in text]
             assert not named, f"{module} names {named}"
+
+
+def test_every_location_ingests_through_the_core_building_block() -> None:
+    """One ingestion building block (phlo_core.ingestion), not a copy per location."""
+    locations = [p for p in (SRC / "locations").iterdir() if (p / "definitions.py").exists()]
+    assert locations
+    for location in locations:
+        modules = imported_modules(f"locations/{location.name}")
+        assert any("phlo_core.ingestion" in names for names in modules.values()), location.name

@@ -67,14 +67,13 @@ def test_invalid_rows_are_rejected_with_their_reason() -> None:
     assert reasons["id0020"].startswith("reading_at_ms: in_range")
     assert '"sgv": "HIGH"' in batch.rejected.set_index("entry_id").loc["id0005", "payload"]
     assert batch.stats[DAY.start].rejected_pct == 80.0
-    assert DAY.start in batch.days_over(5.0)
 
 
 def test_a_day_without_entries_gives_an_empty_batch() -> None:
     batch = prepare_batch([], DAY, UTC)
     assert batch.rows.empty
     assert batch.rejected.empty
-    assert batch.days_over(5.0) == {}
+    assert batch.stats[DAY.start].rejected_pct == 0.0
 
 
 def test_impossible_values_are_rejected_not_counted_as_error_codes() -> None:

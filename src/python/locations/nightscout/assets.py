@@ -1,40 +1,24 @@
-"""The Nightscout ingestion asset and its blocking rejection check."""
+"""The Nightscout ingestion asset: core's ingestion building block, given what only this
+source knows (how to fetch a window of entries, the cleaning rules, the volume warning)."""
 
 import datetime as dt
-from collections.abc import Iterator
-from typing import Any
 
-from dagster import (
-    AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
-    AssetExecutionContext,
-    AssetsDefinition,
-    Failure,
-    MaterializeResult,
-    MetadataValue,
-    asset,
-)
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition, MetadataValue
 
 from locations.nightscout.client import NightscoutClient
 from locations.nightscout.ingest import (
     ENTRIES_TABLE,
     REJECTED_TABLE,
     GlucoseBatch,
+    batch_writes,
     prepare_batch,
-    write_batch,
 )
 from locations.nightscout.settings import nightscout_settings
-from phlo_core.calendar import epoch_ms, minutes_in_day, utc_bounds
-from phlo_core.engine import SUMMARY_KEY
-from phlo_core.orphans import claim_run
-from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
+from phlo_core.calendar import DayRange, epoch_ms, minutes_in_day, utc_bounds
+from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, ingestion_asset
 from phlo_core.settings import PhloSettings
-from phlo_core.shrink import ALLOW_SHRINK_TAG, ShrinkError
 
 ASSET_NAME = "dlt_glucose_entries"
-REJECTED_CHECK = "rejected_rows_within_limit"
-SHRINK_CHECK = "no_unexpected_shrink"
 VOLUME_CHECK = "readings_per_day_plausible"
 # More readings in a day than this many times the expected count (minutes in the local day /
 # NIGHTSCOUT_READING_INTERVAL_MINUTES) is implausible: a wrong interval or a flooding uploader.
@@ -66,49 +50,9 @@ def _day_table(batch: GlucoseBatch) -> str:
 
 
 def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
-    limit = nightscout_settings(settings).nightscout_max_rejected_pct
+    site = nightscout_settings(settings)
 
-    @asset(
-        name=ASSET_NAME,
-        group_name="nightscout",
-        partitions_def=daily_partitions(settings),
-        backfill_policy=SINGLE_RUN,
-        kinds={"python", "ducklake"},
-        description=(
-            "Sensor glucose entries from Nightscout's v1 API, one local day a partition, into "
-            f"lake.{ENTRIES_TABLE} (rows failing validation: lake.{REJECTED_TABLE})."
-        ),
-        check_specs=[
-            AssetCheckSpec(
-                REJECTED_CHECK,
-                asset=ASSET_NAME,
-                blocking=True,
-                description=f"No day has more than {limit:g}% of its readings rejected.",
-            ),
-            AssetCheckSpec(
-                SHRINK_CHECK,
-                asset=ASSET_NAME,
-                blocking=True,
-                description=(
-                    "No day that holds readings loses more than PHLO_MAX_SHRINK_PCT of them "
-                    f"(forced by PHLO_ALLOW_SHRINK or the run tag {ALLOW_SHRINK_TAG}=true)."
-                ),
-            ),
-            AssetCheckSpec(
-                VOLUME_CHECK,
-                asset=ASSET_NAME,
-                blocking=False,
-                description=(
-                    f"No day has more than {PLAUSIBLE_FACTOR:g}x the readings expected at "
-                    "NIGHTSCOUT_READING_INTERVAL_MINUTES (a warning: the day still loads)."
-                ),
-            ),
-        ],
-    )
-    def dlt_glucose_entries(context: AssetExecutionContext) -> Iterator[Any]:
-        claim_run(context.instance, context.run.run_id, context.run.tags)
-        window = context.partition_time_window
-        days = window_days(window.start, window.end)
+    def prepare(context: AssetExecutionContext, days: DayRange) -> Batch:
         start, end = utc_bounds(days, settings.timezone)
         with NightscoutClient.from_settings(settings) as client:
             fetched = client.fetch_entries(epoch_ms(start), epoch_ms(end))
@@ -119,83 +63,61 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
         batch = prepare_batch(fetched.entries, days, settings.timezone)
         totals = batch.totals()
         implausible = implausible_days(batch, settings)
-        volume_warning = (
-            f"; IMPLAUSIBLE volume ({'; '.join(implausible.values())}): check "
-            "NIGHTSCOUT_READING_INTERVAL_MINUTES and the uploaders"
-            if implausible
-            else ""
-        )
-        metadata = {
-            "days": MetadataValue.md(_day_table(batch)),
-            "rows_loaded": totals.loaded,
-            "rows_rejected": totals.rejected,
-            "sensor_error_codes_dropped": totals.error_codes,
-            "duplicates_dropped": totals.duplicates,
-            "other_entry_types_dropped": totals.other_types,
-            "pages": fetched.pages,
-            SUMMARY_KEY: (
+        return Batch(
+            days=days,
+            writes=batch_writes(batch),
+            loaded={day: s.loaded for day, s in batch.stats.items()},
+            rejected={day: s.rejected for day, s in batch.stats.items()},
+            rejected_reasons=[str(reason) for reason in batch.rejected["reason"]],
+            summary=(
                 f"{totals.loaded} readings loaded, {totals.rejected} rejected, "
                 f"{totals.error_codes} sensor error codes and {totals.duplicates} duplicates "
-                f"dropped ({len(batch.stats)} day(s), {fetched.pages} page(s)){volume_warning}"
+                f"dropped ({len(batch.stats)} day(s), {fetched.pages} page(s))"
             ),
-        }
-        over = batch.days_over(limit)
-        if over:
-            worst = ", ".join(f"{day} {s.rejected_pct:.1f}%" for day, s in sorted(over.items()))
-            reasons = batch.rejected["reason"].value_counts().head(3)
-            top = "; ".join(f"{reason} x{n}" for reason, n in reasons.items())
-            yield AssetCheckResult(
-                check_name=REJECTED_CHECK,
-                passed=False,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={**metadata, "top_reasons": top},
-            )
-            raise Failure(
-                description=(
-                    f"validation rejected more than {limit:g}% of the readings on {worst}; "
-                    f"nothing was written (top reasons: {top})"
-                ),
-                metadata=metadata,
-            )
-        allow_shrink = (
-            settings.phlo_allow_shrink or context.run.tags.get(ALLOW_SHRINK_TAG) == "true"
-        )
-        try:
-            write_batch(batch, settings, allow_shrink=allow_shrink)
-        except ShrinkError as exc:
-            yield AssetCheckResult(
-                check_name=SHRINK_CHECK,
-                passed=False,
-                severity=AssetCheckSeverity.ERROR,
-                metadata={
-                    "days": ", ".join(str(s.day) for s in exc.shrinks),
-                    "stored_rows": sum(s.stored for s in exc.shrinks),
-                    "incoming_rows": sum(s.incoming for s in exc.shrinks),
-                },
-            )
-            raise Failure(description=str(exc), metadata=metadata) from None
-        yield MaterializeResult(
-            metadata=metadata,
-            check_results=[
-                AssetCheckResult(
-                    check_name=REJECTED_CHECK,
-                    passed=True,
-                    metadata={
-                        "max_rejected_pct": max(
-                            (s.rejected_pct for s in batch.stats.values()), default=0.0
-                        )
-                    },
-                ),
-                AssetCheckResult(
-                    check_name=SHRINK_CHECK, passed=True, metadata={"forced": allow_shrink}
-                ),
-                AssetCheckResult(
-                    check_name=VOLUME_CHECK,
+            metadata={
+                "days": MetadataValue.md(_day_table(batch)),
+                "rows_loaded": totals.loaded,
+                "rows_rejected": totals.rejected,
+                "sensor_error_codes_dropped": totals.error_codes,
+                "duplicates_dropped": totals.duplicates,
+                "other_entry_types_dropped": totals.other_types,
+                "pages": fetched.pages,
+            },
+            warnings=[
+                CheckWarning(
+                    VOLUME_CHECK,
                     passed=not implausible,
-                    severity=AssetCheckSeverity.WARN,
+                    detail=(
+                        f"IMPLAUSIBLE volume ({'; '.join(implausible.values())}): check "
+                        "NIGHTSCOUT_READING_INTERVAL_MINUTES and the uploaders"
+                    ),
                     metadata={"implausible_days": "; ".join(implausible.values()) or "none"},
-                ),
+                )
             ],
         )
 
-    return dlt_glucose_entries
+    return ingestion_asset(
+        IngestionSpec(
+            name=ASSET_NAME,
+            group="nightscout",
+            description=(
+                "Sensor glucose entries from Nightscout's v1 API, one local day a partition, "
+                f"into lake.{ENTRIES_TABLE} (rows failing validation: lake.{REJECTED_TABLE})."
+            ),
+            prepare=prepare,
+            max_rejected_pct=site.nightscout_max_rejected_pct,
+            rows_noun="readings",
+            warning_checks=[
+                AssetCheckSpec(
+                    VOLUME_CHECK,
+                    asset=ASSET_NAME,
+                    blocking=False,
+                    description=(
+                        f"No day has more than {PLAUSIBLE_FACTOR:g}x the readings expected at "
+                        "NIGHTSCOUT_READING_INTERVAL_MINUTES (a warning: the day still loads)."
+                    ),
+                )
+            ],
+        ),
+        settings,
+    )

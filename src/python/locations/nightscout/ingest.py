@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -23,13 +23,8 @@ import pandera.pandas as pa
 import pyarrow
 
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
-from phlo_core.lakehouse import PartitionWrite, replace_partitions
+from phlo_core.lakehouse import PartitionWrite
 from phlo_core.quality import split_by_schema
-from phlo_core.settings import PhloSettings
-from phlo_core.shrink import ShrinkError, shrinking_days, stored_counts
-
-if TYPE_CHECKING:
-    import duckdb
 
 # Dexcom's special glucose values, as Nightscout's `errorcodes` plugin documents them (0 is
 # NONE). Any other value below 39 (negative ones included) is not a reading but not a code
@@ -110,9 +105,6 @@ class GlucoseBatch:
     rows: pd.DataFrame
     rejected: pd.DataFrame
     stats: dict[dt.date, DayStats] = field(default_factory=dict)
-
-    def days_over(self, max_rejected_pct: float) -> dict[dt.date, DayStats]:
-        return {day: s for day, s in self.stats.items() if s.rejected_pct > max_rejected_pct}
 
     def totals(self) -> DayStats:
         total = DayStats()
@@ -238,48 +230,27 @@ def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -
     return GlucoseBatch(days, rows, rejected, stats)
 
 
-def write_batch(
-    batch: GlucoseBatch, settings: PhloSettings, *, allow_shrink: bool = False
-) -> dict[str, int]:
-    """Replace the batch's days in both tables in one transaction.
-
-    Unless `allow_shrink`, raises ShrinkError (and writes nothing) when a day that holds
-    readings would lose more than PHLO_MAX_SHRINK_PCT of them.
-    """
-    incoming = {day: stats.loaded for day, stats in batch.stats.items()}
-
-    def guard(con: duckdb.DuckDBPyConnection) -> None:
-        if allow_shrink:
-            return
-        stored = stored_counts(
-            con, ENTRIES_TABLE, "partition_date", batch.days.start, batch.days.end
-        )
-        shrinks = shrinking_days(stored, incoming, settings.phlo_max_shrink_pct)
-        if shrinks:
-            raise ShrinkError(ENTRIES_TABLE, shrinks, settings.phlo_max_shrink_pct)
+def batch_writes(batch: GlucoseBatch) -> list[PartitionWrite]:
+    """The batch's days in both tables, entries first (the table a shrink is measured on)."""
 
     def arrow(frame: pd.DataFrame) -> pyarrow.Table:
         return pyarrow.Table.from_pandas(frame, preserve_index=False)
 
-    return replace_partitions(
-        [
-            PartitionWrite(
-                ENTRIES_TABLE,
-                ENTRY_COLUMNS,
-                "partition_date",
-                batch.days.start,
-                batch.days.end,
-                arrow(batch.rows),
-            ),
-            PartitionWrite(
-                REJECTED_TABLE,
-                REJECTED_COLUMNS,
-                "partition_date",
-                batch.days.start,
-                batch.days.end,
-                arrow(batch.rejected),
-            ),
-        ],
-        settings,
-        guard=guard,
-    )
+    return [
+        PartitionWrite(
+            ENTRIES_TABLE,
+            ENTRY_COLUMNS,
+            "partition_date",
+            batch.days.start,
+            batch.days.end,
+            arrow(batch.rows),
+        ),
+        PartitionWrite(
+            REJECTED_TABLE,
+            REJECTED_COLUMNS,
+            "partition_date",
+            batch.days.start,
+            batch.days.end,
+            arrow(batch.rejected),
+        ),
+    ]

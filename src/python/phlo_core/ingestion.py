@@ -1,0 +1,224 @@
+"""The ingestion building block every location uses: one asset that fetches a window of days
+from a source, splits valid and rejected rows, checks the rejection limit, guards stored days
+against a shrinking source, writes every table in one transaction and reports a summary.
+
+A location supplies what only it knows, `prepare(context, days) -> Batch` (fetch over HTTP with
+`phlo_core.http`, validate with `phlo_core.quality`, count), plus the names, the limit and any
+warning checks of its own; this module supplies the rest, the same for every source:
+
+- blocking check `rejected_rows_within_limit`: a day with more than `max_rejected_pct` percent
+  of its rows rejected fails the run and nothing is written;
+- blocking check `no_unexpected_shrink`: inside the write transaction, a day that would lose
+  more than PHLO_MAX_SHRINK_PCT of the rows it holds stops the write, unless forced;
+- the write: every table's window replaced in ONE DuckLake transaction (`replace_partitions`);
+- the run summary (metadata key `summary`) that `phlo` prints.
+"""
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+    asset,
+)
+
+from phlo_core.calendar import DayRange
+from phlo_core.engine import SUMMARY_KEY
+from phlo_core.lakehouse import PartitionWrite, replace_partitions
+from phlo_core.orphans import claim_run
+from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
+from phlo_core.settings import PhloSettings
+from phlo_core.shrink import ALLOW_SHRINK_TAG, ShrinkError, shrinking_days, stored_counts
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    import duckdb
+
+REJECTED_CHECK = "rejected_rows_within_limit"
+SHRINK_CHECK = "no_unexpected_shrink"
+
+
+@dataclass(frozen=True)
+class CheckWarning:
+    """The outcome of one of the location's own non-blocking checks."""
+
+    check: str
+    passed: bool
+    detail: str  # shown in the summary when the check did not pass
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """What a location prepared for a window: the tables to write and the counts to check.
+
+    `writes[0]` is the guarded table (its rows per day are what a shrink is measured on).
+    """
+
+    days: DayRange
+    writes: Sequence[PartitionWrite]
+    loaded: Mapping["dt.date", int]
+    rejected: Mapping["dt.date", int]
+    rejected_reasons: Sequence[str]
+    summary: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    warnings: Sequence[CheckWarning] = ()
+
+    def rejected_pct(self, day: "dt.date") -> float:
+        candidates = self.loaded.get(day, 0) + self.rejected.get(day, 0)
+        return 100.0 * self.rejected.get(day, 0) / candidates if candidates else 0.0
+
+    def days_over(self, max_rejected_pct: float) -> dict["dt.date", float]:
+        return {
+            day: pct
+            for day in self.days.days()
+            if (pct := self.rejected_pct(day)) > max_rejected_pct
+        }
+
+
+@dataclass(frozen=True)
+class IngestionSpec:
+    name: str
+    group: str
+    description: str
+    prepare: Callable[[AssetExecutionContext, DayRange], Batch]
+    max_rejected_pct: float
+    rows_noun: str = "rows"  # what a row is, for messages: "readings", "observations"
+    warning_checks: Sequence[AssetCheckSpec] = ()
+
+
+def _shrink_guard(
+    batch: Batch, settings: PhloSettings
+) -> Callable[["duckdb.DuckDBPyConnection"], None]:
+    guarded = batch.writes[0]
+
+    def guard(con: "duckdb.DuckDBPyConnection") -> None:
+        stored = stored_counts(
+            con, guarded.table, guarded.partition_column, guarded.start, guarded.end
+        )
+        shrinks = shrinking_days(stored, batch.loaded, settings.phlo_max_shrink_pct)
+        if shrinks:
+            raise ShrinkError(guarded.table, shrinks, settings.phlo_max_shrink_pct)
+
+    return guard
+
+
+def ingestion_asset(spec: IngestionSpec, settings: PhloSettings) -> AssetsDefinition:
+    """The ingestion asset of a location, daily-partitioned, one run for a range of days."""
+    limit = spec.max_rejected_pct
+
+    @asset(
+        name=spec.name,
+        group_name=spec.group,
+        partitions_def=daily_partitions(settings),
+        backfill_policy=SINGLE_RUN,
+        kinds={"python", "ducklake"},
+        description=spec.description,
+        check_specs=[
+            AssetCheckSpec(
+                REJECTED_CHECK,
+                asset=spec.name,
+                blocking=True,
+                description=f"No day has more than {limit:g}% of its {spec.rows_noun} rejected.",
+            ),
+            AssetCheckSpec(
+                SHRINK_CHECK,
+                asset=spec.name,
+                blocking=True,
+                description=(
+                    f"No day that holds {spec.rows_noun} loses more than PHLO_MAX_SHRINK_PCT of "
+                    f"them (forced by PHLO_ALLOW_SHRINK or the run tag {ALLOW_SHRINK_TAG}=true)."
+                ),
+            ),
+            *spec.warning_checks,
+        ],
+    )
+    def _ingest(context: AssetExecutionContext) -> Iterator[Any]:
+        claim_run(context.instance, context.run.run_id, context.run.tags)
+        window = context.partition_time_window
+        batch = spec.prepare(context, window_days(window.start, window.end))
+        failed_warnings = [w.detail for w in batch.warnings if not w.passed]
+        summary = batch.summary + "".join(f"; {detail}" for detail in failed_warnings)
+        metadata = {**batch.metadata, SUMMARY_KEY: summary}
+
+        over = batch.days_over(limit)
+        if over:
+            worst = ", ".join(f"{day} {pct:.1f}%" for day, pct in sorted(over.items()))
+            reasons: dict[str, int] = {}
+            for reason in batch.rejected_reasons:
+                reasons[reason] = reasons.get(reason, 0) + 1
+            top = "; ".join(
+                f"{reason} x{n}" for reason, n in sorted(reasons.items(), key=lambda r: -r[1])[:3]
+            )
+            yield AssetCheckResult(
+                check_name=REJECTED_CHECK,
+                passed=False,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={**metadata, "top_reasons": top},
+            )
+            raise Failure(
+                description=(
+                    f"validation rejected more than {limit:g}% of the {spec.rows_noun} on "
+                    f"{worst}; nothing was written (top reasons: {top})"
+                ),
+                metadata=metadata,
+            )
+
+        allow_shrink = (
+            settings.phlo_allow_shrink or context.run.tags.get(ALLOW_SHRINK_TAG) == "true"
+        )
+        try:
+            replace_partitions(
+                batch.writes,
+                settings,
+                guard=None if allow_shrink else _shrink_guard(batch, settings),
+            )
+        except ShrinkError as exc:
+            yield AssetCheckResult(
+                check_name=SHRINK_CHECK,
+                passed=False,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "days": ", ".join(str(s.day) for s in exc.shrinks),
+                    "stored_rows": sum(s.stored for s in exc.shrinks),
+                    "incoming_rows": sum(s.incoming for s in exc.shrinks),
+                },
+            )
+            raise Failure(description=str(exc), metadata=metadata) from None
+
+        yield MaterializeResult(
+            metadata=metadata,
+            check_results=[
+                AssetCheckResult(
+                    check_name=REJECTED_CHECK,
+                    passed=True,
+                    metadata={
+                        "max_rejected_pct": max(
+                            (batch.rejected_pct(day) for day in batch.days.days()), default=0.0
+                        )
+                    },
+                ),
+                AssetCheckResult(
+                    check_name=SHRINK_CHECK, passed=True, metadata={"forced": allow_shrink}
+                ),
+                *(
+                    AssetCheckResult(
+                        check_name=w.check,
+                        passed=w.passed,
+                        severity=AssetCheckSeverity.WARN,
+                        metadata=dict(w.metadata),
+                    )
+                    for w in batch.warnings
+                ),
+            ],
+        )
+
+    return _ingest
