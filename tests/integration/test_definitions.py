@@ -40,7 +40,8 @@ def test_the_location_defines_every_asset_and_its_checks(
         AssetKey("dlt_glucose_entries")
     }
 
-    schedule = defs.resolve_schedule_def("nightscout_daily_schedule")
+    assert defs.resolve_job_def("glucose_pipeline").name == "glucose_pipeline"
+    schedule = defs.resolve_schedule_def("glucose_pipeline_schedule")
     midnight_past = dt.datetime(2024, 3, 10, 1, 15, tzinfo=settings.timezone)
     [request] = list(
         schedule.evaluate_tick(
@@ -88,7 +89,7 @@ def test_a_truncated_manifest_is_parsed_again(make_settings: Callable[..., PhloS
     failed on it until it was deleted by hand."""
     import json
 
-    from phlo_core.dbt import prepare_project
+    from phlo_core.dbt_project import prepare_project
     from phlo_core.workspace import REPO_ROOT
 
     settings = make_settings()

@@ -15,7 +15,7 @@ from dagster import (
 from locations.nightscout.assets import ASSET_NAME, build_ingestion_asset
 from locations.nightscout.client import NightscoutClient, NightscoutConfigError
 from locations.nightscout.settings import nightscout_settings
-from phlo_core.dbt import build_dbt_assets
+from phlo_core.dbt_assets import build_dbt_assets
 from phlo_core.maintenance_job import maintenance_job, maintenance_schedule
 from phlo_core.partitions import daily_schedule
 from phlo_core.settings import PhloSettings, SettingsError, get_settings
@@ -37,7 +37,7 @@ def build_definitions() -> Definitions:
         },
     )
     daily_job = define_asset_job(
-        "nightscout_daily",
+        "glucose_pipeline",
         selection=AssetSelection.groups("nightscout"),
         description="Ingest a day of Nightscout entries and build every glucose model on it.",
     )

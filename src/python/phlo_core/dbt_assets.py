@@ -1,0 +1,192 @@
+"""dbt as Dagster assets: models become daily-partitioned assets, tests asset checks.
+
+A run passes its partition window as vars (`start_date` inclusive, `end_date` exclusive): one
+dbt invocation covers one day or a whole range. Models become materializations and tests
+become asset check results here, from dbt's own run results.
+"""
+
+import json
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagster import (
+    AssetCheckKey,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    Failure,
+    MaterializeResult,
+)
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
+
+from phlo_core.dbt_project import prepare_project
+from phlo_core.dbt_runner import cause_line, invoke_dbt, parsed_manifest, target_path
+from phlo_core.lakehouse import query
+from phlo_core.locks import lakehouse_writer
+from phlo_core.orphans import claim_run
+from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
+from phlo_core.settings import PhloSettings
+
+if TYPE_CHECKING:
+    from dbt.cli.main import dbtRunnerResult
+
+
+class PhloDbtTranslator(DagsterDbtTranslator):
+    """Models are assets named after the model; sources map to their ingestion asset by meta."""
+
+    def __init__(self, group_name: str) -> None:
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+        self._group_name = group_name
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
+        if dbt_resource_props["resource_type"] == "model":
+            return AssetKey(dbt_resource_props["name"])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        return self._group_name
+
+
+def _failing_rows(compiled_sql: str | None, settings: PhloSettings, limit: int = 3) -> str:
+    """A few of the rows a failed test returned, `col=value` joined, so that the one-line
+    failure names the day at fault; empty if they cannot be read."""
+    if not compiled_sql:
+        return ""
+    try:
+        found = query(f"select * from ({compiled_sql}) limit {limit}", settings)
+    except Exception:  # a hint only: the failure itself is reported either way
+        return ""
+    shown = [
+        ", ".join(f"{column}={value}" for column, value in zip(found.columns, row, strict=True))
+        for row in found.rows
+    ]
+    return f" (e.g. {'; '.join(shown)})" if shown else ""
+
+
+def _build_events(
+    result: "dbtRunnerResult",
+    checks: Mapping[str, AssetCheckKey],
+    models: Mapping[str, AssetKey],
+    settings: PhloSettings,
+) -> Iterator[MaterializeResult | AssetCheckResult]:
+    """Dagster events from dbt's run results: built models, evaluated tests; then fail on
+    errors, naming every node that failed."""
+    failures: list[str] = []
+    for node_result in getattr(result.result, "results", None) or []:
+        node = node_result.node
+        status = str(node_result.status)
+        if node.resource_type == "model":
+            if status == "success" and node.name in models:
+                yield MaterializeResult(
+                    asset_key=models[node.name],
+                    metadata={
+                        "dbt_seconds": round(node_result.execution_time, 3),
+                        "relation": f"{node.schema}.{node.alias}",
+                    },
+                )
+            elif status == "error":
+                failures.append(f"model {node.name}: {cause_line(node_result.message)}")
+        elif node.resource_type == "test":
+            if status == "skipped":
+                continue
+            key = checks.get(node.name)
+            if key is not None:
+                yield AssetCheckResult(
+                    asset_key=key.asset_key,
+                    check_name=key.name,
+                    passed=status == "pass",
+                    severity=AssetCheckSeverity.WARN
+                    if status == "warn"
+                    else AssetCheckSeverity.ERROR,
+                    metadata={"failing_rows": node_result.failures or 0, "status": status},
+                )
+            if status in ("fail", "error"):
+                rows = (
+                    _failing_rows(getattr(node, "compiled_code", None), settings)
+                    if status == "fail"
+                    else ""
+                )
+                failures.append(f"test {node.name}: {cause_line(node_result.message)}{rows}")
+    if not result.success:
+        detail = "; ".join(failures) or cause_line(str(result.exception))
+        raise Failure(description=f"dbt build failed: {detail}")
+
+
+def _remove_finished_run_folders(runs_dir: Path, context: AssetExecutionContext) -> None:
+    """dbt's per-run folders of runs that are over: a killed run never removed its own. A
+    folder of a run this instance does not know (another DAGSTER_HOME on the same PHLO_HOME)
+    goes only once it is a day old."""
+    if not runs_dir.is_dir():
+        return
+    for folder in runs_dir.iterdir():
+        if folder.name == context.run.run_id:
+            continue
+        run = context.instance.get_run_by_id(folder.name)
+        stale = run is None and time.time() - folder.stat().st_mtime > 86_400
+        if stale or (run is not None and run.is_finished):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def build_dbt_assets(
+    project_dir: Path,
+    settings: PhloSettings,
+    *,
+    group_name: str,
+    extra_vars: Mapping[str, Any] | None = None,
+) -> AssetsDefinition:
+    """All models of a dbt project as daily-partitioned assets; its tests as asset checks."""
+    manifest_path = prepare_project(project_dir, settings)
+    translator = PhloDbtTranslator(group_name)
+    manifest_json = json.loads(manifest_path.read_text())
+    model_keys = {
+        node["name"]: translator.get_asset_key(node)
+        for node in manifest_json["nodes"].values()
+        if node["resource_type"] == "model"
+    }
+    base_vars = {"timezone": settings.phlo_timezone, **(extra_vars or {})}
+    runs_dir = target_path(project_dir, settings) / "runs"
+
+    @dbt_assets(
+        manifest=manifest_json,
+        name=f"{group_name}_dbt_models",
+        partitions_def=daily_partitions(settings),
+        backfill_policy=SINGLE_RUN,
+        dagster_dbt_translator=translator,
+    )
+    def _models(context: AssetExecutionContext) -> Iterator[Any]:
+        window = context.partition_time_window
+        days = window_days(window.start, window.end)
+        dbt_vars = {
+            **base_vars,
+            "start_date": days.start.isoformat(),
+            "end_date": days.end.isoformat(),
+        }
+        selected = sorted(
+            name for name, key in model_keys.items() if key in context.selected_asset_keys
+        )
+        checks = {key.name: key for key in context.selected_asset_check_keys}
+        claim_run(context.instance, context.run.run_id, context.run.tags)
+        manifest = parsed_manifest(project_dir, settings)
+        _remove_finished_run_folders(runs_dir, context)
+        run_target = runs_dir / context.run.run_id
+        args = ["build", "--target-path", str(run_target), "--vars", json.dumps(dbt_vars)]
+        if len(selected) < len(model_keys):
+            args += ["--select", *selected]
+        context.log.info(f"dbt build of {len(selected)} model(s) for {days.label()}")
+        try:
+            run_target.mkdir(parents=True, exist_ok=True)
+            # One writer at a time per lakehouse: dbt does not retry a commit that meets
+            # another process's (`database is locked` on SQLite), nor share `__dbt_tmp` tables.
+            with lakehouse_writer(settings):
+                result = invoke_dbt(args, project_dir, settings, manifest=manifest)
+            models = {n: model_keys[n] for n in selected}
+            yield from _build_events(result, checks, models, settings)
+        finally:
+            shutil.rmtree(run_target, ignore_errors=True)
+
+    return _models

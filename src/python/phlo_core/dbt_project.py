@@ -1,0 +1,79 @@
+"""A dbt project made ready to run: profile written, shared package linked, manifest parsed.
+
+Safe from several processes at once (a lock per home), and a kill midway leaves the previous
+manifest whole.
+"""
+
+import json
+import os
+import shutil
+from contextlib import suppress
+from pathlib import Path
+
+from phlo_core.dbt_profile import write_profile
+from phlo_core.dbt_runner import invoke_dbt, remember_manifest, target_path
+from phlo_core.lakehouse import ensure_extensions
+from phlo_core.locks import file_lock
+from phlo_core.settings import PhloSettings
+
+SHARED_PACKAGE = Path(__file__).resolve().parents[2] / "dbt" / "packages" / "phlo_shared"
+
+
+def _newest_source_mtime(*folders: Path) -> float:
+    newest = 0.0
+    for folder in folders:
+        for path in folder.rglob("*"):
+            if path.suffix in (".sql", ".yml", ".yaml") and "dbt_packages" not in path.parts:
+                newest = max(newest, path.stat().st_mtime)
+    return newest
+
+
+def _link_shared_package(project_dir: Path) -> None:
+    """Install the local `phlo_shared` package as `dbt deps` does for a local package (a
+    symlink in dbt_packages/), but atomically, so that concurrent first runs cannot collide."""
+    link = project_dir / "dbt_packages" / SHARED_PACKAGE.name
+    if link.exists():
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    temporary = link.with_name(f".{link.name}.{os.getpid()}")
+    with suppress(FileNotFoundError):
+        temporary.unlink()
+    temporary.symlink_to(os.path.relpath(SHARED_PACKAGE, link.parent), target_is_directory=True)
+    os.replace(temporary, link)
+
+
+def _manifest_is_current(manifest: Path, project_dir: Path) -> bool:
+    """The manifest exists, is whole JSON (a kill while writing leaves neither behind, but
+    older versions could) and is newer than every model, macro and YAML file."""
+    try:
+        if manifest.stat().st_mtime < _newest_source_mtime(project_dir, SHARED_PACKAGE):
+            return False
+        json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
+    """Write the profile, install the shared package, and parse when sources changed.
+
+    Returns the manifest path. Parsing only happens when a model, macro or YAML file is newer
+    than the manifest. Safe to run from several processes at once (a lock per home), and a
+    kill midway leaves the previous manifest whole: dbt parses into a private folder and the
+    manifest is then moved into place in one rename.
+    """
+    target = target_path(project_dir, settings)
+    manifest = target / "manifest.json"
+    with file_lock(settings.dbt_dir / ".prepare.lock"):
+        write_profile(settings)
+        ensure_extensions(settings)  # dbt's connection autoloads them from PHLO_HOME
+        _link_shared_package(project_dir)
+        if not _manifest_is_current(manifest, project_dir):
+            scratch = target / f".parse-{os.getpid()}"
+            try:
+                parsed = invoke_dbt(["parse", "--target-path", str(scratch)], project_dir, settings)
+                os.replace(scratch / "manifest.json", manifest)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            remember_manifest(project_dir, settings, parsed.result)
+    return manifest
