@@ -13,32 +13,18 @@ Results go to bench/results/<date>-hardening.json.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from locations.nightscout.sample_server import SampleNightscoutServer
+from ratios import Ratios, timed
 
-ROOT = Path(__file__).resolve().parents[1]
 PHLO = str(Path(sys.executable).with_name("phlo"))
 DAYS = ["2024-01-15", "2024-01-16", "2024-01-17"]
 SQL = "select reading_date, tir_pct from silver.fct_daily_glucose_metrics order by 1"
-
-
-def timed(action: Callable[[], object], repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
 
 
 def materialize_command(day: str) -> list[str]:
@@ -49,16 +35,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    results: dict[str, dict[str, float | str]] = {}
-
-    def record(name: str, seconds: float, baseline_name: str, baseline: float) -> None:
-        results[f"{name} vs {baseline_name}"] = {
-            "seconds": round(seconds, 3),
-            "baseline": baseline_name,
-            "baseline_seconds": round(baseline, 3),
-            "ratio": round(seconds / baseline, 2),
-        }
-        print(f"{name:<44} {seconds:7.2f}s  {seconds / baseline:6.2f}x {baseline_name}")
+    ratios = Ratios()
+    record = ratios.record
 
     with tempfile.TemporaryDirectory() as tmp, SampleNightscoutServer(timezone="UTC") as server:
         env = {**os.environ, "PHLO_HOME": f"{tmp}/home", "NIGHTSCOUT_URL": server.url}
@@ -81,14 +59,7 @@ def main() -> None:
         concurrent = timed(lambda: run(*(materialize_command(day) for day in DAYS)), 1)
         record("3 materialize processes at once", concurrent, "the same 3 in turn", sequential)
 
-    out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-hardening.json"
-    out.write_text(
-        json.dumps(
-            {"machine": os.uname().nodename, "cpus": os.cpu_count(), "results": results}, indent=2
-        )
-        + "\n"
-    )
-    print(f"written {out.relative_to(ROOT)}")
+    ratios.write("hardening")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from locations.nightscout.sample_server import SampleNightscoutServer
@@ -25,25 +20,9 @@ from phlo_core.calendar import DayRange
 from phlo_core.dbt_runner import invoke_dbt, parsed_manifest
 from phlo_core.engine import materialize
 from phlo_core.settings import load_settings
+from ratios import ROOT, Ratios, command, timed
 
-ROOT = Path(__file__).resolve().parents[1]
 PHLO = str(Path(sys.executable).with_name("phlo"))
-
-
-def timed(action: Callable[[], object], repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
-
-
-def command(*args: str, env: dict[str, str] | None = None) -> Callable[[], object]:
-    def run() -> None:
-        subprocess.run(args, check=True, capture_output=True, env={**os.environ, **(env or {})})
-
-    return run
 
 
 def main() -> None:
@@ -51,16 +30,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--days", type=int, default=7)
     args = parser.parse_args()
-    results: dict[str, dict[str, float | str]] = {}
-
-    def record(name: str, seconds: float, baseline_name: str, baseline: float) -> None:
-        results[f"{name} vs {baseline_name}"] = {
-            "seconds": round(seconds, 3),
-            "baseline": baseline_name,
-            "baseline_seconds": round(baseline, 3),
-            "ratio": round(seconds / baseline, 2),
-        }
-        print(f"{name:<44} {seconds:7.2f}s  {seconds / baseline:6.2f}x {baseline_name}")
+    ratios = Ratios()
+    record = ratios.record
 
     python_floor = timed(command(sys.executable, "-c", "pass"), args.repeat)
     import_dagster = timed(command(sys.executable, "-c", "import dagster"), args.repeat)
@@ -137,14 +108,7 @@ def main() -> None:
         )
         record("dbt build in-process (1 day)", in_process, "dbt build subprocess", subprocess_build)
 
-    out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-materialize.json"
-    out.write_text(
-        json.dumps(
-            {"machine": os.uname().nodename, "cpus": os.cpu_count(), "results": results}, indent=2
-        )
-        + "\n"
-    )
-    print(f"written {out.relative_to(ROOT)}")
+    ratios.write("materialize")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from locations.nightscout.sample_data import entries_between
-from locations.nightscout.sample_server import SampleNightscoutServer
+from locations.nightscout.sample_server import EntrySource, SampleNightscoutServer
 from phlo_core.calendar import DayRange, parse_day_range
-from phlo_core.engine import materialize
+from phlo_core.engine import RunOutcome, materialize
 from phlo_core.lakehouse import query
 from phlo_core.settings import PhloSettings
 from tests.conftest import TEST_SECRET
@@ -185,6 +185,22 @@ def test_a_failed_source_leaves_the_previous_content(
     assert snapshot(built) == before
 
 
+def materialize_from(
+    entries: EntrySource, built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
+) -> tuple[list[RunOutcome], dict[str, list[tuple]]]:
+    """2024-03-10 materialized into the clean build's lakehouse from a source serving `entries`:
+    the outcomes, and the lakehouse as it was before."""
+    with SampleNightscoutServer(timezone="America/New_York", entries=entries) as source:
+        settings = pipeline_settings(
+            phlo_lake_catalog=built.lake_catalog,
+            phlo_lake_data_path=built.lake_data_path,
+            nightscout_url=source.url,
+            nightscout_api_secret=None,
+        )
+        before = snapshot(built)
+        return materialize(EVERYTHING, parse_day_range("2024-03-10"), settings), before
+
+
 def test_validation_blocks_a_bad_day_and_writes_nothing(
     built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
 ) -> None:
@@ -194,15 +210,7 @@ def test_validation_blocks_a_bad_day_and_writes_nothing(
         for i, entry in enumerate(entries_between(lo, hi, tz)):
             yield {**entry, "direction": "Sideways"} if i % 10 == 0 else entry
 
-    with SampleNightscoutServer(timezone="America/New_York", entries=corrupted) as bad:
-        settings = pipeline_settings(
-            phlo_lake_catalog=built.lake_catalog,
-            phlo_lake_data_path=built.lake_data_path,
-            nightscout_url=bad.url,
-            nightscout_api_secret=None,
-        )
-        before = snapshot(built)
-        outcomes = materialize(EVERYTHING, parse_day_range("2024-03-10"), settings)
+    outcomes, before = materialize_from(corrupted, built, pipeline_settings)
     assert not outcomes[0].success
     assert "dlt_glucose_entries:rejected_rows_within_limit" in outcomes[0].failed_checks
     assert any("rejected more than 5%" in e for e in outcomes[0].errors)
@@ -220,15 +228,7 @@ def test_impossible_values_are_rejected_not_dropped_as_error_codes(
         for entry in entries_between(lo, hi, tz):
             yield {**entry, "sgv": -entry["sgv"]} if entry["type"] == "sgv" else entry
 
-    with SampleNightscoutServer(timezone="America/New_York", entries=negative) as bad:
-        settings = pipeline_settings(
-            phlo_lake_catalog=built.lake_catalog,
-            phlo_lake_data_path=built.lake_data_path,
-            nightscout_url=bad.url,
-            nightscout_api_secret=None,
-        )
-        before = snapshot(built)
-        outcomes = materialize(EVERYTHING, parse_day_range("2024-03-10"), settings)
+    outcomes, before = materialize_from(negative, built, pipeline_settings)
     assert not outcomes[0].success
     assert "dlt_glucose_entries:rejected_rows_within_limit" in outcomes[0].failed_checks
     assert snapshot(built) == before
@@ -237,15 +237,7 @@ def test_impossible_values_are_rejected_not_dropped_as_error_codes(
 def test_a_source_that_answers_empty_does_not_replace_a_stored_day(
     built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
 ) -> None:
-    with SampleNightscoutServer(entries=lambda lo, hi: iter(())) as empty:
-        settings = pipeline_settings(
-            phlo_lake_catalog=built.lake_catalog,
-            phlo_lake_data_path=built.lake_data_path,
-            nightscout_url=empty.url,
-            nightscout_api_secret=None,
-        )
-        before = snapshot(built)
-        outcomes = materialize(EVERYTHING, parse_day_range("2024-03-10"), settings)
+    outcomes, before = materialize_from(lambda lo, hi: iter(()), built, pipeline_settings)
     assert not outcomes[0].success
     assert "dlt_glucose_entries:no_unexpected_shrink" in outcomes[0].failed_checks
     held = query(

@@ -127,7 +127,7 @@ def connect(
         retrying(attach)
     except Exception as exc:
         con.close()
-        reason = redact(_first_line(exc))
+        reason = redact(first_line(exc))
         if "does not match existing data path" in reason:
             reason += (
                 " Set PHLO_LAKE_DATA_PATH to the path the catalog records (a lakehouse in the "
@@ -163,7 +163,7 @@ def lakehouse(
         con.close()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
@@ -302,4 +302,4 @@ def query(sql: str, settings: PhloSettings | None = None) -> QueryResult:
             duckdb.CatalogException,
             duckdb.InvalidInputException,
         ) as exc:
-            raise QueryError(_first_line(exc)) from None
+            raise QueryError(first_line(exc)) from None

@@ -35,6 +35,7 @@ from phlo_core.lakehouse import (
     QueryError,
     QueryResult,
     check_catalog,
+    first_line,
     lakehouse,
     sql_literal,
 )
@@ -136,7 +137,7 @@ def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryError(_first_line(exc)) from None
+        raise QueryError(first_line(exc)) from None
     if not statements:
         raise QueryRefusedError("no SQL statement given")
     if len(statements) > 1:
@@ -207,10 +208,6 @@ def _lock_down(con: duckdb.DuckDBPyConnection, settings: PhloSettings) -> None:
     con.execute("set lock_configuration = true")
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
 def _run_in_child(sender: Connection, sql: str, settings: PhloSettings) -> None:
     """The child's side: check, lock down, run; send ('ok', columns, rows) or (kind, message)."""
     import duckdb
@@ -226,7 +223,7 @@ def _run_in_child(sender: Connection, sql: str, settings: PhloSettings) -> None:
     except QueryRefusedError as exc:
         sender.send(("refused", str(exc)))
     except duckdb.PermissionException as exc:
-        sender.send(("refused", f"not allowed: {_first_line(exc)}"))
+        sender.send(("refused", f"not allowed: {first_line(exc)}"))
     except duckdb.OutOfMemoryException:
         sender.send(("memory", ""))
     except (
@@ -238,9 +235,9 @@ def _run_in_child(sender: Connection, sql: str, settings: PhloSettings) -> None:
         duckdb.ConversionException,
         duckdb.NotImplementedException,
     ) as exc:
-        sender.send(("invalid", _first_line(exc)))
+        sender.send(("invalid", first_line(exc)))
     except Exception as exc:
-        sender.send(("error", _first_line(exc)))
+        sender.send(("error", first_line(exc)))
     finally:
         sender.close()
 

@@ -2,6 +2,7 @@
 source knows (how to fetch a window of entries, the cleaning rules, the volume warning)."""
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition, MetadataValue
 
@@ -25,12 +26,13 @@ VOLUME_CHECK = "readings_per_day_plausible"
 PLAUSIBLE_FACTOR = 1.5
 
 
-def implausible_days(batch: GlucoseBatch, settings: PhloSettings) -> dict[dt.date, str]:
+def implausible_days(
+    batch: GlucoseBatch, tz: ZoneInfo, interval_minutes: int
+) -> dict[dt.date, str]:
     """Days whose loaded readings exceed PLAUSIBLE_FACTOR x expected, with a description."""
-    interval = nightscout_settings(settings).nightscout_reading_interval_minutes
     found = {}
     for day, stats in sorted(batch.stats.items()):
-        expected = minutes_in_day(day, settings.timezone) // interval
+        expected = minutes_in_day(day, tz) // interval_minutes
         if stats.loaded > PLAUSIBLE_FACTOR * expected:
             found[day] = f"{day}: {stats.loaded} readings, {expected} expected"
     return found
@@ -62,7 +64,9 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
         )
         batch = prepare_batch(fetched.entries, days, settings.timezone)
         totals = batch.totals()
-        implausible = implausible_days(batch, settings)
+        implausible = implausible_days(
+            batch, settings.timezone, site.nightscout_reading_interval_minutes
+        )
         return Batch(
             days=days,
             writes=batch_writes(batch),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from locations.nightscout.settings import nightscout_settings
+from locations.nightscout.settings import NightscoutSettings, nightscout_settings
 from phlo_core.http import RetryingClient, RetryPolicy, SourceError
 from phlo_core.settings import PhloSettings
 
@@ -20,6 +20,16 @@ ENTRIES_PATH = "/api/v1/entries.json"
 
 class NightscoutConfigError(ValueError):
     """Nightscout is not configured; the message names the variable to set."""
+
+
+def configured_url(site: NightscoutSettings) -> str:
+    """NIGHTSCOUT_URL, or NightscoutConfigError saying how to set it."""
+    if not site.nightscout_url:
+        raise NightscoutConfigError(
+            "NIGHTSCOUT_URL is not set: point it at your Nightscout site "
+            "(e.g. https://my-site.example), or run `phlo demo` for sample data"
+        )
+    return site.nightscout_url
 
 
 @dataclass
@@ -60,13 +70,8 @@ class NightscoutClient:
     def from_settings(cls, settings: PhloSettings) -> NightscoutClient:
         """A client for the configured site (its settings plus the core's HTTP settings)."""
         site = nightscout_settings(settings)
-        if not site.nightscout_url:
-            raise NightscoutConfigError(
-                "NIGHTSCOUT_URL is not set: point it at your Nightscout site "
-                "(e.g. https://my-site.example), or run `phlo demo` for sample data"
-            )
         return cls(
-            site.nightscout_url,
+            configured_url(site),
             api_secret=(
                 site.nightscout_api_secret.get_secret_value()
                 if site.nightscout_api_secret

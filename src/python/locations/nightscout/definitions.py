@@ -13,7 +13,7 @@ from dagster import (
 )
 
 from locations.nightscout.assets import ASSET_NAME, build_ingestion_asset
-from locations.nightscout.client import NightscoutClient, NightscoutConfigError
+from locations.nightscout.client import NightscoutConfigError, configured_url
 from locations.nightscout.settings import nightscout_settings
 from phlo_core.dbt_assets import build_dbt_assets
 from phlo_core.maintenance_job import maintenance_job, maintenance_schedule
@@ -25,16 +25,13 @@ DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "nightscout"
 
 def build_definitions() -> Definitions:
     settings = get_settings()
+    site = nightscout_settings(settings)
     ingestion = build_ingestion_asset(settings)
     models = build_dbt_assets(
         DBT_PROJECT_DIR,
         settings,
         group_name="nightscout",
-        extra_vars={
-            "reading_interval_minutes": nightscout_settings(
-                settings
-            ).nightscout_reading_interval_minutes
-        },
+        extra_vars={"reading_interval_minutes": site.nightscout_reading_interval_minutes},
     )
     daily_job = define_asset_job(
         "glucose_pipeline",
@@ -56,7 +53,7 @@ def preflight(settings: PhloSettings, asset_names: list[str]) -> None:
     """Before a run: the ingestion needs NIGHTSCOUT_URL (a usage error, not a failed run)."""
     if ASSET_NAME in asset_names:
         try:
-            NightscoutClient.from_settings(settings).close()
+            configured_url(nightscout_settings(settings))
         except NightscoutConfigError as exc:
             raise SettingsError(str(exc)) from None
 
