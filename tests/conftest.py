@@ -13,7 +13,7 @@ from phlo_core.settings import PhloSettings, load_settings, use_settings
 
 TEST_SECRET = "test-api-secret-do-not-log"
 # Environment variables that configure Phlo or one of its locations: none leaks into a test.
-SETTING_PREFIXES = ("PHLO_", "HTTP_", "NIGHTSCOUT_", "OPEN_METEO_", "WEATHER_")
+SETTING_PREFIXES = ("PHLO_", "HTTP_", "NIGHTSCOUT_", "OPEN_METEO_", "WEATHER_", "INSIGHTS_")
 
 
 @pytest.fixture(autouse=True)

@@ -80,17 +80,21 @@ def _report_outcomes(outcomes: list[RunOutcome]) -> int:
     code = 0
     for outcome in outcomes:
         status = "succeeded" if outcome.success else "FAILED"
-        print(
-            f"{outcome.location}: {status}: {len(outcome.assets)} asset(s) for "
-            f"{outcome.days.label()} in {outcome.seconds:.1f}s (run {outcome.run_id})"
-        )
+        scope = f"for {outcome.days.label()}" if outcome.partitioned else "(rebuilt whole)"
+        if outcome.skipped:
+            print(f"{outcome.location}: SKIPPED: {len(outcome.assets)} asset(s) {scope}")
+        else:
+            print(
+                f"{outcome.location}: {status}: {len(outcome.assets)} asset(s) {scope} "
+                f"in {outcome.seconds:.1f}s (run {outcome.run_id})"
+            )
         for asset, summary in outcome.summaries.items():
             print(f"  {asset}: {summary}")
         for error in outcome.errors:
             print(f"  error: {error}", file=sys.stderr)
         for check in outcome.failed_checks:
             print(f"  failed check: {check}", file=sys.stderr)
-        if not outcome.success and outcome.log_path is not None:
+        if not outcome.success and not outcome.skipped and outcome.log_path is not None:
             print(f"  run output: {outcome.log_path}", file=sys.stderr)
         if not outcome.success:
             code = EXIT_FAILED

@@ -5,6 +5,7 @@ dbt invocation covers one day or a whole range. Models become materializations a
 become asset check results here, from dbt's own run results.
 """
 
+import contextlib
 import json
 import shutil
 import time
@@ -132,40 +133,75 @@ def _remove_finished_run_folders(runs_dir: Path, context: AssetExecutionContext)
             shutil.rmtree(folder, ignore_errors=True)
 
 
+PARTITIONED = "config.materialized:incremental"
+
+
 def build_dbt_assets(
     project_dir: Path,
     settings: PhloSettings,
     *,
     group_name: str,
     extra_vars: Mapping[str, Any] | None = None,
-) -> AssetsDefinition:
-    """All models of a dbt project as daily-partitioned assets; its tests as asset checks."""
+) -> list[AssetsDefinition]:
+    """The models of a dbt project as assets, their tests as asset checks: incremental models
+    (written a window of days at a time) daily-partitioned; the others (tables rebuilt whole,
+    such as marts) unpartitioned, so the UI shows what each run really writes."""
     manifest_path = prepare_project(project_dir, settings)
-    translator = PhloDbtTranslator(group_name)
     manifest_json = json.loads(manifest_path.read_text())
+    models = [n for n in manifest_json["nodes"].values() if n["resource_type"] == "model"]
+    incremental = [n for n in models if n["config"].get("materialized") == "incremental"]
+    built = []
+    if incremental:
+        built.append(
+            _dbt_models(
+                project_dir, settings, manifest_json, group_name, extra_vars, partitioned=True
+            )
+        )
+    if len(incremental) < len(models):
+        built.append(
+            _dbt_models(
+                project_dir, settings, manifest_json, group_name, extra_vars, partitioned=False
+            )
+        )
+    return built
+
+
+def _dbt_models(
+    project_dir: Path,
+    settings: PhloSettings,
+    manifest_json: Mapping[str, Any],
+    group_name: str,
+    extra_vars: Mapping[str, Any] | None,
+    *,
+    partitioned: bool,
+) -> AssetsDefinition:
+    translator = PhloDbtTranslator(group_name)
     model_keys = {
         node["name"]: translator.get_asset_key(node)
         for node in manifest_json["nodes"].values()
         if node["resource_type"] == "model"
+        and (node["config"].get("materialized") == "incremental") == partitioned
     }
     base_vars = {"timezone": settings.phlo_timezone, **(extra_vars or {})}
     runs_dir = target_path(project_dir, settings) / "runs"
 
     @dbt_assets(
         manifest=manifest_json,
-        name=f"{group_name}_dbt_models",
-        partitions_def=daily_partitions(settings),
-        backfill_policy=SINGLE_RUN,
+        name=f"{group_name}_dbt_{'models' if partitioned else 'tables'}",
+        select=PARTITIONED if partitioned else "fqn:*",
+        exclude=None if partitioned else PARTITIONED,
+        partitions_def=daily_partitions(settings) if partitioned else None,
+        backfill_policy=SINGLE_RUN if partitioned else None,
         dagster_dbt_translator=translator,
     )
     def _models(context: AssetExecutionContext) -> Iterator[Any]:
-        window = context.partition_time_window
-        days = window_days(window.start, window.end)
-        dbt_vars = {
-            **base_vars,
-            "start_date": days.start.isoformat(),
-            "end_date": days.end.isoformat(),
-        }
+        dbt_vars = dict(base_vars)
+        label = "every day (rebuilt whole)"
+        if partitioned:
+            window = context.partition_time_window
+            days = window_days(window.start, window.end)
+            dbt_vars |= {"start_date": days.start.isoformat(), "end_date": days.end.isoformat()}
+            label = days.label()
         selected = sorted(
             name for name, key in model_keys.items() if key in context.selected_asset_keys
         )
@@ -173,11 +209,12 @@ def build_dbt_assets(
         claim_run(context.instance, context.run.run_id, context.run.tags)
         manifest = parsed_manifest(project_dir, settings)
         _remove_finished_run_folders(runs_dir, context)
-        run_target = runs_dir / context.run.run_id
+        run_target = runs_dir / context.run.run_id / ("models" if partitioned else "tables")
         args = ["build", "--target-path", str(run_target), "--vars", json.dumps(dbt_vars)]
-        if len(selected) < len(model_keys):
-            args += ["--select", *selected]
-        context.log.info(f"dbt build of {len(selected)} model(s) for {days.label()}")
+        # A test runs in the step that builds the last of the models it reads (`buildable`):
+        # a mart's test that also reads a daily model runs with the mart, after both exist.
+        args += ["--select", *selected, "--indirect-selection", "buildable"]
+        context.log.info(f"dbt build of {len(selected)} model(s) for {label}")
         try:
             run_target.mkdir(parents=True, exist_ok=True)
             # One writer at a time per lakehouse: dbt does not retry a commit that meets
@@ -188,5 +225,7 @@ def build_dbt_assets(
             yield from _build_events(result, checks, models, settings)
         finally:
             shutil.rmtree(run_target, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                run_target.parent.rmdir()  # unless the run's other dbt step still uses it
 
     return _models

@@ -4,7 +4,8 @@ A location takes part by having a `demo` module next to its definitions with `DA
 DayRange), `SELECTION`, `REPORTS` (title, SQL), `SOURCE` (what serves the sample, for the
 user), `EXPLORE_SQL` (a query to suggest afterwards) and `sample_source(settings)`, a context
 manager that serves the sample data over the source's real protocol and yields settings
-overrides.
+overrides. A location without a source of its own (one that only reads others' tables) has
+just `REPORTS` and `EXPLORE_SQL`: shown once the runs before it succeeded, in workspace order.
 The demo writes to its own lakehouse and Dagster instance under PHLO_HOME/demo, so sample data
 never mixes with real data.
 """
@@ -70,21 +71,29 @@ def run_demo(
     reports: list[DemoReport] = []
     explore: list[str] = []
     for location, module in demo_modules(settings).items():
+        explore.append(module.EXPLORE_SQL)
+        selection = getattr(module, "SELECTION", None)
+        if selection is None:
+            # Only shows what other locations' runs built (their `+` selections reach it).
+            if outcomes and all(outcome.success for outcome in outcomes):
+                for title, sql in module.REPORTS:
+                    reports.append(DemoReport(location, title, query(sql, base)))
+            continue
         if on_source:
             on_source(location, module.SOURCE)
-        explore.append(module.EXPLORE_SQL)
         with module.sample_source(base) as overrides:
             start = min(base.phlo_partition_start, module.DAYS.start)
             run_settings = with_overrides(base, **overrides, phlo_partition_start=start)
-            outcomes += materialize(
-                module.SELECTION,
+            ran = materialize(
+                selection,
                 module.DAYS,
                 run_settings,
                 on_start=on_start,
                 on_progress=on_progress,
                 log_level="CRITICAL",
             )
-            if outcomes and outcomes[-1].success:
+            outcomes += ran
+            if ran and all(outcome.success for outcome in ran):
                 for title, sql in module.REPORTS:
                     reports.append(DemoReport(location, title, query(sql, run_settings)))
     return DemoResult(base, outcomes, reports, explore)

@@ -12,7 +12,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,6 +102,7 @@ class LocationPlan:
     location: LocationRef
     definitions: Definitions
     keys: list[AssetKey]
+    after: set[str] = field(default_factory=set)  # locations whose selected assets it reads
 
 
 @dataclass
@@ -116,6 +117,8 @@ class RunOutcome:
     errors: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     summaries: dict[str, str] = field(default_factory=dict)
+    skipped: bool = False  # not run, because a location it reads from failed
+    partitioned: bool = True  # False: tables rebuilt whole, the days did not apply
 
 
 def _failure_message(failure: StepFailureData) -> str:
@@ -177,34 +180,97 @@ def parse_selection(selection: str) -> list[tuple[str, bool, bool]]:
     return tokens
 
 
+def _asset_owners(plans: list[LocationPlan]) -> dict[str, list[LocationPlan]]:
+    """Which locations define (materialize) each asset name."""
+    owners: dict[str, list[LocationPlan]] = {}
+    for plan in plans:
+        graph = plan.definitions.resolve_asset_graph()
+        for key in graph.materializable_asset_keys:
+            owners.setdefault(key.to_user_string(), []).append(plan)
+    return owners
+
+
+def _in_dependency_order(plans: list[LocationPlan]) -> list[LocationPlan]:
+    """Locations whose assets read another location's assets run after it (workspace order
+    otherwise)."""
+    produced = {key: plan for plan in plans for key in plan.keys}
+    ordered: list[LocationPlan] = []
+
+    def visit(plan: LocationPlan, path: tuple[str, ...]) -> None:
+        if plan in ordered or plan.location.name in path:
+            return
+        graph = plan.definitions.resolve_asset_graph()
+        for key in plan.keys:
+            for parent in graph.get(key).parent_keys:
+                upstream = produced.get(parent)
+                if upstream is not None and upstream is not plan:
+                    plan.after.add(upstream.location.name)
+                    visit(upstream, (*path, plan.location.name))
+        ordered.append(plan)
+
+    for plan in plans:
+        visit(plan, ())
+    return ordered
+
+
+def _add_keys(plan: LocationPlan, keys: Iterable[AssetKey]) -> set[AssetKey]:
+    """Add the materializable ones among `keys` to the plan; the ones that were new."""
+    graph = plan.definitions.resolve_asset_graph()
+    new = {key for key in keys if key not in plan.keys and graph.get(key).is_materializable}
+    plan.keys.extend(sorted(new, key=lambda key: key.to_user_string()))
+    return new
+
+
+def _add_readers(plans: list[LocationPlan], owner: LocationPlan, keys: set[AssetKey]) -> None:
+    """Everything downstream of `keys` in the other locations that read them (and in those
+    that read what those build, and so on)."""
+    from dagster import AssetSelection
+
+    pending = keys
+    while pending:
+        found: set[AssetKey] = set()
+        for plan in plans:
+            if plan is owner:
+                continue
+            graph = plan.definitions.resolve_asset_graph()
+            seeds = [key for key in pending if graph.has(key)]
+            if seeds:
+                found |= _add_keys(plan, AssetSelection.assets(*seeds).downstream().resolve(graph))
+        pending = found
+
+
 def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]:
     """Which assets of which location a selection means: `a,b` names, `a+` a and everything
-    downstream, `+a` a and everything upstream."""
+    downstream (in any location that reads it), `+a` a and everything upstream in its own
+    location. A name defined by two locations is an error."""
     from dagster import AssetKey, AssetSelection
 
     tokens = parse_selection(selection)
     use_settings(settings)
-    plans: list[LocationPlan] = []
-    known: dict[str, LocationPlan] = {}
-    for ref in location_refs(settings):
-        plan = LocationPlan(ref, load_definitions(ref), [])
-        for key in plan.definitions.resolve_asset_graph().get_all_asset_keys():
-            known[key.to_user_string()] = plan
-        plans.append(plan)
+    plans = [LocationPlan(ref, load_definitions(ref), []) for ref in location_refs(settings)]
+    owners = _asset_owners(plans)
     for name, upstream, downstream in tokens:
-        if name not in known:
-            listing = ", ".join(sorted(known))
+        if name not in owners:
+            listing = ", ".join(sorted(owners))
             raise SelectionError(f"unknown asset {name!r}; known assets: {listing}")
-        plan = known[name]
+        if len(owners[name]) > 1:
+            where = " and ".join(plan.location.name for plan in owners[name])
+            raise SelectionError(
+                f"asset {name!r} is defined in two code locations ({where}): rename one of "
+                "them; an asset name must be unique across the workspace"
+            )
+        owner = owners[name][0]
+        graph = owner.definitions.resolve_asset_graph()
         chosen = AssetSelection.assets(AssetKey.from_user_string(name))
         if downstream:
             chosen = chosen.downstream()
         if upstream:
             chosen = chosen.upstream()
-        for key in chosen.resolve(plan.definitions.resolve_asset_graph()):
-            if key not in plan.keys:
-                plan.keys.append(key)
-    return [plan for plan in plans if plan.keys]
+        resolved = chosen.resolve(graph)
+        _add_keys(owner, resolved)
+        if downstream:
+            _add_readers(plans, owner, set(resolved))
+    return _in_dependency_order([plan for plan in plans if plan.keys])
 
 
 @dataclass(frozen=True)
@@ -279,9 +345,25 @@ def materialize(
         preflight(plan.location, settings, [k.to_user_string() for k in plan.keys])
     instance = instance_for(settings)
     extra_tags = {**process_tags(), **({ALLOW_SHRINK_TAG: "true"} if allow_shrink else {})}
-    outcomes = []
+    outcomes: list[RunOutcome] = []
     for plan in plans:
         names = sorted(k.to_user_string() for k in plan.keys)
+        failed = sorted(o.location for o in outcomes if not o.success and o.location in plan.after)
+        if failed:
+            # Its inputs were not rebuilt: running it would publish stale or partial data.
+            outcomes.append(
+                RunOutcome(
+                    plan.location.name,
+                    "",
+                    False,
+                    names,
+                    days,
+                    0.0,
+                    errors=[f"not run: it reads assets of {', '.join(failed)}, which failed"],
+                    skipped=True,
+                )
+            )
+            continue
         if on_start:
             on_start(plan.location.name, names)
         outcomes.append(
@@ -309,8 +391,12 @@ def _run(
         "phlo/location": plan.location.name,
         **extra_tags,
     }
+    graph = plan.definitions.resolve_asset_graph()
+    partitioned = any(graph.get(key).partitions_def is not None for key in plan.keys)
     partition_key = None
-    if len(days) == 1:
+    if not partitioned:
+        pass  # tables rebuilt whole: the days do not apply
+    elif len(days) == 1:
         partition_key = days.start.isoformat()
     else:
         tags["dagster/asset_partition_range_start"] = days.start.isoformat()
@@ -378,4 +464,5 @@ def _run(
         errors=errors,
         failed_checks=failed_checks,
         summaries=summaries,
+        partitioned=partitioned,
     )

@@ -62,6 +62,22 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _reason(response: httpx.Response) -> str:
+    """The reason a JSON API gave for refusing a request (`reason`, `message` or `error` as
+    text), as `: reason`, redacted and on one line; empty when it gave none."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    for key in ("reason", "message", "error"):
+        value = body.get(key)
+        if isinstance(value, str) and value.strip():
+            return ": " + redact(" ".join(value.split()))[:300]
+    return ""
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
@@ -174,7 +190,10 @@ class RetryingClient:
                 f"{response.status_code}){hint}"
             )
         if response.is_error:
-            raise SourceError(f"{self.name} error: GET {url} returned HTTP {response.status_code}")
+            raise SourceError(
+                f"{self.name} error: GET {url} returned HTTP {response.status_code}"
+                f"{_reason(response)}"
+            )
         try:
             return response.json()
         except ValueError:

@@ -41,7 +41,7 @@ def build_definitions() -> Definitions:
     nightly = daily_schedule(daily_job.name, settings)
     return Definitions(
         schedules=[nightly, maintenance_schedule(settings)],
-        assets=[ingestion, models],
+        assets=[ingestion, *models],
         jobs=[daily_job, maintenance_job(settings)],
         # Runs launched from the UI or a schedule: one process, as `phlo materialize` does
         # (the multiprocess executor re-imports everything per step: 8-11 s a run here).

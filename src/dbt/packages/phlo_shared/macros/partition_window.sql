@@ -35,3 +35,21 @@
         timezone('{{ timezone }}', cast({{ date_column }} + interval 1 day as timestamp))
     )
 {%- endmacro %}
+
+{#-
+  A source table of another location, or, while that location has not written it yet, an
+  empty relation with the columns given (name: type), so a model that reads two domains builds
+  on a lakehouse where only one of them has run. Call it with `source(...)` so the dependency
+  is still in the manifest (and in Dagster's lineage).
+-#}
+{% macro existing_or_empty(relation, columns) -%}
+    {%- if execute and adapter.get_relation(
+        database=relation.database, schema=relation.schema, identifier=relation.identifier
+    ) is none -%}
+        (select {% for name, type in columns.items() -%}
+            cast(null as {{ type }}) as {{ name }}{{ "," if not loop.last }}
+        {% endfor %} where false)
+    {%- else -%}
+        {{ relation }}
+    {%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,48 @@
+"""Dagster code location `insights`: marts that put domains side by side.
+
+The domains never read each other (nightscout knows nothing of weather, nor weather of
+glucose); this location reads both, so every dependency points one way: into it. Its models
+read the other locations' tables as dbt sources mapped to their assets, so Dagster's lineage
+crosses locations, and `phlo materialize dlt_weather_observations+` reaches its marts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import (
+    AssetSelection,
+    Definitions,
+    define_asset_job,
+    definitions,
+    in_process_executor,
+)
+
+from locations.insights.settings import insights_settings
+from phlo_core.dbt_assets import build_dbt_assets
+from phlo_core.settings import get_settings
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "insights"
+
+
+def build_definitions() -> Definitions:
+    settings = get_settings()
+    own = insights_settings(settings)
+    models = build_dbt_assets(
+        DBT_PROJECT_DIR,
+        settings,
+        group_name="insights",
+        extra_vars={"weather_place": own.insights_weather_place},
+    )
+    job = define_asset_job(
+        "insights_pipeline",
+        selection=AssetSelection.groups("insights"),
+        description="Rebuild the cross-domain marts from the domains' daily tables.",
+    )
+    return Definitions(assets=models, jobs=[job], executor=in_process_executor)
+
+
+@definitions
+def defs() -> Definitions:
+    """Loaded lazily, so that importing the module builds nothing (settings may change first)."""
+    return build_definitions()

@@ -1,0 +1,118 @@
+"""The weather ingestion asset: core's ingestion building block, given what only this source
+knows (which UTC days to ask Open-Meteo for, the validation rules, the completeness warning)."""
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition, MetadataValue
+
+from locations.weather.client import OpenMeteoClient
+from locations.weather.ingest import (
+    OBSERVATIONS_TABLE,
+    REJECTED_TABLE,
+    WeatherBatch,
+    batch_writes,
+    prepare_batch,
+)
+from locations.weather.settings import weather_settings
+from phlo_core.calendar import DayRange, today, utc_bounds
+from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, ingestion_asset
+from phlo_core.settings import PhloSettings
+
+ASSET_NAME = "dlt_weather_observations"
+COMPLETE_CHECK = "hours_complete"
+
+
+def _day_table(batch: WeatherBatch) -> str:
+    lines = [
+        "| day | expected hours | missing | duplicates | rejected | loaded |",
+        "|---|---|---|---|---|---|",
+    ]
+    for day, s in sorted(batch.stats.items()):
+        lines.append(
+            f"| {day} | {s.expected} | {s.missing} | {s.duplicates} | "
+            f"{s.rejected} ({s.rejected_pct:.1f}%) | {s.loaded} |"
+        )
+    return "\n".join(lines)
+
+
+def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
+    own = weather_settings(settings)
+    places = own.places
+
+    def prepare(context: AssetExecutionContext, days: DayRange) -> Batch:
+        start, end = utc_bounds(days, settings.timezone)
+        last = (end - dt.timedelta(microseconds=1)).date()
+        with OpenMeteoClient.from_settings(settings) as client:
+            fetched = client.fetch(places, start.date(), last, today(ZoneInfo("UTC")))
+        context.log.info(
+            f"fetched {len(fetched.hours)} hours for {len(places)} place(s), UTC days "
+            f"{start.date()}..{last}, in {fetched.requests} request(s)"
+        )
+        batch = prepare_batch(fetched.hours, days, settings.timezone, len(places))
+        totals = batch.totals()
+        incomplete = [
+            f"{day}: {s.missing} of {s.expected} hours missing"
+            for day, s in sorted(batch.stats.items())
+            if s.missing
+        ]
+        return Batch(
+            days=days,
+            writes=batch_writes(batch),
+            loaded={day: s.loaded for day, s in batch.stats.items()},
+            rejected={day: s.rejected for day, s in batch.stats.items()},
+            rejected_reasons=[str(reason) for reason in batch.rejected["reason"]],
+            summary=(
+                f"{totals.loaded} hourly observations loaded for {len(places)} place(s), "
+                f"{totals.rejected} rejected, {totals.missing} hours missing "
+                f"({len(batch.stats)} day(s), {fetched.requests} request(s))"
+            ),
+            metadata={
+                "days": MetadataValue.md(_day_table(batch)),
+                "places": ", ".join(place.name for place in places),
+                "rows_loaded": totals.loaded,
+                "rows_rejected": totals.rejected,
+                "hours_missing": totals.missing,
+                "duplicates_dropped": totals.duplicates,
+                "requests": fetched.requests,
+            },
+            warnings=[
+                CheckWarning(
+                    COMPLETE_CHECK,
+                    passed=not incomplete,
+                    detail=(
+                        f"INCOMPLETE ({'; '.join(incomplete[:5])}"
+                        f"{'; ...' if len(incomplete) > 5 else ''}): the source has no values "
+                        "for those hours yet; materialize the days again later"
+                    ),
+                    metadata={"incomplete_days": "; ".join(incomplete) or "none"},
+                )
+            ],
+        )
+
+    return ingestion_asset(
+        IngestionSpec(
+            name=ASSET_NAME,
+            group="weather",
+            description=(
+                "Hourly weather from Open-Meteo (archive, and forecast for the latest days) for "
+                f"every place in WEATHER_PLACES, one local day a partition, into "
+                f"lake.{OBSERVATIONS_TABLE} (rows failing validation: lake.{REJECTED_TABLE})."
+            ),
+            prepare=prepare,
+            max_rejected_pct=own.weather_max_rejected_pct,
+            rows_noun="hourly observations",
+            warning_checks=[
+                AssetCheckSpec(
+                    COMPLETE_CHECK,
+                    asset=ASSET_NAME,
+                    blocking=False,
+                    description=(
+                        "Every place has every hour of each day (23 or 25 on daylight-saving "
+                        "days); a warning: the archive lags, the day still loads."
+                    ),
+                )
+            ],
+        ),
+        settings,
+    )

@@ -1,0 +1,43 @@
+"""Dagster code location `weather`: hourly Open-Meteo weather for WEATHER_PLACES, to marts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dagster import (
+    AssetSelection,
+    Definitions,
+    define_asset_job,
+    definitions,
+    in_process_executor,
+)
+
+from locations.weather.assets import build_ingestion_asset
+from phlo_core.dbt_assets import build_dbt_assets
+from phlo_core.partitions import daily_schedule
+from phlo_core.settings import get_settings
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "weather"
+
+
+def build_definitions() -> Definitions:
+    settings = get_settings()
+    ingestion = build_ingestion_asset(settings)
+    models = build_dbt_assets(DBT_PROJECT_DIR, settings, group_name="weather")
+    daily_job = define_asset_job(
+        "weather_pipeline",
+        selection=AssetSelection.groups("weather"),
+        description="Ingest a day of hourly weather for every place and build the weather models.",
+    )
+    return Definitions(
+        schedules=[daily_schedule(daily_job.name, settings, minute=20)],
+        assets=[ingestion, *models],
+        jobs=[daily_job],
+        executor=in_process_executor,
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    """Loaded lazily, so that importing the module builds nothing (settings may change first)."""
+    return build_definitions()

@@ -1,0 +1,229 @@
+"""From Open-Meteo's hourly series to validated rows of `raw.weather_observations`.
+
+A local day (PHLO_TIMEZONE) holds exactly its own hours: 24, or 23 / 25 on daylight-saving
+days. Hours outside the window (the request covers whole UTC days) are not used. Hours the
+source has no value for at all (the archive's latest hours) are counted as missing, not loaded.
+The same place and hour twice keeps the first. Values are validated by a Pandera schema; failing
+hours go to `raw.weather_observations_rejected` with their reasons.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow
+
+from locations.weather.client import VARIABLES, Hour
+from phlo_core.calendar import DayRange, utc_bounds
+from phlo_core.lakehouse import PartitionWrite
+from phlo_core.quality import split_by_schema
+
+OBSERVATIONS_TABLE = "raw.weather_observations"
+REJECTED_TABLE = "raw.weather_observations_rejected"
+OBSERVATION_COLUMNS = {
+    "partition_date": "date",
+    "place": "varchar",
+    "latitude": "double",
+    "longitude": "double",
+    "observed_at": "timestamptz",
+    "temperature_2m": "double",
+    "relative_humidity_2m": "integer",
+    "precipitation": "double",
+    "weather_code": "integer",
+    "wind_speed_10m": "double",
+    "pressure_msl": "double",
+    "source": "varchar",
+}
+REJECTED_COLUMNS = {
+    "partition_date": "date",
+    "place": "varchar",
+    "observed_at": "timestamptz",
+    "reason": "varchar",
+    "payload": "varchar",
+}
+# WMO weather interpretation codes, as Open-Meteo documents them.
+WMO_CODES = [0, 1, 2, 3, 45, 48, 51, 53, 55, 56, 57, 61, 63, 65, 66, 67, 71, 73, 75, 77]
+WMO_CODES += [80, 81, 82, 85, 86, 95, 96, 99]
+_WHOLE = ("relative_humidity_2m", "weather_code")
+
+
+def observation_schema() -> pa.DataFrameSchema:
+    def number(low: float, high: float) -> pa.Column:
+        return pa.Column("float64", pa.Check.in_range(low, high), nullable=True)
+
+    return pa.DataFrameSchema(
+        {
+            "temperature_2m": number(-90, 60),
+            "relative_humidity_2m": pa.Column("Int64", pa.Check.in_range(0, 100), nullable=True),
+            "precipitation": number(0, 500),
+            "weather_code": pa.Column("Int64", pa.Check.isin(WMO_CODES), nullable=True),
+            "wind_speed_10m": number(0, 500),
+            "pressure_msl": number(850, 1100),
+        },
+        name="open_meteo_hourly_observation",
+        strict=False,
+    )
+
+
+@dataclass
+class DayStats:
+    expected: int = 0  # hours in the local day x places
+    missing: int = 0  # hours the source sent nothing for
+    duplicates: int = 0
+    rejected: int = 0
+    loaded: int = 0
+
+    @property
+    def rejected_pct(self) -> float:
+        candidates = self.rejected + self.loaded
+        return 100.0 * self.rejected / candidates if candidates else 0.0
+
+
+@dataclass
+class WeatherBatch:
+    days: DayRange
+    rows: pd.DataFrame
+    rejected: pd.DataFrame
+    stats: dict[dt.date, DayStats] = field(default_factory=dict)
+
+    def totals(self) -> DayStats:
+        total = DayStats()
+        for s in self.stats.values():
+            for name in vars(total):
+                setattr(total, name, getattr(total, name) + getattr(s, name))
+        return total
+
+
+def _number(value: object, whole: bool) -> tuple[float | int | None, bool]:
+    """(value, ok): None is a missing value; anything not a finite number (or not whole where a
+    whole number is due) is not ok."""
+    if value is None:
+        return None, True
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, False
+    if not math.isfinite(value):
+        return None, False
+    if whole:
+        return (int(value), True) if value == int(value) else (None, False)
+    return float(value), True
+
+
+def _candidate(hour: Hour, day: dt.date) -> dict[str, Any]:
+    candidate: dict[str, Any] = {
+        "partition_date": day,
+        "place": hour.place.name,
+        "latitude": hour.place.latitude,
+        "longitude": hour.place.longitude,
+        "observed_at": hour.observed_at,
+        "source": hour.source,
+        "payload": json.dumps(
+            {"place": hour.place.name, "time": hour.observed_at.isoformat(), **hour.values},
+            default=str,
+        ),
+    }
+    problems = []
+    for name in VARIABLES:
+        raw = hour.values.get(name)
+        candidate[name], ok = _number(raw, name in _WHOLE)
+        if not ok:
+            kind = "a whole number" if name in _WHOLE else "a number"
+            problems.append(f"{name}: not {kind} (got {str(raw)[:40]!r})")
+    candidate["reason"] = "; ".join(problems) or None
+    return candidate
+
+
+def _frame(records: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
+    dtypes = {
+        "double": "float64",
+        "integer": "Int64",
+        "varchar": "str",
+        "date": "object",
+        "timestamptz": "datetime64[us, UTC]",
+    }
+    return pd.DataFrame(
+        {
+            name: pd.Series([r.get(name) for r in records], dtype=dtypes[kind])
+            for name, kind in columns.items()
+        }
+    )
+
+
+def expected_hours(day: dt.date, tz: ZoneInfo) -> int:
+    start, end = utc_bounds(DayRange(day, day + dt.timedelta(days=1)), tz)
+    return int((end - start).total_seconds() // 3600)
+
+
+def prepare_batch(hours: Iterable[Hour], days: DayRange, tz: ZoneInfo, places: int) -> WeatherBatch:
+    start, end = utc_bounds(days, tz)
+    stats = {day: DayStats(expected=expected_hours(day, tz) * places) for day in days.days()}
+    seen: set[tuple[str, dt.datetime]] = set()
+    candidates: list[dict[str, Any]] = []
+    unparseable: list[dict[str, Any]] = []
+    for hour in hours:
+        if not start <= hour.observed_at < end:
+            continue
+        day = hour.observed_at.astimezone(tz).date()
+        key = (hour.place.name, hour.observed_at)
+        if key in seen:
+            stats[day].duplicates += 1
+            continue
+        seen.add(key)
+        if all(hour.values.get(name) is None for name in VARIABLES):
+            continue  # the source has nothing for this hour yet: counted as missing below
+        candidate = _candidate(hour, day)
+        if candidate["reason"]:
+            stats[day].rejected += 1
+            unparseable.append(candidate)
+        else:
+            candidates.append(candidate)
+    received = Counter(c["partition_date"] for c in (*candidates, *unparseable))
+    for day, s in stats.items():
+        s.missing = max(0, s.expected - received[day])
+
+    frame = _frame(candidates, {**OBSERVATION_COLUMNS, "payload": "varchar"})
+    split = split_by_schema(frame, observation_schema())
+    for day in split.rejected["partition_date"]:
+        stats[day].rejected += 1
+    for day in split.valid["partition_date"]:
+        stats[day].loaded += 1
+    rows = split.valid.loc[:, list(OBSERVATION_COLUMNS)].reset_index(drop=True)
+    rejected = pd.concat(
+        [_frame(unparseable, REJECTED_COLUMNS), split.rejected.loc[:, list(REJECTED_COLUMNS)]],
+        ignore_index=True,
+    )
+    return WeatherBatch(days, rows, rejected, stats)
+
+
+def batch_writes(batch: WeatherBatch) -> list[PartitionWrite]:
+    """The batch's days in both tables, observations first (the table a shrink is measured on)."""
+
+    def arrow(frame: pd.DataFrame) -> pyarrow.Table:
+        return pyarrow.Table.from_pandas(frame, preserve_index=False)
+
+    return [
+        PartitionWrite(
+            OBSERVATIONS_TABLE,
+            OBSERVATION_COLUMNS,
+            "partition_date",
+            batch.days.start,
+            batch.days.end,
+            arrow(batch.rows),
+        ),
+        PartitionWrite(
+            REJECTED_TABLE,
+            REJECTED_COLUMNS,
+            "partition_date",
+            batch.days.start,
+            batch.days.end,
+            arrow(batch.rejected),
+        ),
+    ]
