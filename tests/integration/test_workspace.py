@@ -1,0 +1,117 @@
+"""Code locations plug in through the workspace file: each loads on its own with only its own
+settings, the workspace loads them all, and selections find names in whichever defines them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey
+
+from phlo_core.engine import SelectionError, plan_selection
+from phlo_core.settings import PhloSettings, use_settings
+from phlo_core.workspace import load_definitions, location_ref, location_refs
+
+WEATHER_ASSETS = {
+    "dlt_weather_observations",
+    "stg_weather_observations",
+    "fct_weather_readings",
+    "fct_daily_weather",
+    "mrt_daily_weather_summary",
+}
+
+
+def workspace(tmp_path: Path, *locations: tuple[str, str]) -> Path:
+    lines = ["load_from:"]
+    for name, module in locations:
+        lines += [
+            "  - python_module:",
+            f"      module_name: {module}",
+            f"      location_name: {name}",
+        ]
+    path = tmp_path / "workspace.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_the_weather_location_loads_with_only_its_own_settings(
+    make_settings: Callable[..., PhloSettings], tmp_path: Path
+) -> None:
+    """No Nightscout setting anywhere: the weather location does not need one."""
+    only_weather = workspace(tmp_path, ("weather", "locations.weather.definitions"))
+    settings = make_settings(phlo_workspace=only_weather, weather_places="oslo=59.91,10.75")
+    use_settings(settings)
+    [ref] = location_refs(settings)
+    defs = load_definitions(ref)
+    graph = defs.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.materializable_asset_keys} == WEATHER_ASSETS
+    checked = {check.asset_key.to_user_string() for check in graph.asset_check_keys}
+    assert checked == WEATHER_ASSETS  # every asset is tested
+    assert graph.get(AssetKey("stg_weather_observations")).parent_keys == {
+        AssetKey("dlt_weather_observations")
+    }
+    # Marts are rebuilt whole: not partitioned; the daily layers are.
+    assert graph.get(AssetKey("mrt_daily_weather_summary")).partitions_def is None
+    assert graph.get(AssetKey("fct_daily_weather")).partitions_def is not None
+    assert defs.resolve_job_def("weather_pipeline").name == "weather_pipeline"
+    assert defs.resolve_schedule_def("weather_pipeline_schedule").cron_schedule == "20 1 * * *"
+    assert plan_selection("dlt_weather_observations+", settings)[0].location.name == "weather"
+
+
+def test_the_workspace_loads_every_location(make_settings: Callable[..., PhloSettings]) -> None:
+    settings = make_settings()
+    use_settings(settings)
+    names = [ref.name for ref in location_refs(settings)]
+    assert names == ["nightscout", "weather", "insights"]
+    jobs = {
+        name: {
+            job.name
+            for job in load_definitions(location_ref(settings, name)).resolve_all_job_defs()
+        }
+        for name in names
+    }
+    assert "glucose_pipeline" in jobs["nightscout"]
+    assert "weather_pipeline" in jobs["weather"]
+    assert "insights_pipeline" in jobs["insights"]
+
+
+def test_a_selection_reaches_the_locations_that_read_it(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    settings = make_settings()
+
+    def planned(selection: str) -> list[tuple[str, list[str]]]:
+        return [
+            (plan.location.name, sorted(k.to_user_string() for k in plan.keys))
+            for plan in plan_selection(selection, settings)
+        ]
+
+    assert planned("dlt_weather_observations+") == [
+        ("weather", sorted(WEATHER_ASSETS)),
+        ("insights", ["mrt_glucose_weather_daily"]),
+    ]
+    glucose = planned("fct_daily_glucose_metrics+")
+    assert [location for location, _ in glucose] == ["nightscout", "insights"]
+    # Dependency order, whatever order the selection names them in.
+    assert [name for name, _ in planned("mrt_glucose_weather_daily,dlt_weather_observations")] == [
+        "weather",
+        "insights",
+    ]
+    assert planned("mrt_glucose_weather_daily") == [("insights", ["mrt_glucose_weather_daily"])]
+
+
+def test_a_name_defined_in_two_locations_is_an_error_that_says_so(
+    make_settings: Callable[..., PhloSettings], tmp_path: Path
+) -> None:
+    twice = workspace(
+        tmp_path,
+        ("weather", "locations.weather.definitions"),
+        ("weather_copy", "locations.weather.definitions"),
+    )
+    settings = make_settings(phlo_workspace=twice)
+    with pytest.raises(SelectionError) as error:
+        plan_selection("fct_daily_weather", settings)
+    assert "'fct_daily_weather' is defined in two code locations (weather and weather_copy)" in str(
+        error.value
+    )
