@@ -384,7 +384,7 @@ def test_a_run_launched_outside_phlo_is_tagged_with_its_process(
 
     from dagster import AssetKey
 
-    from phlo_core.engine import instance_for
+    from phlo_core.instance import instance_for
     from phlo_core.orphans import PID_TAG
     from phlo_core.settings import use_settings
     from phlo_core.workspace import load_definitions, location_ref

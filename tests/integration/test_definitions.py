@@ -54,7 +54,7 @@ def test_the_location_defines_every_asset_and_its_checks(
     assert request.partition_key == "2024-03-09"
 
 
-def test_the_location_runs_lakehouse_maintenance_nightly(
+def test_the_lakehouse_location_runs_maintenance_nightly(
     make_settings: Callable[..., PhloSettings],
 ) -> None:
     from dagster import DagsterInstance
@@ -63,7 +63,7 @@ def test_the_location_runs_lakehouse_maintenance_nightly(
 
     settings = make_settings()
     use_settings(settings)
-    ref = location_ref(settings, "nightscout")
+    ref = location_ref(settings, "lakehouse")
     defs = load_definitions(ref)
     schedule = defs.resolve_schedule_def("lakehouse_maintenance_schedule")
     assert schedule.cron_schedule == "30 3 * * *"

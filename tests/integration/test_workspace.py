@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey
 
-from phlo_core.engine import SelectionError, plan_selection
+from phlo_core.selection import SelectionError, plan_selection
 from phlo_core.settings import PhloSettings, use_settings
 from phlo_core.workspace import load_definitions, location_ref, location_refs
 
@@ -63,7 +63,7 @@ def test_the_workspace_loads_every_location(make_settings: Callable[..., PhloSet
     settings = make_settings()
     use_settings(settings)
     names = [ref.name for ref in location_refs(settings)]
-    assert names == ["nightscout", "weather", "insights"]
+    assert names == ["nightscout", "weather", "insights", "lakehouse"]
     jobs = {
         name: {
             job.name
@@ -74,6 +74,8 @@ def test_the_workspace_loads_every_location(make_settings: Callable[..., PhloSet
     assert "glucose_pipeline" in jobs["nightscout"]
     assert "weather_pipeline" in jobs["weather"]
     assert "insights_pipeline" in jobs["insights"]
+    # One maintenance job for the whole lakehouse, in no domain's location.
+    assert [n for n, found in jobs.items() if "lakehouse_maintenance" in found] == ["lakehouse"]
 
 
 def test_a_selection_reaches_the_locations_that_read_it(

@@ -16,7 +16,8 @@ from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
 
 if TYPE_CHECKING:  # for annotations only: these modules load inside the commands
-    from phlo_core.engine import ProgressCallback, RunOutcome
+    from phlo_core.engine import RunOutcome
+    from phlo_core.progress import ProgressCallback
     from phlo_core.settings import PhloSettings
 
 EXIT_FAILED = 1
@@ -55,7 +56,7 @@ def _settings() -> PhloSettings:
 def _progress_printer(verbose: bool, days_label: str | None = None) -> ProgressCallback:
     """Progress lines on stderr. A range run materializes every asset once per day; unless
     verbose, each asset is reported once, labelled with the whole range."""
-    from phlo_core.engine import Progress
+    from phlo_core.progress import Progress
 
     started = time.perf_counter()
     seen: set[str] = set()
@@ -128,8 +129,9 @@ def materialize(
         nothing is written.
     """
     from phlo_core.calendar import PartitionError, parse_day_range
-    from phlo_core.engine import SelectionError, validate_days
     from phlo_core.engine import materialize as run_materialize
+    from phlo_core.engine import validate_days
+    from phlo_core.selection import SelectionError
     from phlo_core.workspace import WorkspaceError
 
     settings = _settings()

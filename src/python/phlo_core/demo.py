@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 
-from phlo_core.engine import ProgressCallback, RunOutcome, materialize
+from phlo_core.engine import RunOutcome, materialize
 from phlo_core.lakehouse import QueryResult, query
+from phlo_core.progress import ProgressCallback
 from phlo_core.settings import PhloSettings, with_overrides
 from phlo_core.workspace import location_refs
 
@@ -43,8 +44,11 @@ def demo_modules(settings: PhloSettings) -> dict[str, ModuleType]:
     modules = {}
     for ref in location_refs(settings):
         name = f"{ref.package}.demo"
-        if importlib.util.find_spec(name) is not None:
-            modules[ref.name] = importlib.import_module(name)
+        if importlib.util.find_spec(name) is None:
+            continue
+        module = importlib.import_module(name)
+        if hasattr(module, "REPORTS"):  # not a location's demo (this module, for one)
+            modules[ref.name] = module
     return modules
 
 

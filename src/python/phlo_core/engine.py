@@ -1,108 +1,46 @@
-"""The run engine: resolve an asset selection, run it in-process against the Dagster instance.
+"""The run engine: run a selection in-process against the Dagster instance, one run per code
+location, and report what each run did.
 
 Runs are in-process (no subprocess per step: the multiprocess executor costs 8-11 s a run on two
 cores) and recorded in the instance under DAGSTER_HOME, so they show in Dagster's UI. A range
 of days is ONE run (Dagster's partition-range tags): every asset is built once for the window.
+What a selection means is `phlo_core.selection`; the instance `phlo_core.instance`; following
+a run and Ctrl-C `phlo_core.progress`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phlo_core.calendar import DayRange, check_within, today
-from phlo_core.locks import file_lock, write_atomically
-from phlo_core.orphans import fail_orphaned_runs, process_tags
-from phlo_core.settings import PhloSettings, use_settings
-from phlo_core.shrink import ALLOW_SHRINK_TAG
-from phlo_core.workspace import (
-    REPO_ROOT,
-    LocationRef,
-    load_definitions,
-    location_refs,
-    preflight,
+from phlo_core.instance import instance_for, run_log_path
+from phlo_core.orphans import process_tags
+from phlo_core.progress import (
+    ProgressCallback,
+    RunInterruptedError,
+    RunWatcher,
+    cancel_on_interrupt,
+    mark_canceled,
 )
+from phlo_core.selection import LocationPlan, plan_selection
+from phlo_core.settings import PhloSettings
+from phlo_core.shrink import ALLOW_SHRINK_TAG
+from phlo_core.workspace import preflight
 
 if TYPE_CHECKING:
-    from dagster import AssetKey, DagsterInstance, Definitions
+    from dagster import DagsterInstance
     from dagster._core.execution.plan.objects import StepFailureData
 
 
 # Metadata key an asset may set to a one-line, human summary of what it did; `phlo` prints it.
 SUMMARY_KEY = "summary"
-
-
-class SelectionError(ValueError):
-    """The asset selection names an asset no code location has; the message lists the known."""
-
-
-class RunInterruptedError(KeyboardInterrupt):
-    """Ctrl-C (SIGINT or SIGTERM) stopped a run; the instance records it as CANCELED."""
-
-    def __init__(self, run_id: str) -> None:
-        super().__init__(run_id)
-        self.run_id = run_id
-
-
-CANCEL_MESSAGE = "interrupted (Ctrl-C, SIGINT or SIGTERM): canceled"
-
-
-def _by_interrupt(failure: StepFailureData) -> bool:
-    """Whether Ctrl-C failed the step: Dagster saw the interrupt itself, or code in the step
-    wrapped it (DuckDB turns it into "Query interrupted", phlo into LakehouseError)."""
-    from dagster._core.execution.plan.objects import ErrorSource
-
-    if failure.error_source == ErrorSource.INTERRUPT:
-        return True
-    pending, seen = [failure.error], 0
-    while pending and seen < 50:
-        error = pending.pop()
-        seen += 1
-        if error is not None:
-            if error.cls_name in ("KeyboardInterrupt", "DagsterExecutionInterruptedError"):
-                return True
-            pending += [error.cause, error.context]
-    return False
-
-
-def _cancel_on_interrupt(instance: DagsterInstance, run_id: str) -> Callable[[object], None]:
-    """An event listener (called synchronously as each event is stored): when Ctrl-C fails a
-    step, mark the run CANCELING before Dagster finishes it, so that Dagster ends it CANCELED
-    instead of FAILURE ("interrupted unexpectedly")."""
-    from dagster import DagsterRunStatus
-
-    def listen(entry: object) -> None:
-        event = getattr(entry, "dagster_event", None)
-        if event is None or not event.is_step_failure or event.step_failure_data is None:
-            return
-        if _by_interrupt(event.step_failure_data):
-            run = instance.get_run_by_id(run_id)
-            if run is not None and run.status == DagsterRunStatus.STARTED:
-                instance.report_run_canceling(run, message=CANCEL_MESSAGE)
-
-    return listen
-
-
-def _mark_canceled(instance: DagsterInstance, run_id: str) -> None:
-    """For an interrupt Dagster never saw (before or after its own interrupt handling)."""
-    run = instance.get_run_by_id(run_id)
-    if run is not None and not run.is_finished:
-        instance.report_run_canceled(run, message=CANCEL_MESSAGE)
-
-
-@dataclass
-class LocationPlan:
-    location: LocationRef
-    definitions: Definitions
-    keys: list[AssetKey]
-    after: set[str] = field(default_factory=set)  # locations whose selected assets it reads
 
 
 @dataclass
@@ -138,189 +76,6 @@ def _failure_message(failure: StepFailureData) -> str:
 
 def validate_days(days: DayRange, settings: PhloSettings) -> None:
     check_within(days, settings.phlo_partition_start, today(settings.timezone))
-
-
-def run_log_path(instance: DagsterInstance, run_id: str) -> Path:
-    """Where a run's stdout (dbt's console output, for one) is kept."""
-    return Path(instance.root_directory) / "phlo_run_logs" / f"{run_id}.log"
-
-
-def instance_for(settings: PhloSettings) -> DagsterInstance:
-    """The Dagster instance in DAGSTER_HOME, created on first use. Creation is serialized:
-    two processes creating SQLite storage at once stamp its schema twice, which breaks every
-    later run on that instance. Runs whose process is gone are marked failed here."""
-    from dagster import DagsterInstance
-
-    home = settings.resolved_dagster_home
-    with file_lock(home / ".phlo-instance.lock"):
-        config = home / "dagster.yaml"
-        if not config.exists():
-            template = REPO_ROOT / "infra" / "dagster" / "dagster.yaml"
-            write_atomically(config, template.read_text())
-        instance = DagsterInstance.from_config(str(home))
-        instance.get_run_records(limit=1)  # opens (and creates) the storage under the lock
-    fail_orphaned_runs(instance)
-    return instance
-
-
-def parse_selection(selection: str) -> list[tuple[str, bool, bool]]:
-    """(name, with upstream, with downstream) for each comma-separated token."""
-    tokens = []
-    for raw in selection.split(","):
-        token = raw.strip()
-        if not token:
-            continue
-        upstream, downstream = token.startswith("+"), token.endswith("+")
-        name = token.strip("+").strip()
-        if not name:
-            raise SelectionError(f"{raw.strip()!r} names no asset")
-        tokens.append((name, upstream, downstream))
-    if not tokens:
-        raise SelectionError("the selection is empty: name one or more assets, e.g. 'stg_orders+'")
-    return tokens
-
-
-def _asset_owners(plans: list[LocationPlan]) -> dict[str, list[LocationPlan]]:
-    """Which locations define (materialize) each asset name."""
-    owners: dict[str, list[LocationPlan]] = {}
-    for plan in plans:
-        graph = plan.definitions.resolve_asset_graph()
-        for key in graph.materializable_asset_keys:
-            owners.setdefault(key.to_user_string(), []).append(plan)
-    return owners
-
-
-def _in_dependency_order(plans: list[LocationPlan]) -> list[LocationPlan]:
-    """Locations whose assets read another location's assets run after it (workspace order
-    otherwise)."""
-    produced = {key: plan for plan in plans for key in plan.keys}
-    ordered: list[LocationPlan] = []
-
-    def visit(plan: LocationPlan, path: tuple[str, ...]) -> None:
-        if plan in ordered or plan.location.name in path:
-            return
-        graph = plan.definitions.resolve_asset_graph()
-        for key in plan.keys:
-            for parent in graph.get(key).parent_keys:
-                upstream = produced.get(parent)
-                if upstream is not None and upstream is not plan:
-                    plan.after.add(upstream.location.name)
-                    visit(upstream, (*path, plan.location.name))
-        ordered.append(plan)
-
-    for plan in plans:
-        visit(plan, ())
-    return ordered
-
-
-def _add_keys(plan: LocationPlan, keys: Iterable[AssetKey]) -> set[AssetKey]:
-    """Add the materializable ones among `keys` to the plan; the ones that were new."""
-    graph = plan.definitions.resolve_asset_graph()
-    new = {key for key in keys if key not in plan.keys and graph.get(key).is_materializable}
-    plan.keys.extend(sorted(new, key=lambda key: key.to_user_string()))
-    return new
-
-
-def _add_readers(plans: list[LocationPlan], owner: LocationPlan, keys: set[AssetKey]) -> None:
-    """Everything downstream of `keys` in the other locations that read them (and in those
-    that read what those build, and so on)."""
-    from dagster import AssetSelection
-
-    pending = keys
-    while pending:
-        found: set[AssetKey] = set()
-        for plan in plans:
-            if plan is owner:
-                continue
-            graph = plan.definitions.resolve_asset_graph()
-            seeds = [key for key in pending if graph.has(key)]
-            if seeds:
-                found |= _add_keys(plan, AssetSelection.assets(*seeds).downstream().resolve(graph))
-        pending = found
-
-
-def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]:
-    """Which assets of which location a selection means: `a,b` names, `a+` a and everything
-    downstream (in any location that reads it), `+a` a and everything upstream in its own
-    location. A name defined by two locations is an error."""
-    from dagster import AssetKey, AssetSelection
-
-    tokens = parse_selection(selection)
-    use_settings(settings)
-    plans = [LocationPlan(ref, load_definitions(ref), []) for ref in location_refs(settings)]
-    owners = _asset_owners(plans)
-    for name, upstream, downstream in tokens:
-        if name not in owners:
-            listing = ", ".join(sorted(owners))
-            raise SelectionError(f"unknown asset {name!r}; known assets: {listing}")
-        if len(owners[name]) > 1:
-            where = " and ".join(plan.location.name for plan in owners[name])
-            raise SelectionError(
-                f"asset {name!r} is defined in two code locations ({where}): rename one of "
-                "them; an asset name must be unique across the workspace"
-            )
-        owner = owners[name][0]
-        graph = owner.definitions.resolve_asset_graph()
-        chosen = AssetSelection.assets(AssetKey.from_user_string(name))
-        if downstream:
-            chosen = chosen.downstream()
-        if upstream:
-            chosen = chosen.upstream()
-        resolved = chosen.resolve(graph)
-        _add_keys(owner, resolved)
-        if downstream:
-            _add_readers(plans, owner, set(resolved))
-    return _in_dependency_order([plan for plan in plans if plan.keys])
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Something that happened in a run: a step started or failed, an asset materialized."""
-
-    kind: str  # step_start | materialized | step_failure | step_interrupted
-    subject: str
-    partition: str | None = None
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
-class _RunWatcher(threading.Thread):
-    """Polls the run's event log while the run executes in the main thread."""
-
-    def __init__(self, instance: DagsterInstance, run_id: str, callback: ProgressCallback) -> None:
-        super().__init__(daemon=True)
-        self.instance, self.run_id, self.callback = instance, run_id, callback
-        self.finished = threading.Event()
-        self.cursor: str | None = None
-
-    def poll(self) -> None:
-        try:
-            connection = self.instance.get_records_for_run(self.run_id, cursor=self.cursor)
-        except Exception:  # the run may not be stored yet
-            return
-        self.cursor = connection.cursor
-        for record in connection.records:
-            event = record.event_log_entry.dagster_event
-            if event is None:
-                continue
-            kind = event.event_type_value
-            if kind == "STEP_START":
-                self.callback(Progress("step_start", event.step_key or "?"))
-            elif kind == "ASSET_MATERIALIZATION" and event.asset_key is not None:
-                self.callback(
-                    Progress("materialized", event.asset_key.to_user_string(), event.partition)
-                )
-            elif kind == "STEP_FAILURE":
-                failure = event.step_failure_data
-                interrupted = failure is not None and _by_interrupt(failure)
-                kind = "step_interrupted" if interrupted else "step_failure"
-                self.callback(Progress(kind, event.step_key or "?"))
-
-    def run(self) -> None:
-        while not self.finished.wait(0.3):
-            self.poll()
-        self.poll()
 
 
 def materialize(
@@ -403,12 +158,12 @@ def _run(
         tags["dagster/asset_partition_range_end"] = last.isoformat()
     started = time.perf_counter()
     run_id = str(uuid.uuid4())
-    watcher = _RunWatcher(instance, run_id, on_progress) if on_progress else None
+    watcher = RunWatcher(instance, run_id, on_progress) if on_progress else None
     if watcher:
         watcher.start()
     log_path = run_log_path(instance, run_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    instance.add_event_listener(run_id, _cancel_on_interrupt(instance, run_id))
+    instance.add_event_listener(run_id, cancel_on_interrupt(instance, run_id))
     # Tools inside the run (dbt) write to stdout; keep it in the run's log file, not the terminal.
     try:
         with contextlib.ExitStack() as stack:
@@ -425,7 +180,7 @@ def _run(
                 run_id=run_id,
             )
     except KeyboardInterrupt:
-        _mark_canceled(instance, run_id)
+        mark_canceled(instance, run_id)
         raise RunInterruptedError(run_id) from None
     finally:
         if watcher:

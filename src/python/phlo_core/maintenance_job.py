@@ -1,17 +1,20 @@
-"""The lakehouse maintenance as a Dagster job with a nightly schedule, for a code location to
-include in its Definitions (`phlo maintenance` runs the same function from a terminal)."""
+"""The lakehouse maintenance as a Dagster job with a nightly schedule, in a code location of its
+own (`lakehouse` in the workspace file): one job for the whole lakehouse, whichever domains
+write to it (`phlo maintenance` runs the same function from a terminal)."""
 
 from dagster import (
     DefaultScheduleStatus,
+    Definitions,
     JobDefinition,
     OpExecutionContext,
     ScheduleDefinition,
+    definitions,
     job,
     op,
 )
 
 from phlo_core.maintenance import maintain
-from phlo_core.settings import PhloSettings
+from phlo_core.settings import PhloSettings, get_settings
 
 JOB_NAME = "lakehouse_maintenance"
 
@@ -46,3 +49,14 @@ def maintenance_schedule(
         default_status=DefaultScheduleStatus.RUNNING,
         description="Every night: lakehouse maintenance (cheap when there is little to do).",
     )
+
+
+def build_definitions() -> Definitions:
+    settings = get_settings()
+    return Definitions(jobs=[maintenance_job(settings)], schedules=[maintenance_schedule(settings)])
+
+
+@definitions
+def defs() -> Definitions:
+    """Loaded lazily, so that importing the module builds nothing (settings may change first)."""
+    return build_definitions()

@@ -16,7 +16,6 @@ from locations.nightscout.assets import ASSET_NAME, build_ingestion_asset
 from locations.nightscout.client import NightscoutConfigError, configured_url
 from locations.nightscout.settings import nightscout_settings
 from phlo_core.dbt_assets import build_dbt_assets
-from phlo_core.maintenance_job import maintenance_job, maintenance_schedule
 from phlo_core.partitions import daily_schedule
 from phlo_core.settings import PhloSettings, SettingsError, get_settings
 
@@ -40,9 +39,9 @@ def build_definitions() -> Definitions:
     )
     nightly = daily_schedule(daily_job.name, settings)
     return Definitions(
-        schedules=[nightly, maintenance_schedule(settings)],
+        schedules=[nightly],
         assets=[ingestion, *models],
-        jobs=[daily_job, maintenance_job(settings)],
+        jobs=[daily_job],
         # Runs launched from the UI or a schedule: one process, as `phlo materialize` does
         # (the multiprocess executor re-imports everything per step: 8-11 s a run here).
         executor=in_process_executor,

@@ -1,0 +1,121 @@
+"""Following a run as it executes: progress events for the terminal, and Ctrl-C.
+
+A watcher thread polls the run's event log and reports steps started, assets materialized and
+steps failed. Ctrl-C (SIGINT or SIGTERM) during a run must end it CANCELED, not FAILURE: an
+event listener marks the run canceling as soon as an interrupt fails a step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+    from dagster._core.execution.plan.objects import StepFailureData
+
+
+class RunInterruptedError(KeyboardInterrupt):
+    """Ctrl-C (SIGINT or SIGTERM) stopped a run; the instance records it as CANCELED."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+CANCEL_MESSAGE = "interrupted (Ctrl-C, SIGINT or SIGTERM): canceled"
+
+
+def by_interrupt(failure: StepFailureData) -> bool:
+    """Whether Ctrl-C failed the step: Dagster saw the interrupt itself, or code in the step
+    wrapped it (DuckDB turns it into "Query interrupted", phlo into LakehouseError)."""
+    from dagster._core.execution.plan.objects import ErrorSource
+
+    if failure.error_source == ErrorSource.INTERRUPT:
+        return True
+    pending, seen = [failure.error], 0
+    while pending and seen < 50:
+        error = pending.pop()
+        seen += 1
+        if error is not None:
+            if error.cls_name in ("KeyboardInterrupt", "DagsterExecutionInterruptedError"):
+                return True
+            pending += [error.cause, error.context]
+    return False
+
+
+def cancel_on_interrupt(instance: DagsterInstance, run_id: str) -> Callable[[object], None]:
+    """An event listener (called synchronously as each event is stored): when Ctrl-C fails a
+    step, mark the run CANCELING before Dagster finishes it, so that Dagster ends it CANCELED
+    instead of FAILURE ("interrupted unexpectedly")."""
+    from dagster import DagsterRunStatus
+
+    def listen(entry: object) -> None:
+        event = getattr(entry, "dagster_event", None)
+        if event is None or not event.is_step_failure or event.step_failure_data is None:
+            return
+        if by_interrupt(event.step_failure_data):
+            run = instance.get_run_by_id(run_id)
+            if run is not None and run.status == DagsterRunStatus.STARTED:
+                instance.report_run_canceling(run, message=CANCEL_MESSAGE)
+
+    return listen
+
+
+def mark_canceled(instance: DagsterInstance, run_id: str) -> None:
+    """For an interrupt Dagster never saw (before or after its own interrupt handling)."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and not run.is_finished:
+        instance.report_run_canceled(run, message=CANCEL_MESSAGE)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Something that happened in a run: a step started or failed, an asset materialized."""
+
+    kind: str  # step_start | materialized | step_failure | step_interrupted
+    subject: str
+    partition: str | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class RunWatcher(threading.Thread):
+    """Polls the run's event log while the run executes in the main thread."""
+
+    def __init__(self, instance: DagsterInstance, run_id: str, callback: ProgressCallback) -> None:
+        super().__init__(daemon=True)
+        self.instance, self.run_id, self.callback = instance, run_id, callback
+        self.finished = threading.Event()
+        self.cursor: str | None = None
+
+    def poll(self) -> None:
+        try:
+            connection = self.instance.get_records_for_run(self.run_id, cursor=self.cursor)
+        except Exception:  # the run may not be stored yet
+            return
+        self.cursor = connection.cursor
+        for record in connection.records:
+            event = record.event_log_entry.dagster_event
+            if event is None:
+                continue
+            kind = event.event_type_value
+            if kind == "STEP_START":
+                self.callback(Progress("step_start", event.step_key or "?"))
+            elif kind == "ASSET_MATERIALIZATION" and event.asset_key is not None:
+                self.callback(
+                    Progress("materialized", event.asset_key.to_user_string(), event.partition)
+                )
+            elif kind == "STEP_FAILURE":
+                failure = event.step_failure_data
+                interrupted = failure is not None and by_interrupt(failure)
+                kind = "step_interrupted" if interrupted else "step_failure"
+                self.callback(Progress(kind, event.step_key or "?"))
+
+    def run(self) -> None:
+        while not self.finished.wait(0.3):
+            self.poll()
+        self.poll()

@@ -1,0 +1,142 @@
+"""Which assets of which code location a selection means, across the workspace's locations.
+
+`a,b` names assets, `a+` adds everything downstream of a (in every location that reads it),
+`+a` everything upstream of a in its own location. A name is found in whichever location
+defines it; a name two locations define is an error. Locations come back in dependency order:
+one that reads another's selected assets comes after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from phlo_core.settings import PhloSettings, use_settings
+from phlo_core.workspace import LocationRef, load_definitions, location_refs
+
+if TYPE_CHECKING:
+    from dagster import AssetKey, Definitions
+
+
+class SelectionError(ValueError):
+    """The selection names an asset no code location has (the message lists the known ones) or
+    one that two locations define."""
+
+
+@dataclass
+class LocationPlan:
+    location: LocationRef
+    definitions: Definitions
+    keys: list[AssetKey]
+    after: set[str] = field(default_factory=set)  # locations whose selected assets it reads
+
+
+def parse_selection(selection: str) -> list[tuple[str, bool, bool]]:
+    """(name, with upstream, with downstream) for each comma-separated token."""
+    tokens = []
+    for raw in selection.split(","):
+        token = raw.strip()
+        if not token:
+            continue
+        upstream, downstream = token.startswith("+"), token.endswith("+")
+        name = token.strip("+").strip()
+        if not name:
+            raise SelectionError(f"{raw.strip()!r} names no asset")
+        tokens.append((name, upstream, downstream))
+    if not tokens:
+        raise SelectionError("the selection is empty: name one or more assets, e.g. 'stg_orders+'")
+    return tokens
+
+
+def _asset_owners(plans: list[LocationPlan]) -> dict[str, list[LocationPlan]]:
+    """Which locations define (materialize) each asset name."""
+    owners: dict[str, list[LocationPlan]] = {}
+    for plan in plans:
+        graph = plan.definitions.resolve_asset_graph()
+        for key in graph.materializable_asset_keys:
+            owners.setdefault(key.to_user_string(), []).append(plan)
+    return owners
+
+
+def _in_dependency_order(plans: list[LocationPlan]) -> list[LocationPlan]:
+    """Locations whose assets read another location's assets run after it (workspace order
+    otherwise)."""
+    produced = {key: plan for plan in plans for key in plan.keys}
+    ordered: list[LocationPlan] = []
+
+    def visit(plan: LocationPlan, path: tuple[str, ...]) -> None:
+        if plan in ordered or plan.location.name in path:
+            return
+        graph = plan.definitions.resolve_asset_graph()
+        for key in plan.keys:
+            for parent in graph.get(key).parent_keys:
+                upstream = produced.get(parent)
+                if upstream is not None and upstream is not plan:
+                    plan.after.add(upstream.location.name)
+                    visit(upstream, (*path, plan.location.name))
+        ordered.append(plan)
+
+    for plan in plans:
+        visit(plan, ())
+    return ordered
+
+
+def _add_keys(plan: LocationPlan, keys: Iterable[AssetKey]) -> set[AssetKey]:
+    """Add the materializable ones among `keys` to the plan; the ones that were new."""
+    graph = plan.definitions.resolve_asset_graph()
+    new = {key for key in keys if key not in plan.keys and graph.get(key).is_materializable}
+    plan.keys.extend(sorted(new, key=lambda key: key.to_user_string()))
+    return new
+
+
+def _add_readers(plans: list[LocationPlan], owner: LocationPlan, keys: set[AssetKey]) -> None:
+    """Everything downstream of `keys` in the other locations that read them (and in those
+    that read what those build, and so on)."""
+    from dagster import AssetSelection
+
+    pending = keys
+    while pending:
+        found: set[AssetKey] = set()
+        for plan in plans:
+            if plan is owner:
+                continue
+            graph = plan.definitions.resolve_asset_graph()
+            seeds = [key for key in pending if graph.has(key)]
+            if seeds:
+                found |= _add_keys(plan, AssetSelection.assets(*seeds).downstream().resolve(graph))
+        pending = found
+
+
+def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]:
+    """Which assets of which location a selection means: `a,b` names, `a+` a and everything
+    downstream (in any location that reads it), `+a` a and everything upstream in its own
+    location. A name defined by two locations is an error."""
+    from dagster import AssetKey, AssetSelection
+
+    tokens = parse_selection(selection)
+    use_settings(settings)
+    plans = [LocationPlan(ref, load_definitions(ref), []) for ref in location_refs(settings)]
+    owners = _asset_owners(plans)
+    for name, upstream, downstream in tokens:
+        if name not in owners:
+            listing = ", ".join(sorted(owners))
+            raise SelectionError(f"unknown asset {name!r}; known assets: {listing}")
+        if len(owners[name]) > 1:
+            where = " and ".join(plan.location.name for plan in owners[name])
+            raise SelectionError(
+                f"asset {name!r} is defined in two code locations ({where}): rename one of "
+                "them; an asset name must be unique across the workspace"
+            )
+        owner = owners[name][0]
+        graph = owner.definitions.resolve_asset_graph()
+        chosen = AssetSelection.assets(AssetKey.from_user_string(name))
+        if downstream:
+            chosen = chosen.downstream()
+        if upstream:
+            chosen = chosen.upstream()
+        resolved = chosen.resolve(graph)
+        _add_keys(owner, resolved)
+        if downstream:
+            _add_readers(plans, owner, set(resolved))
+    return _in_dependency_order([plan for plan in plans if plan.keys])
