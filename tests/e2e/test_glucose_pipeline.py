@@ -386,13 +386,11 @@ def test_a_run_launched_outside_phlo_is_tagged_with_its_process(
 
     from phlo_core.instance import instance_for
     from phlo_core.orphans import PID_TAG
-    from phlo_core.settings import use_settings
     from phlo_core.workspace import load_definitions, location_ref
 
     settings = pipeline_settings()
-    use_settings(settings)
     ref = location_ref(settings, "nightscout")
-    job = load_definitions(ref).resolve_implicit_global_asset_job_def()
+    job = load_definitions(ref, settings).resolve_implicit_global_asset_job_def()
     instance = instance_for(settings)
     result = job.execute_in_process(
         instance=instance,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from dagster import AssetKey, build_schedule_context
 
-from phlo_core.settings import PhloSettings, use_settings
+from phlo_core.settings import PhloSettings
 from phlo_core.workspace import load_definitions, location_ref
 
 MODELS = {
@@ -24,9 +24,8 @@ def test_the_location_defines_every_asset_and_its_checks(
     make_settings: Callable[..., PhloSettings],
 ) -> None:
     settings = make_settings(phlo_timezone="Europe/Oslo")
-    use_settings(settings)
     ref = location_ref(settings, "nightscout")
-    defs = load_definitions(ref)
+    defs = load_definitions(ref, settings)
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "dlt_glucose_entries"
@@ -62,9 +61,8 @@ def test_the_lakehouse_location_runs_maintenance_nightly(
     from phlo_core.lakehouse import PartitionWrite, replace_partitions
 
     settings = make_settings()
-    use_settings(settings)
     ref = location_ref(settings, "lakehouse")
-    defs = load_definitions(ref)
+    defs = load_definitions(ref, settings)
     schedule = defs.resolve_schedule_def("lakehouse_maintenance_schedule")
     assert schedule.cron_schedule == "30 3 * * *"
     import pyarrow as pa

@@ -10,7 +10,7 @@ import pytest
 from dagster import AssetKey
 
 from phlo_core.selection import SelectionError, plan_selection
-from phlo_core.settings import PhloSettings, use_settings
+from phlo_core.settings import PhloSettings
 from phlo_core.workspace import load_definitions, location_ref, location_refs
 
 WEATHER_ASSETS = {
@@ -41,9 +41,8 @@ def test_the_weather_location_loads_with_only_its_own_settings(
     """No Nightscout setting anywhere: the weather location does not need one."""
     only_weather = workspace(tmp_path, ("weather", "locations.weather.definitions"))
     settings = make_settings(phlo_workspace=only_weather, weather_places="oslo=59.91,10.75")
-    use_settings(settings)
     [ref] = location_refs(settings)
-    defs = load_definitions(ref)
+    defs = load_definitions(ref, settings)
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.materializable_asset_keys} == WEATHER_ASSETS
     checked = {check.asset_key.to_user_string() for check in graph.asset_check_keys}
@@ -61,13 +60,14 @@ def test_the_weather_location_loads_with_only_its_own_settings(
 
 def test_the_workspace_loads_every_location(make_settings: Callable[..., PhloSettings]) -> None:
     settings = make_settings()
-    use_settings(settings)
     names = [ref.name for ref in location_refs(settings)]
     assert names == ["nightscout", "weather", "insights", "lakehouse"]
     jobs = {
         name: {
             job.name
-            for job in load_definitions(location_ref(settings, name)).resolve_all_job_defs()
+            for job in load_definitions(
+                location_ref(settings, name), settings
+            ).resolve_all_job_defs()
         }
         for name in names
     }

@@ -51,8 +51,8 @@ def maintenance_schedule(
     )
 
 
-def build_definitions() -> Definitions:
-    settings = get_settings()
+def build_definitions(settings: PhloSettings | None = None) -> Definitions:
+    settings = settings or get_settings()
     return Definitions(jobs=[maintenance_job(settings)], schedules=[maintenance_schedule(settings)])
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from phlo_core.settings import PhloSettings, use_settings
+from phlo_core.settings import PhloSettings
 from phlo_core.workspace import LocationRef, load_definitions, location_refs
 
 if TYPE_CHECKING:
@@ -115,8 +115,9 @@ def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]
     from dagster import AssetKey, AssetSelection
 
     tokens = parse_selection(selection)
-    use_settings(settings)
-    plans = [LocationPlan(ref, load_definitions(ref), []) for ref in location_refs(settings)]
+    plans = [
+        LocationPlan(ref, load_definitions(ref, settings), []) for ref in location_refs(settings)
+    ]
     owners = _asset_owners(plans)
     for name, upstream, downstream in tokens:
         if name not in owners:

@@ -72,7 +72,9 @@ def location_ref(settings: PhloSettings, name: str) -> LocationRef:
     )
 
 
-def load_definitions(ref: LocationRef) -> Definitions:
+def load_definitions(ref: LocationRef, settings: PhloSettings) -> Definitions:
+    """The location's definitions built for `settings`: its module's
+    `build_definitions(settings)`, or else the one Definitions object it holds."""
     from dagster import Definitions
 
     try:
@@ -81,9 +83,8 @@ def load_definitions(ref: LocationRef) -> Definitions:
         raise WorkspaceError(f"code location {ref.name} failed to load: {exc}") from exc
     build = getattr(module, "build_definitions", None)
     if callable(build):
-        # Built afresh with the current settings (the module-level `defs` is built once). A
-        # SettingsError (the location's own settings are wrong) passes through: a usage error.
-        built = build()
+        # A SettingsError (the location's own settings are wrong) passes through: a usage error.
+        built = build(settings)
         if isinstance(built, Definitions):
             return built
     found = [value for value in vars(module).values() if isinstance(value, Definitions)]

@@ -20,13 +20,14 @@ from dagster import (
 
 from locations.insights.settings import insights_settings
 from phlo_core.dbt_assets import build_dbt_assets
-from phlo_core.settings import get_settings
+from phlo_core.settings import PhloSettings, get_settings
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "insights"
 
 
-def build_definitions() -> Definitions:
-    settings = get_settings()
+def build_definitions(settings: PhloSettings | None = None) -> Definitions:
+    """The location's definitions for `settings` (default: the environment's)."""
+    settings = settings or get_settings()
     own = insights_settings(settings)
     models = build_dbt_assets(
         DBT_PROJECT_DIR,

@@ -22,8 +22,9 @@ from phlo_core.settings import PhloSettings, SettingsError, get_settings
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "nightscout"
 
 
-def build_definitions() -> Definitions:
-    settings = get_settings()
+def build_definitions(settings: PhloSettings | None = None) -> Definitions:
+    """The location's definitions for `settings` (default: the environment's)."""
+    settings = settings or get_settings()
     site = nightscout_settings(settings)
     ingestion = build_ingestion_asset(settings)
     models = build_dbt_assets(
