@@ -188,6 +188,17 @@ def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
     hourly = next(s for s in sections if "Hourly glucose profile" in s)
     assert "(14 rows)" in daily
     assert "(24 rows)" in hourly
+    # Every location of the workspace: weather for two places, and the mart across domains.
+    assert "weather: succeeded: 5 asset(s) for 2024-01-01..2024-01-14" in result.stdout
+    assert "672 hourly observations loaded for 2 place(s), 0 rejected" in result.stdout
+    assert "insights: succeeded: 1 asset(s) (rebuilt whole)" in result.stdout
+    weather = next(s for s in sections if "Daily weather [SAMPLE DATA]" in s)
+    assert "(28 rows)" in weather
+    both = next(s for s in sections if "Glucose beside the weather (berlin)" in s)
+    assert "(14 rows)" in both
+    rows = both.split("(14 rows)")[0].strip().splitlines()[3:]
+    assert [row.split()[0] for row in rows][::13] == ["2024-01-01", "2024-01-14"]
+    assert not [row for row in rows if "null" in row.split()], "weather beside every day"
     assert (home / "demo" / "lake" / "catalog.sqlite").exists()
     assert not (home / "lake").exists(), "sample data stays out of the real lakehouse"
     rerun = phlo("demo", env={"PHLO_HOME": str(home)}, cwd=tmp_path)
