@@ -44,6 +44,7 @@ format: install
 bench: install
 	$(BIN)/python bench/bench_materialize.py
 	$(BIN)/python bench/bench_hardening.py
+	$(BIN)/python bench/bench_weather.py
 
 clean:
 	rm -rf $(VENV) .phlo src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs
