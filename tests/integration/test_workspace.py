@@ -117,3 +117,45 @@ def test_a_name_defined_in_two_locations_is_an_error_that_says_so(
     assert "'fct_daily_weather' is defined in two code locations (weather and weather_copy)" in str(
         error.value
     )
+
+
+def test_a_location_is_enabled_by_the_workspace_file_alone(
+    make_settings: Callable[..., PhloSettings], tmp_path: Path
+) -> None:
+    only_nightscout = workspace(tmp_path, ("nightscout", "locations.nightscout.definitions"))
+    with pytest.raises(SelectionError, match="unknown asset 'dlt_weather_observations'"):
+        plan_selection("dlt_weather_observations", make_settings(phlo_workspace=only_nightscout))
+    [plan] = plan_selection("dlt_weather_observations", make_settings())  # the default file
+    assert plan.location.name == "weather"
+
+
+@pytest.mark.slow
+def test_dagster_itself_loads_every_location_of_the_workspace_file(tmp_path: Path) -> None:
+    """What `dagster dev -w infra/dagster/workspace.yaml` loads: one code server a location."""
+    import os
+    import subprocess
+    import sys
+
+    from phlo_core.workspace import DEFAULT_WORKSPACE
+
+    dagster_home = tmp_path / "dagster"
+    dagster_home.mkdir()
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "definitions",
+            "validate",
+            "-w",
+            str(DEFAULT_WORKSPACE),
+        ],
+        env={**os.environ, "PHLO_HOME": str(tmp_path / "phlo"), "DAGSTER_HOME": str(dagster_home)},
+        cwd=DEFAULT_WORKSPACE.parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    for location in ("nightscout", "weather", "insights", "lakehouse"):
+        assert f"Validation successful for code location {location}." in output
