@@ -217,6 +217,114 @@ def _sql_text(sql: str | None, file: Path | None) -> str:
 
 
 @app.command
+def logs(
+    *,
+    asset: str | None = None,
+    job: str | None = None,
+    level: str = "DEBUG",
+    since: str | None = None,
+    run_id: str | None = None,
+    backfill: str | None = None,
+    follow: Annotated[bool, Parameter(name=["--follow", "-f"])] = False,
+    full: bool = False,
+    as_json: Annotated[bool, Parameter(name="--json")] = False,
+    limit: int = 100,
+) -> int:
+    """Run logs from the Dagster instance (DAGSTER_HOME), however the runs were started.
+
+    Entries are the lines steps logged, run starts and ends, step failures with their error,
+    materializations and check results; oldest first. Filters combine, and are applied in the
+    event log's own SQL.
+
+    Parameters
+    ----------
+    asset
+        Only entries of this asset: its materializations and checks, and the lines and
+        failures of the steps that computed it.
+    job
+        Only runs of this job (each location has its pipeline job; the UI lists them).
+    level
+        This level and above: DEBUG, INFO, WARNING, ERROR, CRITICAL.
+    since
+        Only entries of the last 30m, 1h, 2d, 1h30m ...
+    run_id
+        Only this run: its id or a unique prefix of it.
+    backfill
+        Only runs of this backfill.
+    follow
+        Keep printing new entries (of runs started later too) until Ctrl-C.
+    full
+        Do not fit lines to the terminal; show multi-line messages and stack traces whole.
+    as_json
+        One JSON object a line (timestamp, level, run_id, job, step, asset, event_type,
+        message, fields, stack).
+    limit
+        At most this many entries (the newest), before --follow goes on.
+    """
+    from phlo_cli.render import log_line
+    from phlo_core.runlogs import (
+        LogEntry,
+        LogFilter,
+        LogsError,
+        NoInstanceError,
+        open_instance,
+        parse_level,
+        parse_since,
+        read_entries,
+        resolve_run_id,
+    )
+    from phlo_core.runlogs import follow as follow_entries
+
+    if limit < 1:
+        raise UsageError("--limit must be 1 or more")
+    settings = _settings()
+    try:
+        threshold = parse_level(level)
+        after = parse_since(since) if since is not None else None
+        instance = open_instance(settings)
+        run_ids = [resolve_run_id(instance, run_id)] if run_id is not None else None
+        if asset is not None:
+            from dagster import AssetKey
+
+            if not instance.has_asset_key(AssetKey.from_user_string(asset)):
+                raise LogsError(f"no run in this instance has touched an asset named {asset!r}")
+    except LogsError as exc:
+        raise UsageError(str(exc)) from None
+    except NoInstanceError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    logs_filter = LogFilter(
+        run_ids=run_ids,
+        job=job,
+        asset=asset,
+        level=threshold,
+        since=after,
+        backfill=backfill,
+        limit=limit,
+    )
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR") and not as_json
+    width = None if full or not sys.stdout.isatty() else os.get_terminal_size().columns
+
+    def show(entry: LogEntry) -> None:
+        import json
+
+        if as_json:
+            print(json.dumps(entry.as_json(), default=str), flush=follow)
+        else:
+            print(log_line(entry, width=width, full=full, colour=colour), flush=follow)
+
+    if follow:
+        try:
+            for entry in follow_entries(instance, logs_filter):
+                show(entry)
+        except KeyboardInterrupt:
+            return 0
+    for entry in read_entries(instance, logs_filter):
+        show(entry)
+    return 0
+
+
+@app.command
 def maintenance(*, retention_days: int | None = None) -> int:
     """Lakehouse housekeeping: expire old snapshots, delete unreferenced files, merge small ones.
 

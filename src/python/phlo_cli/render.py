@@ -10,7 +10,10 @@ import json
 import math
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from phlo_core.runlogs import LogEntry
 
 FORMATS = ("table", "json", "csv")
 
@@ -77,3 +80,29 @@ def to_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def render(fmt: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return {"table": to_table, "json": to_json, "csv": to_csv}[fmt](columns, rows)
+
+
+_COLOURS = {
+    "DEBUG": "\033[2m",
+    "WARNING": "\033[33m",
+    "ERROR": "\033[31m",
+    "CRITICAL": "\033[1;31m",
+}
+
+
+def log_line(entry: LogEntry, *, width: int | None, full: bool, colour: bool) -> str:
+    """One run-log entry: local time, level, short run id, job, asset or step, message. Fitted
+    to `width` unless `full` (which adds the stack of a failure below)."""
+    local = dt.datetime.fromtimestamp(entry.timestamp).astimezone()
+    subject = entry.asset or entry.step or "-"
+    message = entry.message if full else " ".join(entry.message.split())
+    line = (
+        f"{local:%Y-%m-%d %H:%M:%S} {entry.level_name:<8} {entry.run_id[:8]} {entry.job} "
+        f"{subject}: {message}"
+    )
+    if full and entry.stack:
+        line += "\n" + entry.stack.rstrip()
+    if width is not None and not full and len(line) > width:
+        line = line[: max(width - 1, 20)] + "…"
+    tint = _COLOURS.get(entry.level_name) if colour else None
+    return f"{tint}{line}\033[0m" if tint else line

@@ -35,7 +35,7 @@ from phlo_core.shrink import ALLOW_SHRINK_TAG
 from phlo_core.workspace import preflight
 
 if TYPE_CHECKING:
-    from dagster import DagsterInstance
+    from dagster import DagsterInstance, JobDefinition
     from dagster._core.execution.plan.objects import StepFailureData
 
 
@@ -59,7 +59,7 @@ class RunOutcome:
     partitioned: bool = True  # False: tables rebuilt whole, the days did not apply
 
 
-def _failure_message(failure: StepFailureData) -> str:
+def failure_message(failure: StepFailureData) -> str:
     """The root cause's first line, without Dagster's wrapping and module paths."""
     user = failure.user_failure_data
     if user is not None and user.description:
@@ -127,6 +127,21 @@ def materialize(
     return outcomes
 
 
+def _job_for(plan: LocationPlan) -> JobDefinition:
+    """The location's own job that covers the selection (its daily pipeline, say), so that the
+    run carries that job's name in the UI, in schedules' history and for `phlo logs --job`;
+    Dagster's implicit asset job when none does."""
+    wanted = set(plan.keys)
+    covering = [
+        job
+        for job in plan.definitions.resolve_all_job_defs()
+        if not job.name.startswith("__") and wanted <= set(job.asset_layer.selected_asset_keys)
+    ]
+    if covering:
+        return min(covering, key=lambda job: (len(job.asset_layer.selected_asset_keys), job.name))
+    return plan.definitions.resolve_implicit_global_asset_job_def()
+
+
 def _run(
     plan: LocationPlan,
     names: list[str],
@@ -139,7 +154,7 @@ def _run(
 ) -> RunOutcome:
     from dagster import DagsterRunStatus
 
-    job = plan.definitions.resolve_implicit_global_asset_job_def()
+    job = _job_for(plan)
     last = days.end - dt.timedelta(days=1)
     tags = {
         "phlo/selection": ",".join(names),
@@ -200,7 +215,7 @@ def _run(
                     getattr(summary, "value", summary)
                 )
         if event.is_step_failure and event.step_failure_data is not None:
-            errors.append(f"{event.step_key}: {_failure_message(event.step_failure_data)}")
+            errors.append(f"{event.step_key}: {failure_message(event.step_failure_data)}")
         evaluation = event.event_specific_data
         if event.event_type_value == "ASSET_CHECK_EVALUATION" and not getattr(
             evaluation, "passed", True
