@@ -171,9 +171,14 @@ def test_rejected_credentials_fail_the_run_without_showing_them(
     output = result.stdout + result.stderr
     assert wrong not in output
     assert hashlib.sha1(wrong.encode()).hexdigest() not in output
-    run_logs = list((tmp_path / "home" / "dagster").rglob("*.log"))
-    for log in run_logs:
-        assert wrong not in log.read_text()
+    # Nowhere in the run's record either: event log, compute logs, what `phlo logs` shows.
+    stored = [f for f in (tmp_path / "home" / "dagster").rglob("*") if f.is_file()]
+    assert any(f.suffix == ".db" for f in stored)
+    for path in stored:
+        assert wrong.encode() not in path.read_bytes(), path
+    logs = phlo("logs", "--json", "--full", env={"PHLO_HOME": str(tmp_path / "home")})
+    assert logs.returncode == 0 and "rejected the credentials" in logs.stdout
+    assert wrong not in logs.stdout
 
 
 @pytest.mark.slow

@@ -68,6 +68,7 @@ def home(
         http_backoff_seconds=0.01,
     )
     runs: dict[str, RunOutcome] = {}
+    nightscout.fail_next(1, status=503)  # one retry, logged
     [runs["glucose"]] = materialize("dlt_glucose_entries,stg_glucose_entries", DAY, settings)
     nightscout.fail_next(2, status=503)
     [runs["failed"]] = materialize("dlt_glucose_entries", DAY, settings)
@@ -136,6 +137,22 @@ def test_json_lines_carry_stable_fields_and_no_secret(home: Home) -> None:
     assert loaded["fields"]["rows_loaded"] > 200
     assert "readings loaded" in loaded["message"]
     assert TEST_SECRET not in result.stdout + result.stderr
+
+
+def test_phlo_lines_carry_their_fields(home: Home) -> None:
+    """phlo's structured log lines reach the event log with their fields (retries included)."""
+    lines = [e for e in entries(home, run_ids=[home.runs["glucose"].run_id]) if not e.event_type]
+    retry = next(e for e in lines if e.message == "retrying request")
+    assert retry.level_name == "WARNING" and retry.step == "dlt_glucose_entries"
+    assert retry.fields["source"] == "Nightscout" and retry.fields["attempt"] == 1
+    assert retry.fields["reason"] == "HTTP 503" and retry.fields["wait_seconds"] >= 0
+    fetched = next(e for e in lines if e.message == "fetched entries")
+    ingested = next(e for e in lines if e.message == "ingested")
+    assert fetched.fields["days"] == "2024-02-01"
+    assert fetched.fields["entries"] >= ingested.fields["rows"] > 200
+    summary = home.runs["glucose"].summaries["dlt_glucose_entries"]  # "288 readings loaded, ..."
+    assert ingested.fields["rows"] == int(summary.split()[0])
+    assert ingested.fields["asset"] == "dlt_glucose_entries" and ingested.fields["rejected"] == 0
 
 
 def test_the_command_prints_one_line_an_entry_and_rejects_bad_input(home: Home) -> None:

@@ -95,8 +95,8 @@ def _report_outcomes(outcomes: list[RunOutcome]) -> int:
             print(f"  error: {error}", file=sys.stderr)
         for check in outcome.failed_checks:
             print(f"  failed check: {check}", file=sys.stderr)
-        if not outcome.success and not outcome.skipped and outcome.log_path is not None:
-            print(f"  run output: {outcome.log_path}", file=sys.stderr)
+        if not outcome.success and not outcome.skipped:
+            print(f"  run's log: phlo logs --run-id {outcome.run_id[:8]}", file=sys.stderr)
         if not outcome.success:
             code = EXIT_FAILED
     return code
@@ -148,7 +148,6 @@ def materialize(
             ),
             on_progress=_progress_printer(verbose, days.label()),
             log_level="INFO" if verbose else "CRITICAL",
-            echo_output=verbose,
             allow_shrink=allow_shrink,
         )
     except (PartitionError, SelectionError) as exc:

@@ -29,6 +29,7 @@ from phlo_core.dbt_project import prepare_project
 from phlo_core.dbt_runner import cause_line, invoke_dbt, parsed_manifest, target_path
 from phlo_core.lakehouse import query
 from phlo_core.locks import lakehouse_writer
+from phlo_core.log import get_logger
 from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
 from phlo_core.settings import PhloSettings
@@ -134,6 +135,7 @@ def _remove_finished_run_folders(runs_dir: Path, context: AssetExecutionContext)
 
 
 PARTITIONED = "config.materialized:incremental"
+log = get_logger(__name__)
 
 
 def build_dbt_assets(
@@ -196,7 +198,7 @@ def _dbt_models(
     )
     def _models(context: AssetExecutionContext) -> Iterator[Any]:
         dbt_vars = dict(base_vars)
-        label = "every day (rebuilt whole)"
+        label = "all"
         if partitioned:
             window = context.partition_time_window
             days = window_days(window.start, window.end)
@@ -214,7 +216,7 @@ def _dbt_models(
         # A test runs in the step that builds the last of the models it reads (`buildable`):
         # a mart's test that also reads a daily model runs with the mart, after both exist.
         args += ["--select", *selected, "--indirect-selection", "buildable"]
-        context.log.info(f"dbt build of {len(selected)} model(s) for {label}")
+        log.info("dbt build", project=project_dir.name, models=len(selected), days=label)
         try:
             run_target.mkdir(parents=True, exist_ok=True)
             # One writer at a time per lakehouse: dbt does not retry a commit that meets

@@ -10,17 +10,15 @@ a run and Ctrl-C `phlo_core.progress`.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phlo_core.calendar import DayRange, check_within, today
-from phlo_core.instance import instance_for, run_log_path
+from phlo_core.instance import instance_for
 from phlo_core.orphans import process_tags
 from phlo_core.progress import (
     ProgressCallback,
@@ -51,7 +49,6 @@ class RunOutcome:
     assets: list[str]
     days: DayRange
     seconds: float
-    log_path: Path | None = None
     errors: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
     summaries: dict[str, str] = field(default_factory=dict)
@@ -86,7 +83,6 @@ def materialize(
     on_start: Callable[[str, list[str]], None] | None = None,
     on_progress: ProgressCallback | None = None,
     log_level: str = "WARNING",
-    echo_output: bool = False,
     allow_shrink: bool = False,
 ) -> list[RunOutcome]:
     """Materialize the selection for the days, one in-process run per code location.
@@ -121,9 +117,7 @@ def materialize(
             continue
         if on_start:
             on_start(plan.location.name, names)
-        outcomes.append(
-            _run(plan, names, days, instance, on_progress, log_level, echo_output, extra_tags)
-        )
+        outcomes.append(_run(plan, names, days, instance, on_progress, log_level, extra_tags))
     return outcomes
 
 
@@ -149,7 +143,6 @@ def _run(
     instance: DagsterInstance,
     on_progress: ProgressCallback | None,
     log_level: str,
-    echo_output: bool,
     extra_tags: dict[str, str],
 ) -> RunOutcome:
     from dagster import DagsterRunStatus
@@ -176,24 +169,19 @@ def _run(
     watcher = RunWatcher(instance, run_id, on_progress) if on_progress else None
     if watcher:
         watcher.start()
-    log_path = run_log_path(instance, run_id)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     instance.add_event_listener(run_id, cancel_on_interrupt(instance, run_id))
-    # Tools inside the run (dbt) write to stdout; keep it in the run's log file, not the terminal.
+    # What steps print (dbt, with --quiet, prints little) goes to Dagster's compute logs, as
+    # for runs launched from the UI; phlo's own lines are in the event log (`phlo logs`).
     try:
-        with contextlib.ExitStack() as stack:
-            if not echo_output:
-                log = stack.enter_context(log_path.open("w"))
-                stack.enter_context(contextlib.redirect_stdout(log))
-            result = job.execute_in_process(
-                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-                instance=instance,
-                partition_key=partition_key,
-                asset_selection=plan.keys,
-                tags=tags,
-                raise_on_error=False,
-                run_id=run_id,
-            )
+        result = job.execute_in_process(
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            instance=instance,
+            partition_key=partition_key,
+            asset_selection=plan.keys,
+            tags=tags,
+            raise_on_error=False,
+            run_id=run_id,
+        )
     except KeyboardInterrupt:
         mark_canceled(instance, run_id)
         raise RunInterruptedError(run_id) from None
@@ -224,7 +212,6 @@ def _run(
             if key is not None:
                 failed_checks.append(f"{key.asset_key.to_user_string()}:{key.name}")
     return RunOutcome(
-        log_path=log_path,
         location=plan.location.name,
         run_id=result.run_id,
         success=result.success,

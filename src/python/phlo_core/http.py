@@ -25,6 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from phlo_core.log import get_logger
 from phlo_core.redact import origin, redact, same_site
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -33,6 +34,7 @@ MAX_REDIRECTS = 5
 
 # httpx logs every request URL at INFO, query string (and so any token) included.
 logging.getLogger("httpx").setLevel(logging.WARNING)
+log = get_logger(__name__)
 
 
 class SourceError(RuntimeError):
@@ -104,6 +106,7 @@ class RetryingClient:
         self.credentials_hint = credentials_hint
         self.policy = policy or RetryPolicy()
         self.attempts_made = 0
+        self._current_url = ""
         self._client = httpx.Client(
             base_url=base_url,
             headers=dict(headers or {}),
@@ -124,16 +127,23 @@ class RetryingClient:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetryableStatusError):
-            hinted = _retry_after(exc.response)
-            if hinted is not None:
-                return hinted
+        hinted = _retry_after(exc.response) if isinstance(exc, _RetryableStatusError) else None
         backoff = wait_exponential_jitter(
             multiplier=self.policy.backoff_seconds,
             max=self.policy.max_backoff_seconds,
             jitter=self.policy.backoff_seconds / 2,
         )
-        return backoff(state)
+        wait = hinted if hinted is not None else backoff(state)
+        log.warning(
+            "retrying request",
+            source=self.name,
+            url=self._current_url,
+            attempt=state.attempt_number,
+            of=self.policy.max_attempts,
+            wait_seconds=round(wait, 2),
+            reason=_describe(exc) if exc is not None else "unknown",
+        )
+        return wait
 
     def _get_following_redirects(
         self, path: str, params: Mapping[str, Any] | None, url: str
@@ -160,6 +170,7 @@ class RetryingClient:
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         url = redact(str(self._client.base_url.join(path.lstrip("/"))))
+        self._current_url = url
 
         def attempt() -> httpx.Response:
             self.attempts_made += 1

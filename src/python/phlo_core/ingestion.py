@@ -32,6 +32,7 @@ from dagster import (
 from phlo_core.calendar import DayRange
 from phlo_core.engine import SUMMARY_KEY
 from phlo_core.lakehouse import PartitionWrite, replace_partitions
+from phlo_core.log import get_logger
 from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
 from phlo_core.settings import PhloSettings
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
     import duckdb
 
+log = get_logger(__name__)
 REJECTED_CHECK = "rejected_rows_within_limit"
 SHRINK_CHECK = "no_unexpected_shrink"
 
@@ -194,6 +196,14 @@ def ingestion_asset(spec: IngestionSpec, settings: PhloSettings) -> AssetsDefini
             )
             raise Failure(description=str(exc), metadata=metadata) from None
 
+        log.info(
+            "ingested",
+            asset=spec.name,
+            days=batch.days.label(),
+            rows=sum(batch.loaded.values()),
+            rejected=sum(batch.rejected.values()),
+            forced=allow_shrink,
+        )
         yield MaterializeResult(
             metadata=metadata,
             check_results=[

@@ -1,8 +1,7 @@
-"""The Dagster instance phlo records its runs in (DAGSTER_HOME), and where a run's output goes."""
+"""The Dagster instance phlo records its runs in (DAGSTER_HOME)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phlo_core.locks import file_lock, write_atomically
@@ -12,11 +11,6 @@ from phlo_core.workspace import REPO_ROOT
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
-
-
-def run_log_path(instance: DagsterInstance, run_id: str) -> Path:
-    """Where a run's stdout (dbt's console output, for one) is kept."""
-    return Path(instance.root_directory) / "phlo_run_logs" / f"{run_id}.log"
 
 
 def instance_for(settings: PhloSettings) -> DagsterInstance:

@@ -314,7 +314,11 @@ def _entry(row: tuple[int, str, str | None], job: str) -> LogEntry | None:
     stack = None
     asset = None
     message = record.user_message
-    if event is not None:
+    if event is None:
+        from phlo_core.log import parse_fields
+
+        message, fields = parse_fields(message)
+    else:
         data = event.event_specific_data
         message = event.message or message
         if event.asset_key is not None:

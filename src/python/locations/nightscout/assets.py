@@ -17,9 +17,11 @@ from locations.nightscout.ingest import (
 from locations.nightscout.settings import nightscout_settings
 from phlo_core.calendar import DayRange, epoch_ms, minutes_in_day, utc_bounds
 from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, ingestion_asset
+from phlo_core.log import get_logger
 from phlo_core.settings import PhloSettings
 
 ASSET_NAME = "dlt_glucose_entries"
+log = get_logger(__name__)
 VOLUME_CHECK = "readings_per_day_plausible"
 # More readings in a day than this many times the expected count (minutes in the local day /
 # NIGHTSCOUT_READING_INTERVAL_MINUTES) is implausible: a wrong interval or a flooding uploader.
@@ -58,9 +60,12 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
         start, end = utc_bounds(days, settings.timezone)
         with NightscoutClient.from_settings(settings) as client:
             fetched = client.fetch_entries(epoch_ms(start), epoch_ms(end))
-        context.log.info(
-            f"fetched {len(fetched.entries)} entries for {days.label()} "
-            f"in {fetched.pages} page(s), {fetched.requests} request(s)"
+        log.info(
+            "fetched entries",
+            days=days.label(),
+            entries=len(fetched.entries),
+            pages=fetched.pages,
+            requests=fetched.requests,
         )
         batch = prepare_batch(fetched.entries, days, settings.timezone)
         totals = batch.totals()

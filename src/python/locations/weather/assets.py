@@ -17,9 +17,11 @@ from locations.weather.ingest import (
 from locations.weather.settings import weather_settings
 from phlo_core.calendar import DayRange, today, utc_bounds
 from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, ingestion_asset
+from phlo_core.log import get_logger
 from phlo_core.settings import PhloSettings
 
 ASSET_NAME = "dlt_weather_observations"
+log = get_logger(__name__)
 COMPLETE_CHECK = "hours_complete"
 
 
@@ -45,9 +47,13 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
         last = (end - dt.timedelta(microseconds=1)).date()
         with OpenMeteoClient.from_settings(settings) as client:
             fetched = client.fetch(places, start.date(), last, today(ZoneInfo("UTC")))
-        context.log.info(
-            f"fetched {len(fetched.hours)} hours for {len(places)} place(s), UTC days "
-            f"{start.date()}..{last}, in {fetched.requests} request(s)"
+        log.info(
+            "fetched hours",
+            days=days.label(),
+            utc_days=f"{start.date()}..{last}",
+            places=len(places),
+            hours=len(fetched.hours),
+            requests=fetched.requests,
         )
         batch = prepare_batch(fetched.hours, days, settings.timezone, len(places))
         totals = batch.totals()
