@@ -97,3 +97,23 @@ def test_a_truncated_manifest_is_parsed_again(make_settings: Callable[..., PhloS
     assert prepare_project(project, settings) == manifest
     assert "nodes" in json.loads(manifest.read_text())
     assert not list(manifest.parent.glob(".parse-*")), "no scratch folder left"
+
+
+def test_the_instance_file_follows_phlo_unless_it_is_the_users(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    """A dagster.yaml an older phlo wrote is brought up to date; one of the user's is kept."""
+    from phlo_core.instance import TEMPLATE, instance_for
+
+    settings = make_settings()
+    config = settings.resolved_dagster_home / "dagster.yaml"
+    instance_for(settings)
+    assert config.read_text() == TEMPLATE.read_text()
+    older = TEMPLATE.read_text().split("python_logs:")[0]
+    config.write_text(older)
+    instance_for(settings)
+    assert "managed_python_loggers" in config.read_text()
+    own = "telemetry:\n  enabled: false\n"
+    config.write_text(own)
+    instance_for(settings)
+    assert config.read_text() == own

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from dagster import DagsterInstance
 
 
+TEMPLATE = REPO_ROOT / "infra" / "dagster" / "dagster.yaml"
+
+
 def instance_for(settings: PhloSettings) -> DagsterInstance:
     """The Dagster instance in DAGSTER_HOME, created on first use. Creation is serialized:
     two processes creating SQLite storage at once stamp its schema twice, which breaks every
@@ -22,9 +25,12 @@ def instance_for(settings: PhloSettings) -> DagsterInstance:
     home = settings.resolved_dagster_home
     with file_lock(home / ".phlo-instance.lock"):
         config = home / "dagster.yaml"
-        if not config.exists():
-            template = REPO_ROOT / "infra" / "dagster" / "dagster.yaml"
-            write_atomically(config, template.read_text())
+        wanted = TEMPLATE.read_text()
+        current = config.read_text() if config.exists() else None
+        ours = current is not None and current.startswith(wanted.splitlines()[0])
+        if current is None or (ours and current != wanted):
+            # Missing, or written by an older phlo: the instance follows this version's file.
+            write_atomically(config, wanted)
         instance = DagsterInstance.from_config(str(home))
         instance.get_run_records(limit=1)  # opens (and creates) the storage under the lock
     fail_orphaned_runs(instance)
