@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -161,3 +162,38 @@ def test_a_redirect_loop_names_the_source_and_the_url() -> None:
             client.fetch_entries(START_MS, END_MS)
     message = str(error.value)
     assert "Nightscout" in message and loop.url in message and "redirect" in message
+
+
+def test_a_server_that_echoes_the_credentials_in_its_reason_does_not_leak_them() -> None:
+    """Some servers repeat what they were sent in their error text; phlo shows it as ***."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    class Echo(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            token = parse_qs(urlsplit(self.path).query).get("token", [""])[0]
+            sent = self.headers.get("api-secret", "")
+            body = json.dumps({"reason": f"token {token} and secret {sent} are not valid"})
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        client = NightscoutClient(url, api_secret="plain-secret-1", token="tok-secret-2")
+        with pytest.raises(SourceError) as error:
+            client.fetch_entries(0, 1000)
+    finally:
+        server.shutdown()
+    message = str(error.value)
+    assert "are not valid" in message and "token *** and secret ***" in message
+    assert "tok-secret-2" not in message
+    assert hashlib.sha1(b"plain-secret-1").hexdigest() not in message

@@ -31,7 +31,7 @@ def test_one_request_per_place_and_api_and_every_hour_in_utc() -> None:
     with SampleOpenMeteoServer(today=TODAY) as server, client_for(server) as client:
         fetched = client.fetch((OSLO, ROME), dt.date(2024, 6, 12), dt.date(2024, 6, 17), TODAY)
         requests = list(server.requests)
-    # 12..14 from the archive, 15..17 from the forecast API, for each place: four requests.
+    # 12..15 from the archive, 16..17 from the forecast API, for each place: four requests.
     assert sorted((path, query["latitude"]) for path, query in requests) == [
         ("/v1/archive", "41.9"),
         ("/v1/archive", "59.91"),
@@ -42,8 +42,8 @@ def test_one_request_per_place_and_api_and_every_hour_in_utc() -> None:
     assert fetched.requests == 4
     assert len(fetched.hours) == 2 * 6 * 24
     sources = {(h.place.name, h.observed_at.date()): h.source for h in fetched.hours}
-    assert sources[("oslo", dt.date(2024, 6, 14))] == "archive"
-    assert sources[("oslo", dt.date(2024, 6, 15))] == "forecast"
+    assert sources[("oslo", dt.date(2024, 6, 15))] == "archive"
+    assert sources[("oslo", dt.date(2024, 6, 16))] == "forecast"
     first = min(fetched.hours, key=lambda h: (h.place.name, h.observed_at))
     assert first.observed_at == dt.datetime(2024, 6, 12, tzinfo=dt.UTC)
     assert (

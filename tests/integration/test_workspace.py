@@ -79,7 +79,7 @@ def test_the_workspace_loads_every_location(make_settings: Callable[..., PhloSet
 
 
 def test_a_selection_reaches_the_locations_that_read_it(
-    make_settings: Callable[..., PhloSettings],
+    make_settings: Callable[..., PhloSettings], tmp_path: Path
 ) -> None:
     settings = make_settings()
 
@@ -95,11 +95,19 @@ def test_a_selection_reaches_the_locations_that_read_it(
     ]
     glucose = planned("fct_daily_glucose_metrics+")
     assert [location for location, _ in glucose] == ["nightscout", "insights"]
-    # Dependency order, whatever order the selection names them in.
-    assert [name for name, _ in planned("mrt_glucose_weather_daily,dlt_weather_observations")] == [
-        "weather",
-        "insights",
-    ]
+    # Dependency order, whatever order the workspace file lists the locations in.
+    reversed_file = workspace(
+        tmp_path,
+        ("insights", "locations.insights.definitions"),
+        ("weather", "locations.weather.definitions"),
+        ("nightscout", "locations.nightscout.definitions"),
+    )
+    plans = plan_selection(
+        "mrt_glucose_weather_daily,dlt_weather_observations,dlt_glucose_entries",
+        make_settings(phlo_workspace=reversed_file),
+    )
+    order = [plan.location.name for plan in plans]
+    assert order.index("insights") > max(order.index("weather"), order.index("nightscout"))
     assert planned("mrt_glucose_weather_daily") == [("insights", ["mrt_glucose_weather_daily"])]
 
 

@@ -64,9 +64,10 @@ def test_recent_days_go_to_the_forecast_api_the_rest_to_the_archive() -> None:
     assert client.plan(dt.date(2024, 6, 1), dt.date(2024, 6, 10), today) == [
         ("archive", dt.date(2024, 6, 1), dt.date(2024, 6, 10))
     ]
-    assert client.plan(dt.date(2024, 6, 10), dt.date(2024, 6, 19), today) == [
-        ("archive", dt.date(2024, 6, 10), dt.date(2024, 6, 14)),
-        ("forecast", dt.date(2024, 6, 15), dt.date(2024, 6, 19)),
+    # The archive has days up to 5 before today; the 5 latest come from the forecast API.
+    assert client.plan(dt.date(2024, 6, 10), dt.date(2024, 6, 20), today) == [
+        ("archive", dt.date(2024, 6, 10), dt.date(2024, 6, 15)),
+        ("forecast", dt.date(2024, 6, 16), dt.date(2024, 6, 20)),
     ]
     assert client.plan(dt.date(2024, 6, 18), dt.date(2024, 6, 19), today) == [
         ("forecast", dt.date(2024, 6, 18), dt.date(2024, 6, 19))
@@ -111,6 +112,11 @@ def test_a_local_day_holds_its_own_23_24_or_25_hours() -> None:
         dt.date(2024, 3, 31): 23,
     }
     assert expected_hours(dt.date(2024, 10, 27), BERLIN) == 25
+    # Half-hour shifts: the hours the source labels (UTC hour starts) within the local day.
+    lord_howe = ZoneInfo("Australia/Lord_Howe")
+    assert expected_hours(dt.date(2024, 10, 6), lord_howe) == 23  # 23.5 hours long
+    assert expected_hours(dt.date(2024, 4, 7), lord_howe) == 25  # 24.5 hours long
+    assert expected_hours(dt.date(2024, 4, 8), lord_howe) == 24
     autumn = DayRange(dt.date(2024, 10, 27), dt.date(2024, 10, 28))
     assert (
         prepare_batch(_hours(autumn), autumn, BERLIN, places=1).stats[dt.date(2024, 10, 27)].loaded
@@ -122,20 +128,36 @@ def test_missing_duplicate_and_malformed_hours_are_counted_apart() -> None:
     day = DayRange(dt.date(2024, 1, 10), dt.date(2024, 1, 11))
     hours = _hours(day)
     in_day = [h for h in hours if h.observed_at.astimezone(BERLIN).date() == day.start]
-    hours.append(in_day[0])  # the same hour twice
-    nothing = Hour(PLACE, in_day[1].observed_at, dict.fromkeys(VARIABLES), "archive")
+    # Hour 1 comes only empty (missing); hours 2 and 3 come malformed first, then again;
+    # hour 0 comes twice; an empty copy never hides a real one (hour 5).
+    empty: dict[str, object] = dict.fromkeys(VARIABLES)
+    nothing = Hour(PLACE, in_day[1].observed_at, empty, "archive")
     text = Hour(PLACE, in_day[2].observed_at, {**in_day[2].values, "weather_code": "rain"}, "x")
     out_of_range = Hour(PLACE, in_day[3].observed_at, {**in_day[3].values, "pressure_msl": 9}, "x")
-    hours = [nothing, text, out_of_range, *hours]
-    batch = prepare_batch(hours, day, BERLIN, places=1)
+    empty_first = Hour(PLACE, in_day[5].observed_at, empty, "archive")
+    rest = [h for h in hours if h.observed_at != in_day[1].observed_at]
+    batch = prepare_batch(
+        [nothing, text, out_of_range, empty_first, *rest, in_day[0]], day, BERLIN, places=1
+    )
     stats = batch.stats[day.start]
     assert (stats.expected, stats.missing, stats.duplicates, stats.rejected, stats.loaded) == (
         24,
         1,
-        4,
+        3,
         2,
         21,
     )
     reasons = sorted(batch.rejected["reason"])
     assert reasons[0].startswith("pressure_msl") and "9" in reasons[0]
     assert reasons[1] == "weather_code: not a whole number (got 'rain')"
+
+
+def test_hours_from_now_on_are_not_observations_yet() -> None:
+    """The forecast API fills the rest of today with predictions: not loaded, missing."""
+    day = DayRange(dt.date(2024, 1, 10), dt.date(2024, 1, 11))
+    start, _ = utc_bounds(day, BERLIN)
+    now = start + dt.timedelta(hours=10, minutes=30)
+    batch = prepare_batch(_hours(day), day, BERLIN, places=1, now=now)
+    stats = batch.stats[day.start]
+    assert (stats.loaded, stats.missing) == (11, 13)  # hours 0..10 have happened
+    assert all(moment < now for moment in batch.rows["observed_at"])

@@ -129,7 +129,10 @@ def _remove_finished_run_folders(runs_dir: Path, context: AssetExecutionContext)
         if folder.name == context.run.run_id:
             continue
         run = context.instance.get_run_by_id(folder.name)
-        stale = run is None and time.time() - folder.stat().st_mtime > 86_400
+        try:
+            stale = run is None and time.time() - folder.stat().st_mtime > 86_400
+        except OSError:  # removed meanwhile by another process
+            continue
         if stale or (run is not None and run.is_finished):
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -213,9 +216,14 @@ def _dbt_models(
         _remove_finished_run_folders(runs_dir, context)
         run_target = runs_dir / context.run.run_id / ("models" if partitioned else "tables")
         args = ["build", "--target-path", str(run_target), "--vars", json.dumps(dbt_vars)]
-        # A test runs in the step that builds the last of the models it reads (`buildable`):
-        # a mart's test that also reads a daily model runs with the mart, after both exist.
-        args += ["--select", *selected, "--indirect-selection", "buildable"]
+        if selected:
+            # A test runs in the step that builds the last of the models it reads (`buildable`):
+            # a mart's test that also reads a daily model runs with the mart, after both exist.
+            args += ["--select", *selected, "--indirect-selection", "buildable"]
+        elif checks:
+            args += ["--select", *sorted(checks)]  # only checks asked for: their tests
+        else:
+            return
         log.info("dbt build", project=project_dir.name, models=len(selected), days=label)
         try:
             run_target.mkdir(parents=True, exist_ok=True)

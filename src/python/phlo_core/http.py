@@ -12,7 +12,7 @@ carry them there. A redirect elsewhere is an error naming both origins.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,9 +64,10 @@ def _describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _reason(response: httpx.Response) -> str:
+def _reason(response: httpx.Response, secrets: Sequence[str] = ()) -> str:
     """The reason a JSON API gave for refusing a request (`reason`, `message` or `error` as
-    text), as `: reason`, redacted and on one line; empty when it gave none."""
+    text), as `: reason`, redacted (the client's own credentials too, should the server echo
+    them) and on one line; empty when it gave none."""
     try:
         body = response.json()
     except ValueError:
@@ -76,7 +77,10 @@ def _reason(response: httpx.Response) -> str:
     for key in ("reason", "message", "error"):
         value = body.get(key)
         if isinstance(value, str) and value.strip():
-            return ": " + redact(" ".join(value.split()))[:300]
+            text = " ".join(value.split())
+            for secret in secrets:
+                text = text.replace(secret, "***")
+            return ": " + redact(text)[:300]
     return ""
 
 
@@ -101,8 +105,11 @@ class RetryingClient:
         policy: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         credentials_hint: str = "",
+        secrets: Sequence[str] = (),
     ) -> None:
         self.name = name
+        # Never echoed back: replaced by *** in anything the server's answer puts in an error.
+        self._secrets = tuple(secret for secret in secrets if secret)
         self.credentials_hint = credentials_hint
         self.policy = policy or RetryPolicy()
         self.attempts_made = 0
@@ -203,7 +210,7 @@ class RetryingClient:
         if response.is_error:
             raise SourceError(
                 f"{self.name} error: GET {url} returned HTTP {response.status_code}"
-                f"{_reason(response)}"
+                f"{_reason(response, self._secrets)}"
             )
         try:
             return response.json()

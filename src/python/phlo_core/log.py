@@ -1,10 +1,10 @@
 """Structured logging for phlo's own code: key-value events through structlog.
 
     log = get_logger(__name__)
-    log.info("fetched", source="Nightscout", days="2024-01-01", rows=288, pages=1)
+    log.info("fetched", source="the source", days="2024-01-01", rows=288, pages=1)
 
 Each event becomes one line on the standard `logging` logger of its module (under `phlo`):
-`fetched source=Nightscout days=2024-01-01 rows=288 pages=1`, every value redacted first (URL
+`fetched source="the source" days=2024-01-01 rows=288 pages=1`, every value redacted first (URL
 credentials, passwords in connection strings: `phlo_core.redact`). Inside a Dagster run the
 instance captures the `phlo` loggers (`python_logs.managed_python_loggers` in dagster.yaml), so
 the lines and their fields are in the run's event log, in the UI and in `phlo logs`, which

@@ -60,21 +60,25 @@ def _asset_owners(plans: list[LocationPlan]) -> dict[str, list[LocationPlan]]:
 
 
 def _in_dependency_order(plans: list[LocationPlan]) -> list[LocationPlan]:
-    """Locations whose assets read another location's assets run after it (workspace order
-    otherwise)."""
-    produced = {key: plan for plan in plans for key in plan.keys}
+    """Locations that read another's assets run after it (workspace order otherwise); each
+    plan's `after` names the planned locations it reads from."""
+    by_name = {plan.location.name: plan for plan in plans}
+    owner_of = {
+        key: plan.location.name
+        for plan in plans
+        for key in plan.definitions.resolve_asset_graph().materializable_asset_keys
+    }
+    for plan in plans:
+        graph = plan.definitions.resolve_asset_graph()
+        read = set(graph.get_all_asset_keys()) - set(graph.materializable_asset_keys)
+        plan.after = {owner_of[key] for key in read if key in owner_of} - {plan.location.name}
     ordered: list[LocationPlan] = []
 
     def visit(plan: LocationPlan, path: tuple[str, ...]) -> None:
         if plan in ordered or plan.location.name in path:
             return
-        graph = plan.definitions.resolve_asset_graph()
-        for key in plan.keys:
-            for parent in graph.get(key).parent_keys:
-                upstream = produced.get(parent)
-                if upstream is not None and upstream is not plan:
-                    plan.after.add(upstream.location.name)
-                    visit(upstream, (*path, plan.location.name))
+        for name in sorted(plan.after):
+            visit(by_name[name], (*path, plan.location.name))
         ordered.append(plan)
 
     for plan in plans:
@@ -95,7 +99,7 @@ def _add_readers(plans: list[LocationPlan], owner: LocationPlan, keys: set[Asset
     that read what those build, and so on)."""
     from dagster import AssetSelection
 
-    pending = keys
+    pending, visited = set(keys), set(keys)
     while pending:
         found: set[AssetKey] = set()
         for plan in plans:
@@ -104,8 +108,11 @@ def _add_readers(plans: list[LocationPlan], owner: LocationPlan, keys: set[Asset
             graph = plan.definitions.resolve_asset_graph()
             seeds = [key for key in pending if graph.has(key)]
             if seeds:
-                found |= _add_keys(plan, AssetSelection.assets(*seeds).downstream().resolve(graph))
-        pending = found
+                reached = AssetSelection.assets(*seeds).downstream().resolve(graph)
+                _add_keys(plan, reached)
+                found |= {key for key in reached if graph.get(key).is_materializable}
+        pending = found - visited
+        visited |= found
 
 
 def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]:

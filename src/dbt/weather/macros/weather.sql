@@ -30,11 +30,16 @@
 {%- endmacro %}
 
 {#-
-  Hours a local day has: 24, or 23/25 on daylight-saving days (its minutes / 60, rounded up so
-  that a zone with a half-hour shift still bounds the hours a day can hold).
+  Hours a local day has: the UTC hour starts (what the source labels) from its midnight to the
+  next, so 24, or 23/25 on daylight-saving days, also in zones that shift by half an hour. The
+  ingestion counts the same way (locations/weather/ingest.py, expected_hours).
 -#}
 {% macro hours_in_local_day(date_column) -%}
-    cast(ceil({{ phlo_shared.minutes_in_local_day(date_column, var('timezone')) }} / 60.0) as integer)
+    cast(
+        ceil(epoch(timezone('{{ var("timezone") }}', cast({{ date_column }} + interval 1 day as timestamp))) / 3600)
+        - ceil(epoch(timezone('{{ var("timezone") }}', cast({{ date_column }} as timestamp))) / 3600)
+        as integer
+    )
 {%- endmacro %}
 
 {#- Whether a day's total precipitation makes it wet (var wet_day_min_precipitation_mm). -#}

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from dagster import (
     AssetSelection,
+    DefaultScheduleStatus,
     Definitions,
+    ScheduleDefinition,
     define_asset_job,
     definitions,
     in_process_executor,
@@ -40,7 +42,16 @@ def build_definitions(settings: PhloSettings | None = None) -> Definitions:
         selection=AssetSelection.groups("insights"),
         description="Rebuild the cross-domain marts from the domains' daily tables.",
     )
-    return Definitions(assets=models, jobs=[job], executor=in_process_executor)
+    # After the domains' nightly runs (01:15, 01:20): the mart reads what they wrote.
+    nightly = ScheduleDefinition(
+        name=f"{job.name}_schedule",
+        job=job,
+        cron_schedule="0 2 * * *",
+        execution_timezone=settings.phlo_timezone,
+        default_status=DefaultScheduleStatus.STOPPED,
+        description="Every night, after the domains' pipelines: rebuild the cross-domain marts.",
+    )
+    return Definitions(assets=models, jobs=[job], schedules=[nightly], executor=in_process_executor)
 
 
 @definitions

@@ -51,8 +51,9 @@ class NightscoutClient:
         policy: RetryPolicy | None = None,
     ) -> None:
         headers = {"Accept": "application/json"}
-        if api_secret:
-            headers["api-secret"] = hashlib.sha1(api_secret.encode()).hexdigest()
+        hashed = hashlib.sha1(api_secret.encode()).hexdigest() if api_secret else ""
+        if hashed:
+            headers["api-secret"] = hashed
         self._token = token
         self.page_size = page_size
         self._http = RetryingClient(
@@ -64,6 +65,7 @@ class NightscoutClient:
             credentials_hint="check NIGHTSCOUT_API_SECRET or NIGHTSCOUT_TOKEN"
             if api_secret or token
             else "the site needs NIGHTSCOUT_API_SECRET or NIGHTSCOUT_TOKEN",
+            secrets=[value for value in (api_secret, hashed, token) if value],
         )
 
     @classmethod

@@ -55,7 +55,9 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
             hours=len(fetched.hours),
             requests=fetched.requests,
         )
-        batch = prepare_batch(fetched.hours, days, settings.timezone, len(places))
+        batch = prepare_batch(
+            fetched.hours, days, settings.timezone, len(places), now=dt.datetime.now(dt.UTC)
+        )
         totals = batch.totals()
         incomplete = [
             f"{day}: {s.missing} of {s.expected} hours missing"

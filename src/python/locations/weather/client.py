@@ -132,9 +132,9 @@ class OpenMeteoClient:
     def plan(
         self, first: dt.date, last: dt.date, today: dt.date
     ) -> list[tuple[str, dt.date, dt.date]]:
-        """(api, first, last) for the UTC days first..last: the archive up to the day it has,
-        the forecast API after it."""
-        archive_last = today - dt.timedelta(days=self.archive_delay_days + 1)
+        """(api, first, last) for the UTC days first..last: the archive up to
+        `archive_delay_days` before today, the forecast API for the days after that."""
+        archive_last = today - dt.timedelta(days=self.archive_delay_days)
         parts = []
         if first <= archive_last:
             parts.append(("archive", first, min(last, archive_last)))

@@ -158,36 +158,55 @@ def _frame(records: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFra
 
 
 def expected_hours(day: dt.date, tz: ZoneInfo) -> int:
+    """The hours the source labels within the local day: UTC hour starts in [midnight, next
+    midnight). 24, or 23 / 25 on daylight-saving days (also in zones with half-hour shifts)."""
     start, end = utc_bounds(DayRange(day, day + dt.timedelta(days=1)), tz)
-    return int((end - start).total_seconds() // 3600)
+    hour = 3600
+    first = -(-int(start.timestamp()) // hour)  # ceil: the first hour start in the day
+    after = -(-int(end.timestamp()) // hour)
+    return after - first
 
 
-def prepare_batch(hours: Iterable[Hour], days: DayRange, tz: ZoneInfo, places: int) -> WeatherBatch:
+def prepare_batch(
+    hours: Iterable[Hour],
+    days: DayRange,
+    tz: ZoneInfo,
+    places: int,
+    now: dt.datetime | None = None,
+) -> WeatherBatch:
+    """Validated rows for the window. Hours from `now` on are not observations yet (the
+    forecast API fills them with predictions): they are not loaded, and count as missing."""
     start, end = utc_bounds(days, tz)
+    end_observed = min(end, now) if now is not None else end
     stats = {day: DayStats(expected=expected_hours(day, tz) * places) for day in days.days()}
     seen: set[tuple[str, dt.datetime]] = set()
     candidates: list[dict[str, Any]] = []
     unparseable: list[dict[str, Any]] = []
     for hour in hours:
-        if not start <= hour.observed_at < end:
+        if not start <= hour.observed_at < end_observed:
             continue
+        if all(hour.values.get(name) is None for name in VARIABLES):
+            continue  # the source has nothing for this hour yet: counted as missing below
         day = hour.observed_at.astimezone(tz).date()
         key = (hour.place.name, hour.observed_at)
         if key in seen:
             stats[day].duplicates += 1
             continue
         seen.add(key)
-        if all(hour.values.get(name) is None for name in VARIABLES):
-            continue  # the source has nothing for this hour yet: counted as missing below
         candidate = _candidate(hour, day)
         if candidate["reason"]:
             stats[day].rejected += 1
             unparseable.append(candidate)
         else:
             candidates.append(candidate)
-    received = Counter(c["partition_date"] for c in (*candidates, *unparseable))
+    # Complete means a temperature for every hour, as `hours_observed` counts in dbt.
+    observed = Counter(
+        c["partition_date"]
+        for c in (*candidates, *unparseable)
+        if c.get("temperature_2m") is not None
+    )
     for day, s in stats.items():
-        s.missing = max(0, s.expected - received[day])
+        s.missing = max(0, s.expected - observed[day])
 
     frame = _frame(candidates, {**OBSERVATION_COLUMNS, "payload": "varchar"})
     split = split_by_schema(frame, observation_schema())

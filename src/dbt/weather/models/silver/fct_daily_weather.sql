@@ -31,7 +31,7 @@ code_hours as (
     group by place, observation_date, weather_code
 ),
 
--- The day's most frequent code; on a tie the higher, i.e. more severe, code.
+-- The day's most frequent code; on a tie the higher code (a fixed, repeatable rule).
 dominant_codes as (
     select
         place,
