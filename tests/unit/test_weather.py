@@ -130,7 +130,7 @@ def test_missing_duplicate_and_malformed_hours_are_counted_apart() -> None:
     in_day = [h for h in hours if h.observed_at.astimezone(BERLIN).date() == day.start]
     # Hour 1 comes only empty (missing); hours 2 and 3 come malformed first, then again;
     # hour 0 comes twice; an empty copy never hides a real one (hour 5).
-    empty: dict[str, object] = dict.fromkeys(VARIABLES)
+    empty: dict[str, object] = {str(name): None for name in VARIABLES}
     nothing = Hour(PLACE, in_day[1].observed_at, empty, "archive")
     text = Hour(PLACE, in_day[2].observed_at, {**in_day[2].values, "weather_code": "rain"}, "x")
     out_of_range = Hour(PLACE, in_day[3].observed_at, {**in_day[3].values, "pressure_msl": 9}, "x")
