@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/bench_materialize.py
 	$(BIN)/python bench/bench_hardening.py
 	$(BIN)/python bench/bench_weather.py
+	$(BIN)/python bench/bench_logs.py
 
 clean:
 	rm -rf $(VENV) .phlo src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs
