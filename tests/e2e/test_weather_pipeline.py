@@ -298,3 +298,38 @@ def test_the_latest_days_come_from_the_forecast_api(make: Callable[..., PhloSett
     assert dict(sources).get("forecast", 0) > 0
     assert sum(n for _, n in sources) in (23, 24, 25)
     assert outcomes[0].failed_checks == []
+
+
+def test_the_cross_domain_mart_sets_each_glucose_day_beside_its_weather(
+    make: Callable[..., PhloSettings],
+) -> None:
+    from locations.nightscout.sample_server import SampleNightscoutServer
+    from tests.conftest import TEST_SECRET
+
+    with SampleNightscoutServer(timezone=TIMEZONE, api_secret=TEST_SECRET) as nightscout:
+        settings = make(
+            nightscout_url=nightscout.url,
+            nightscout_api_secret=TEST_SECRET,
+            insights_weather_place="oslo",
+        )
+        run(EVERYTHING, SPRING, settings)
+        outcomes = run("dlt_glucose_entries+", SPRING, settings)
+    assert [o.location for o in outcomes] == ["nightscout", "insights"]
+    mart = rows_of("select * from marts.mrt_glucose_weather_daily order by reading_date", settings)
+    glucose = rows_of(
+        "select * from silver.fct_daily_glucose_metrics order by reading_date", settings
+    )
+    weather = {
+        r["observation_date"]: r
+        for r in rows_of("select * from silver.fct_daily_weather where place = 'oslo'", settings)
+    }
+    assert [r["reading_date"] for r in mart] == [r["reading_date"] for r in glucose]
+    assert len(mart) == len(SPRING)
+    for row, day in zip(mart, glucose, strict=True):
+        assert row["weather_place"] == "oslo"
+        for name in ("reading_count", "tir_pct", "mean_glucose_mg_dl", "gmi_pct", "cv_pct"):
+            assert row[name] == day[name], name
+        same_day = weather[row["reading_date"]]
+        for name in ("temperature_mean_c", "precipitation_total_mm", "dominant_weather_code"):
+            assert row[name] == same_day[name], name
+        assert row["weather_hours_observed"] == same_day["hours_observed"]
