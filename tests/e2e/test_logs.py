@@ -18,7 +18,16 @@ from locations.nightscout.sample_server import SampleNightscoutServer
 from locations.weather.sample_server import SampleOpenMeteoServer
 from phlo_core.calendar import parse_day_range
 from phlo_core.engine import RunOutcome, materialize
-from phlo_core.runlogs import LEVELS, LogFilter, LogsError, read_entries, resolve_run_id
+from phlo_core.runlogs import (
+    LEVELS,
+    InstanceStorage,
+    LogFilter,
+    LogsError,
+    SqliteFiles,
+    open_logs,
+    read_entries,
+    resolve_run_id,
+)
 from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
 
@@ -78,9 +87,31 @@ def home(
 
 
 def entries(home: Home, **filters: object) -> list:
+    return read_entries(open_logs(home.settings), LogFilter(**filters))  # pyright: ignore[reportArgumentType]
+
+
+def test_the_files_and_dagsters_storage_classes_give_the_same_entries(home: Home) -> None:
+    """The default SQLite instance is read from its files without Dagster; any other through
+    Dagster's storage classes. Same instance, same entries, whatever the filter."""
     from phlo_core.instance import instance_for
 
-    return read_entries(instance_for(home.settings), LogFilter(**filters))  # pyright: ignore[reportArgumentType]
+    files = open_logs(home.settings)
+    assert isinstance(files, SqliteFiles)
+    storage = InstanceStorage(instance_for(home.settings))
+    failed = home.runs["failed"].run_id
+    for filters in [
+        LogFilter(limit=1000),
+        LogFilter(limit=7),
+        LogFilter(level=LEVELS["WARNING"]),
+        LogFilter(job="glucose_pipeline", level=LEVELS["INFO"]),
+        LogFilter(asset="stg_glucose_entries"),
+        LogFilter(run_ids=[failed], since=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)),
+    ]:
+        mine = read_entries(files, filters)
+        assert mine, filters
+        assert mine == read_entries(storage, filters), filters
+    assert files.resolve(failed[:8]) == storage.resolve(failed[:8]) == failed
+    assert files.has_asset("dlt_weather_observations") and not files.has_asset("nope")
 
 
 def test_the_latest_entries_of_every_run_oldest_first(home: Home) -> None:
@@ -183,9 +214,10 @@ def test_an_ambiguous_prefix_lists_the_runs() -> None:
     instance = DagsterInstance.ephemeral()
     for run_id in ("abc10000-0000-0000-0000-000000000000", "abc20000-0000-0000-0000-000000000000"):
         create_run_for_test(instance, job_name="x", run_id=run_id)
+    source = InstanceStorage(instance)
     with pytest.raises(LogsError, match="'abc' matches several runs: abc2.*, abc1"):
-        resolve_run_id(instance, "abc")
-    assert resolve_run_id(instance, "ABC1") == "abc10000-0000-0000-0000-000000000000"
+        resolve_run_id(source, "abc")
+    assert resolve_run_id(source, "ABC1") == "abc10000-0000-0000-0000-000000000000"
 
 
 def test_no_instance_is_an_error_naming_the_path(tmp_path: Path) -> None:

@@ -266,7 +266,7 @@ def logs(
         LogFilter,
         LogsError,
         NoInstanceError,
-        open_instance,
+        open_logs,
         parse_level,
         parse_since,
         read_entries,
@@ -280,13 +280,10 @@ def logs(
     try:
         threshold = parse_level(level)
         after = parse_since(since) if since is not None else None
-        instance = open_instance(settings)
-        run_ids = [resolve_run_id(instance, run_id)] if run_id is not None else None
-        if asset is not None:
-            from dagster import AssetKey
-
-            if not instance.has_asset_key(AssetKey.from_user_string(asset)):
-                raise LogsError(f"no run in this instance has touched an asset named {asset!r}")
+        source = open_logs(settings)
+        run_ids = [resolve_run_id(source, run_id)] if run_id is not None else None
+        if asset is not None and not source.has_asset(asset):
+            raise LogsError(f"no run in this instance has touched an asset named {asset!r}")
     except LogsError as exc:
         raise UsageError(str(exc)) from None
     except NoInstanceError as exc:
@@ -314,11 +311,11 @@ def logs(
 
     if follow:
         try:
-            for entry in follow_entries(instance, logs_filter):
+            for entry in follow_entries(source, logs_filter):
                 show(entry)
         except KeyboardInterrupt:
             return 0
-    for entry in read_entries(instance, logs_filter):
+    for entry in read_entries(source, logs_filter):
         show(entry)
     return 0
 

@@ -4,9 +4,13 @@ An entry is a log line a step wrote (`context.log`), or one of the events worth 
 started, succeeded, failed or was canceled, a step failed (with its error), an asset was
 materialized, a check was evaluated. Filters (run, job, asset, level, time, backfill) become
 SQL on the event log: the run storage picks the runs, then each run's events are selected with
-a WHERE clause and a LIMIT, newest first, until enough are found. SQLite instances keep one
-event file per run (read here directly, read-only); others (one `event_logs` table, such as
-PostgreSQL) are read through the storage's own connection.
+a WHERE clause and a LIMIT, newest first, until enough are found.
+
+An instance in Dagster's default SQLite layout (runs.db, one event file per run, index.db under
+DAGSTER_HOME/history) is read straight from those files, read-only, without importing Dagster:
+that import alone costs a command about 2 s here. Any other instance (PostgreSQL, ...) is
+read through Dagster's own storage classes. Entries are parsed from the stored event JSON in
+both cases, so both give the same entries (a test holds them to it).
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
-    from dagster._core.storage.dagster_run import RunRecord
 
     from phlo_core.settings import PhloSettings
 
@@ -52,25 +55,6 @@ class LogsError(ValueError):
 
 class NoInstanceError(RuntimeError):
     """There is no Dagster instance where the settings point, or it cannot be read."""
-
-
-def open_instance(settings: PhloSettings) -> DagsterInstance:
-    """The Dagster instance in DAGSTER_HOME, opened to read: never created here."""
-    from dagster import DagsterInstance
-
-    home = settings.resolved_dagster_home
-    if not (home / "dagster.yaml").is_file():
-        raise NoInstanceError(
-            f"no Dagster instance at {home} (DAGSTER_HOME): no run was recorded there yet "
-            "(`phlo materialize` creates it), or point DAGSTER_HOME at the instance to read"
-        )
-    try:
-        instance = DagsterInstance.from_config(str(home))
-        instance.get_run_records(limit=1)
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise NoInstanceError(f"cannot read the Dagster instance at {home}: {reason}") from None
-    return instance
 
 
 @dataclass(frozen=True)
@@ -138,37 +122,25 @@ def parse_level(text: str) -> int:
     return level
 
 
-def resolve_run_id(instance: DagsterInstance, prefix: str) -> str:
-    """The run whose id starts with `prefix`; LogsError if none or several do."""
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    job: str
+    updated: float  # when the run's status last changed, epoch seconds
 
+
+_HEX = re.compile(r"[0-9a-f-]{1,36}")
+_GOING = ("STARTING", "STARTED", "CANCELING")
+
+
+def _clean_prefix(prefix: str) -> str:
     cleaned = prefix.strip().lower()
-    if not re.fullmatch(r"[0-9a-f-]{1,36}", cleaned):
+    if not _HEX.fullmatch(cleaned):
         raise LogsError(f"--run-id {prefix!r} is not a run id (hexadecimal, e.g. 3f2a9c1b)")
-    if len(cleaned) == 36:
-        if instance.get_run_by_id(cleaned) is None:
-            raise LogsError(f"no run {cleaned} in this Dagster instance")
-        return cleaned
-    # A prefix is matched by the run storage (an indexed LIKE), not by loading every run.
-    import sqlalchemy as sa
-    from dagster._core.storage.runs.schema import RunsTable
+    return cleaned
 
-    storage = instance.run_storage
-    connect = getattr(storage, "connect", None)
-    if connect is None:  # not a SQL run storage: ask it run by run
-        matches = [
-            r.dagster_run.run_id
-            for r in instance.get_run_records(limit=None)
-            if r.dagster_run.run_id.startswith(cleaned)
-        ]
-    else:
-        query = (
-            sa.select(RunsTable.c.run_id)
-            .where(RunsTable.c.run_id.like(f"{cleaned}%"))
-            .order_by(RunsTable.c.id.desc())
-            .limit(6)
-        )
-        with connect() as con:
-            matches = [row[0] for row in con.execute(query)]
+
+def _one_match(cleaned: str, matches: Sequence[str]) -> str:
     if not matches:
         raise LogsError(f"no run id starts with {cleaned!r} in this Dagster instance")
     if len(matches) > 1:
@@ -177,43 +149,221 @@ def resolve_run_id(instance: DagsterInstance, prefix: str) -> str:
     return matches[0]
 
 
-def _runs(instance: DagsterInstance, logs: LogFilter) -> list[RunRecord]:
-    """The runs the filter can find entries in, most recently updated first."""
-    from dagster import AssetKey, DagsterRunStatus, RunsFilter
+def _utc_text(moment: dt.datetime) -> str:
+    """A moment as Dagster's SQLite storages write timestamps (UTC, no zone)."""
+    return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
-    run_ids = list(logs.run_ids) if logs.run_ids is not None else None
-    if logs.asset is not None:
-        # Runs that planned the asset, from the event log's asset index (not every event).
-        with warnings.catch_warnings():  # deprecated for Dagster 2.0, its replacement not out
-            warnings.simplefilter("ignore", DeprecationWarning)
-            planned = instance.fetch_planned_materializations(
-                AssetKey.from_user_string(logs.asset), limit=100_000
-            )
-        touched = {record.run_id for record in planned.records}
-        run_ids = sorted(touched if run_ids is None else touched & set(run_ids))
-        if not run_ids:
-            return []
-    filters = RunsFilter(
-        run_ids=run_ids,
-        job_name=logs.job,
-        updated_after=logs.since,
-        tags={BACKFILL_TAG: logs.backfill} if logs.backfill else None,
-    )
-    records = {r.dagster_run.run_id: r for r in instance.get_run_records(filters, limit=None)}
-    if logs.with_unfinished and logs.since is not None:
-        # A run that is still going may log long after its last status change.
-        going = RunsFilter(
-            run_ids=run_ids,
-            job_name=logs.job,
-            statuses=[
-                DagsterRunStatus.STARTING,
-                DagsterRunStatus.STARTED,
-                DagsterRunStatus.CANCELING,
-            ],
-            tags=filters.tags,
+
+class SqliteFiles:
+    """An instance in Dagster's default SQLite layout, read from its files with sqlite3."""
+
+    def __init__(self, home: Path) -> None:
+        self.history = home / "history"
+
+    def _connect(self, path: Path) -> sqlite3.Connection:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+
+    def resolve(self, prefix: str) -> str:
+        cleaned = _clean_prefix(prefix)
+        with closing(self._connect(self.history / "runs.db")) as con:
+            rows = con.execute(
+                "select run_id from runs where run_id like ? order by id desc limit 6",
+                [f"{cleaned}%"],
+            ).fetchall()
+        return _one_match(cleaned, [row[0] for row in rows])
+
+    def has_asset(self, name: str) -> bool:
+        index = self.history / "runs" / "index.db"
+        if not index.exists():
+            return False
+        with closing(self._connect(index)) as con:
+            row = con.execute(
+                "select 1 from event_logs where asset_key = ? limit 1", [json.dumps([name])]
+            ).fetchone()
+        return row is not None
+
+    def runs(self, logs: LogFilter) -> list[RunInfo]:
+        clauses, params = ["1 = 1"], []
+        if logs.asset is not None:
+            index = self.history / "runs" / "index.db"
+            if not index.exists():
+                return []
+            with closing(self._connect(index)) as con:
+                touched = [
+                    row[0]
+                    for row in con.execute(
+                        "select distinct run_id from event_logs where asset_key = ? "
+                        "and dagster_event_type = 'ASSET_MATERIALIZATION_PLANNED'",
+                        [json.dumps([logs.asset])],
+                    )
+                ]
+            if not touched:
+                return []
+            wanted = set(touched) & set(logs.run_ids) if logs.run_ids is not None else touched
+            clauses.append(f"run_id in ({', '.join('?' for _ in wanted)})")
+            params += sorted(wanted)
+        elif logs.run_ids is not None:
+            clauses.append(f"run_id in ({', '.join('?' for _ in logs.run_ids)})")
+            params += list(logs.run_ids)
+        if logs.job is not None:
+            clauses.append("pipeline_name = ?")
+            params.append(logs.job)
+        if logs.backfill is not None:
+            clauses.append("run_id in (select run_id from run_tags where key = ? and value = ?)")
+            params += [BACKFILL_TAG, logs.backfill]
+        if logs.since is not None:
+            recent = "update_timestamp >= ?"
+            if logs.with_unfinished:
+                recent = f"({recent} or status in ({', '.join(repr(s) for s in _GOING)}))"
+            clauses.append(recent)
+            params.append(_utc_text(logs.since))
+        sql = (
+            "select run_id, pipeline_name, update_timestamp from runs "
+            f"where {' and '.join(clauses)} order by update_timestamp desc"
         )
-        records |= {r.dagster_run.run_id: r for r in instance.get_run_records(going, limit=None)}
-    return sorted(records.values(), key=lambda r: r.update_timestamp, reverse=True)
+        with closing(self._connect(self.history / "runs.db")) as con:
+            rows = con.execute(sql, params).fetchall()
+        return [
+            RunInfo(
+                run_id, job, dt.datetime.fromisoformat(updated).replace(tzinfo=dt.UTC).timestamp()
+            )
+            for run_id, job, updated in rows
+        ]
+
+    def rows(self, run_id: str, logs: LogFilter, after: int | None) -> list[tuple[Any, ...]]:
+        path = self.history / "runs" / f"{run_id}.db"
+        if not path.exists():
+            return []
+        sql, params = _select(logs, after, logs.limit, "sqlite")
+        with closing(self._connect(path)) as con:
+            return con.execute(sql, {**params, "run_id": run_id}).fetchall()
+
+
+class InstanceStorage:
+    """Any Dagster instance, read through its own storage classes."""
+
+    def __init__(self, instance: DagsterInstance) -> None:
+        self.instance = instance
+
+    def resolve(self, prefix: str) -> str:
+        import sqlalchemy as sa
+        from dagster._core.storage.runs.schema import RunsTable
+
+        cleaned = _clean_prefix(prefix)
+        connect = getattr(self.instance.run_storage, "connect", None)
+        if connect is None:  # not a SQL run storage: ask it run by run
+            matches = [
+                r.dagster_run.run_id
+                for r in self.instance.get_run_records(limit=None)
+                if r.dagster_run.run_id.startswith(cleaned)
+            ]
+        else:  # an indexed LIKE in the run storage, not every run loaded
+            query = (
+                sa.select(RunsTable.c.run_id)
+                .where(RunsTable.c.run_id.like(f"{cleaned}%"))
+                .order_by(RunsTable.c.id.desc())
+                .limit(6)
+            )
+            with connect() as con:
+                matches = [row[0] for row in con.execute(query)]
+        return _one_match(cleaned, matches)
+
+    def has_asset(self, name: str) -> bool:
+        from dagster import AssetKey
+
+        return self.instance.has_asset_key(AssetKey.from_user_string(name))
+
+    def runs(self, logs: LogFilter) -> list[RunInfo]:
+        from dagster import AssetKey, DagsterRunStatus, RunsFilter
+
+        run_ids = list(logs.run_ids) if logs.run_ids is not None else None
+        if logs.asset is not None:
+            # Runs that planned the asset, from the event log's asset index.
+            with warnings.catch_warnings():  # deprecated for Dagster 2.0, no replacement yet
+                warnings.simplefilter("ignore", DeprecationWarning)
+                planned = self.instance.fetch_planned_materializations(
+                    AssetKey.from_user_string(logs.asset), limit=100_000
+                )
+            touched = {record.run_id for record in planned.records}
+            run_ids = sorted(touched if run_ids is None else touched & set(run_ids))
+            if not run_ids:
+                return []
+        tags = {BACKFILL_TAG: logs.backfill} if logs.backfill else None
+        filters = RunsFilter(
+            run_ids=run_ids, job_name=logs.job, updated_after=logs.since, tags=tags
+        )
+        records = {
+            r.dagster_run.run_id: r for r in self.instance.get_run_records(filters, limit=None)
+        }
+        if logs.with_unfinished and logs.since is not None:
+            # A run that is still going may log long after its last status change.
+            going = RunsFilter(
+                run_ids=run_ids,
+                job_name=logs.job,
+                statuses=[DagsterRunStatus[name] for name in _GOING],
+                tags=tags,
+            )
+            records |= {
+                r.dagster_run.run_id: r for r in self.instance.get_run_records(going, limit=None)
+            }
+        return sorted(
+            (
+                RunInfo(run_id, r.dagster_run.job_name, r.update_timestamp.timestamp())
+                for run_id, r in records.items()
+            ),
+            key=lambda run: run.updated,
+            reverse=True,
+        )
+
+    def rows(self, run_id: str, logs: LogFilter, after: int | None) -> list[tuple[Any, ...]]:
+        from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+            SqliteEventLogStorage,
+        )
+
+        storage = self.instance.event_log_storage
+        if isinstance(storage, SqliteEventLogStorage):
+            path = Path(storage.path_for_shard(run_id))
+            if not path.exists():
+                return []
+            sql, params = _select(logs, after, logs.limit, "sqlite")
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as con:
+                return con.execute(sql, {**params, "run_id": run_id}).fetchall()
+        import sqlalchemy as sa
+
+        with storage.run_connection(run_id) as con:  # pyright: ignore[reportAttributeAccessIssue]
+            sql, params = _select(logs, after, logs.limit, con.dialect.name)
+            return [tuple(row) for row in con.execute(sa.text(sql), {**params, "run_id": run_id})]
+
+
+LogSource = SqliteFiles | InstanceStorage
+
+
+def open_logs(settings: PhloSettings) -> LogSource:
+    """The run logs of the Dagster instance in DAGSTER_HOME, opened to read: never created."""
+    home = settings.resolved_dagster_home
+    if not (home / "dagster.yaml").is_file():
+        raise NoInstanceError(
+            f"no Dagster instance at {home} (DAGSTER_HOME): no run was recorded there yet "
+            "(`phlo materialize` creates it), or point DAGSTER_HOME at the instance to read"
+        )
+    import yaml
+
+    try:
+        config = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise NoInstanceError(f"cannot read {home / 'dagster.yaml'}: {exc}") from None
+    storages = {"storage", "run_storage", "event_log_storage"}
+    if not storages & set(config) and (home / "history" / "runs.db").is_file():
+        return SqliteFiles(home)
+    from dagster import DagsterInstance
+
+    try:
+        instance = DagsterInstance.from_config(str(home))
+        instance.get_run_records(limit=1)
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise NoInstanceError(f"cannot read the Dagster instance at {home}: {reason}") from None
+    return InstanceStorage(instance)
 
 
 def _json(path: str, dialect: str) -> str:
@@ -229,9 +379,7 @@ def _where(logs: LogFilter, after: int | None, dialect: str) -> tuple[str, dict[
     params: dict[str, Any] = {}
     if logs.since is not None:
         clauses.append("timestamp >= :since")
-        params["since"] = (
-            logs.since.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-        )
+        params["since"] = _utc_text(logs.since)
     if after is not None:
         clauses.append("id > :after")
         params["after"] = after
@@ -281,119 +429,146 @@ def _select(
     return sql, params
 
 
-def _rows(
-    instance: DagsterInstance, run_id: str, logs: LogFilter, after: int | None
-) -> list[tuple[int, str, str | None]]:
-    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-
-    storage = instance.event_log_storage
-    if isinstance(storage, SqliteEventLogStorage):
-        path = Path(storage.path_for_shard(run_id))
-        if not path.exists():
-            return []
-        sql, params = _select(logs, after, logs.limit, "sqlite")
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as con:
-            return con.execute(sql, {**params, "run_id": run_id}).fetchall()
-    import sqlalchemy as sa
-
-    with storage.run_connection(run_id) as con:  # pyright: ignore[reportAttributeAccessIssue]
-        sql, params = _select(logs, after, logs.limit, con.dialect.name)
-        return [tuple(row) for row in con.execute(sa.text(sql), {**params, "run_id": run_id})]
+def _path(key: Any) -> str | None:
+    """An asset key as stored ({"path": [...]}) as its user string."""
+    parts = key.get("path") if isinstance(key, dict) else None
+    return "/".join(str(part) for part in parts) if isinstance(parts, list) else None
 
 
-def _entry(row: tuple[int, str, str | None], job: str) -> LogEntry | None:
-    from dagster import deserialize_value
-    from dagster._core.events.log import EventLogEntry
+def _metadata_value(value: Any) -> Any:
+    """A stored metadata value as plain JSON data."""
+    if not isinstance(value, dict):
+        return value
+    for name in ("value", "md_str", "text", "path", "url", "data", "json_data"):
+        if name in value:
+            inner = value[name]
+            plain = isinstance(inner, str | int | float | bool) or inner is None
+            return inner if plain else str(inner)
+    return str({k: v for k, v in value.items() if k != "__class__"})
 
-    storage_id, text, event_type = row
-    record = deserialize_value(text, EventLogEntry)
-    event = record.dagster_event
-    stored = record.level if isinstance(record.level, int) else LEVELS.get(str(record.level), 20)
+
+def _metadata(data: dict[str, Any]) -> dict[str, Any]:
+    """Metadata as stored: a dict of values, or Dagster's older list of labelled entries."""
+    if isinstance(data.get("metadata"), dict):
+        return {k: _metadata_value(v) for k, v in data["metadata"].items()}
+    entries = data.get("metadata_entries") or []
+    return {
+        str(e.get("label")): _metadata_value(e.get("entry_data"))
+        for e in entries
+        if isinstance(e, dict)
+    }
+
+
+def _error_text(error: Any) -> str:
+    """A stored error with its stack and causes, as Dagster prints it."""
+    if not isinstance(error, dict):
+        return ""
+    stack = "".join(error.get("stack") or [])
+    text = str(error.get("message") or "") + (f"\nStack Trace:\n{stack}" if stack else "")
+    if error.get("cause"):
+        text += "\nThe above exception was caused by the following exception:\n"
+        text += _error_text(error["cause"])
+    if error.get("context"):
+        text += "\nThe above exception occurred during handling of the following exception:\n"
+        text += _error_text(error["context"])
+    return text
+
+
+def _failure_line(data: dict[str, Any]) -> str:
+    """The root cause's first line, without Dagster's wrapping and module paths (as
+    `phlo materialize` reports a failed step)."""
+    user = data.get("user_failure_data") or {}
+    if isinstance(user, dict) and user.get("description"):
+        return str(user["description"]).strip().splitlines()[0]
+    error = data.get("error")
+    while isinstance(error, dict) and isinstance(error.get("cause"), dict):
+        error = error["cause"]
+    if not isinstance(error, dict):
+        return "step failed"
+    lines = str(error.get("message") or "").strip().splitlines()
+    lines = lines or [str(error.get("cls_name") or "error")]
+    kind, _, text = lines[0].partition(": ")
+    return text if text and "." in kind and " " not in kind else lines[0]
+
+
+def _entry(row: tuple[Any, ...], job: str) -> LogEntry:
+    """An entry from a stored event (its JSON read directly: no Dagster needed)."""
+    from phlo_core.redact import redact
+
+    storage_id, text, event_type = row[0], row[1], row[2]
+    record = json.loads(text)
+    event = record.get("dagster_event")
+    stored = record.get("level")
+    stored = stored if isinstance(stored, int) else LEVELS.get(str(stored).upper(), 20)
     level = stored if event is None else EVENT_LEVELS.get(event_type or "", stored)
+    message = str(record.get("user_message") or "")
     fields: dict[str, Any] = {}
     stack = None
     asset = None
-    message = record.user_message
     if event is None:
         from phlo_core.log import parse_fields
 
         message, fields = parse_fields(message)
     else:
-        data = event.event_specific_data
-        message = event.message or message
-        if event.asset_key is not None:
-            asset = event.asset_key.to_user_string()
-        if event_type == "ASSET_MATERIALIZATION" and event.step_materialization_data:
-            materialization = event.step_materialization_data.materialization
-            fields = {k: _plain(v) for k, v in materialization.metadata.items()}
-            if materialization.partition:
-                fields["partition"] = materialization.partition
+        data = event.get("event_specific_data") or {}
+        message = str(event.get("message") or message)
+        if event_type == "ASSET_MATERIALIZATION":
+            materialization = data.get("materialization") or {}
+            asset = _path(materialization.get("asset_key"))
+            fields = _metadata(materialization)
+            if materialization.get("partition"):
+                fields["partition"] = materialization["partition"]
             message = str(fields.pop("summary", "")) or f"materialized {asset}"
-        elif event_type == _CHECK and data is not None:
-            passed = bool(getattr(data, "passed", True))
-            check_key = getattr(data, "asset_check_key", None)
-            asset = check_key.asset_key.to_user_string() if check_key else asset
-            name = check_key.name if check_key else "check"
+        elif event_type == _CHECK:
+            passed = bool(data.get("success", True))
+            asset = _path(data.get("asset_key"))
+            name = str(data.get("check_name") or "check")
             level = LEVELS["INFO"] if passed else LEVELS["WARNING"]
-            fields = {"check": name, "passed": passed}
-            fields |= {k: _plain(v) for k, v in (getattr(data, "metadata", None) or {}).items()}
+            fields = {"check": name, "passed": passed, **_metadata(data)}
             message = f"check {name} {'passed' if passed else 'FAILED'}"
-        elif event_type == "STEP_FAILURE" and event.step_failure_data is not None:
-            from phlo_core.engine import failure_message
-
-            error = event.step_failure_data.error
-            message = failure_message(event.step_failure_data)
-            stack = error.to_string() if error is not None else None
-        elif event_type == "PIPELINE_FAILURE" and record.error_info is not None:
-            stack = record.error_info.to_string()
-    from phlo_core.redact import redact
-
+        elif event_type == "STEP_FAILURE":
+            message = _failure_line(data)
+            stack = _error_text(data.get("error")) or None
+        elif event_type == "PIPELINE_FAILURE":
+            stack = _error_text(record.get("error_info") or data.get("error")) or None
     return LogEntry(
-        storage_id=storage_id,
-        timestamp=record.timestamp,
+        storage_id=int(storage_id),
+        timestamp=float(record.get("timestamp") or 0.0),
         level=level,
-        run_id=record.run_id,
+        run_id=str(record.get("run_id") or ""),
         job=job,
-        step=record.step_key,
+        step=record.get("step_key"),
         asset=asset,
         event_type=event_type,
-        message=redact(message or ""),
+        message=redact(message),
         fields=fields,
         stack=redact(stack) if stack else None,
     )
 
 
-def _plain(value: Any) -> Any:
-    """A metadata value as JSON-friendly data."""
-    inner = getattr(value, "value", value)
-    if isinstance(inner, str | int | float | bool) or inner is None:
-        return inner
-    return str(inner)
+def resolve_run_id(source: LogSource, prefix: str) -> str:
+    """The run whose id starts with `prefix` (a whole id too); LogsError if none or several."""
+    return source.resolve(prefix)
 
 
 def read_entries(
-    instance: DagsterInstance, logs: LogFilter, *, after: Mapping[str, int] | None = None
+    source: LogSource, logs: LogFilter, *, after: Mapping[str, int] | None = None
 ) -> list[LogEntry]:
     """The newest `logs.limit` entries the filter matches, oldest first. `after` (run id ->
     storage id) skips what was already read, for --follow."""
     found: list[LogEntry] = []
-    for record in _runs(instance, logs):
-        run = record.dagster_run
+    for run in source.runs(logs):
         if len(found) >= logs.limit:
             kth = sorted((e.timestamp for e in found), reverse=True)[logs.limit - 1]
-            if record.update_timestamp.timestamp() < kth:
+            if run.updated < kth:
                 break  # this run and the older ones end before the newest entries found
-        for row in _rows(instance, run.run_id, logs, (after or {}).get(run.run_id)):
-            entry = _entry(row, run.job_name)
-            if entry is not None:
-                found.append(entry)
+        for row in source.rows(run.run_id, logs, (after or {}).get(run.run_id)):
+            found.append(_entry(row, run.job))
     found.sort(key=lambda e: (e.timestamp, e.storage_id))
     return found[-logs.limit :]
 
 
-def follow(
-    instance: DagsterInstance, logs: LogFilter, *, poll_seconds: float = 1.0
-) -> Iterator[LogEntry]:
+def follow(source: LogSource, logs: LogFilter, *, poll_seconds: float = 1.0) -> Iterator[LogEntry]:
     """The newest entries, then every new one as it is stored (runs started later included),
     each once, until the caller stops iterating (Ctrl-C)."""
     import time
@@ -402,7 +577,7 @@ def follow(
     window = logs
     while True:
         polled = dt.datetime.now(dt.UTC)
-        for entry in read_entries(instance, window, after=seen):
+        for entry in read_entries(source, window, after=seen):
             if entry.storage_id > seen.get(entry.run_id, 0):
                 seen[entry.run_id] = entry.storage_id
                 yield entry
