@@ -225,7 +225,11 @@ class SqliteFiles:
             rows = con.execute(sql, params).fetchall()
         return [
             RunInfo(
-                run_id, job, dt.datetime.fromisoformat(updated).replace(tzinfo=dt.UTC).timestamp()
+                run_id,
+                job,
+                dt.datetime.fromisoformat(updated).replace(tzinfo=dt.UTC).timestamp()
+                if updated
+                else 0.0,
             )
             for run_id, job, updated in rows
         ]
@@ -236,7 +240,12 @@ class SqliteFiles:
             return []
         sql, params = _select(logs, after, logs.limit, "sqlite")
         with closing(self._connect(path)) as con:
-            return con.execute(sql, {**params, "run_id": run_id}).fetchall()
+            try:
+                return con.execute(sql, {**params, "run_id": run_id}).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []  # a run just starting: Dagster has not created its table yet
+                raise
 
 
 class InstanceStorage:
@@ -577,7 +586,11 @@ def follow(source: LogSource, logs: LogFilter, *, poll_seconds: float = 1.0) -> 
     window = logs
     while True:
         polled = dt.datetime.now(dt.UTC)
-        for entry in read_entries(source, window, after=seen):
+        try:
+            found = read_entries(source, window, after=seen)
+        except sqlite3.OperationalError:  # a writer holds a file for now: the next poll reads it
+            found = []
+        for entry in found:
             if entry.storage_id > seen.get(entry.run_id, 0):
                 seen[entry.run_id] = entry.storage_id
                 yield entry
