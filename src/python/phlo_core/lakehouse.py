@@ -24,7 +24,10 @@ from phlo_core.settings import PhloSettings, get_settings
 
 if TYPE_CHECKING:
     import duckdb
+    import pandas as pd
     import pyarrow as pa
+
+    from phlo_core.calendar import DayRange
 
 CATALOG = "lake"
 LAYERS = ("raw", "bronze", "silver", "gold", "marts")
@@ -200,6 +203,21 @@ class PartitionWrite:
     start: dt.date
     end: dt.date
     rows: pa.Table
+
+    @classmethod
+    def of_days(
+        cls,
+        table: str,
+        columns: Mapping[str, str],
+        days: DayRange,
+        frame: pd.DataFrame,
+        partition_column: str = "partition_date",
+    ) -> PartitionWrite:
+        """The days' rows of `table`, given as a pandas frame."""
+        import pyarrow
+
+        rows = pyarrow.Table.from_pandas(frame, preserve_index=False)
+        return cls(table, columns, partition_column, days.start, days.end, rows)
 
 
 def replace_partitions(

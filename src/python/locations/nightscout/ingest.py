@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow
 
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
 from phlo_core.lakehouse import PartitionWrite
@@ -232,25 +231,7 @@ def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -
 
 def batch_writes(batch: GlucoseBatch) -> list[PartitionWrite]:
     """The batch's days in both tables, entries first (the table a shrink is measured on)."""
-
-    def arrow(frame: pd.DataFrame) -> pyarrow.Table:
-        return pyarrow.Table.from_pandas(frame, preserve_index=False)
-
     return [
-        PartitionWrite(
-            ENTRIES_TABLE,
-            ENTRY_COLUMNS,
-            "partition_date",
-            batch.days.start,
-            batch.days.end,
-            arrow(batch.rows),
-        ),
-        PartitionWrite(
-            REJECTED_TABLE,
-            REJECTED_COLUMNS,
-            "partition_date",
-            batch.days.start,
-            batch.days.end,
-            arrow(batch.rejected),
-        ),
+        PartitionWrite.of_days(ENTRIES_TABLE, ENTRY_COLUMNS, batch.days, batch.rows),
+        PartitionWrite.of_days(REJECTED_TABLE, REJECTED_COLUMNS, batch.days, batch.rejected),
     ]

@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow
 
 from locations.weather.client import VARIABLES, Hour
 from phlo_core.calendar import DayRange, utc_bounds
@@ -224,25 +223,7 @@ def prepare_batch(
 
 def batch_writes(batch: WeatherBatch) -> list[PartitionWrite]:
     """The batch's days in both tables, observations first (the table a shrink is measured on)."""
-
-    def arrow(frame: pd.DataFrame) -> pyarrow.Table:
-        return pyarrow.Table.from_pandas(frame, preserve_index=False)
-
     return [
-        PartitionWrite(
-            OBSERVATIONS_TABLE,
-            OBSERVATION_COLUMNS,
-            "partition_date",
-            batch.days.start,
-            batch.days.end,
-            arrow(batch.rows),
-        ),
-        PartitionWrite(
-            REJECTED_TABLE,
-            REJECTED_COLUMNS,
-            "partition_date",
-            batch.days.start,
-            batch.days.end,
-            arrow(batch.rejected),
-        ),
+        PartitionWrite.of_days(OBSERVATIONS_TABLE, OBSERVATION_COLUMNS, batch.days, batch.rows),
+        PartitionWrite.of_days(REJECTED_TABLE, REJECTED_COLUMNS, batch.days, batch.rejected),
     ]
