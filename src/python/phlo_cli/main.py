@@ -320,6 +320,103 @@ def logs(
     return 0
 
 
+services_app = App(
+    name="services",
+    help="Local PostgreSQL and S3 servers for the production profile, without Docker.",
+)
+app.command(services_app)
+
+
+def _show_services(statuses: list[object], as_json: bool) -> None:
+    from dataclasses import asdict
+
+    from phlo_cli.render import to_table
+
+    if as_json:
+        import json
+
+        print(json.dumps([asdict(status) for status in statuses]))  # pyright: ignore
+        return
+    rows = [
+        (s.name, s.state, s.address or "-", "yes" if s.answers else "no", s.detail)  # pyright: ignore
+        for s in statuses
+    ]
+    print(to_table(["service", "state", "address", "answers", "detail"], rows))
+
+
+@services_app.command(name="up")
+def services_up(*, pg_port: int | None = None, s3_port: int | None = None) -> int:
+    """Start PostgreSQL and a SeaweedFS S3 server on loopback (again: keeps them running).
+
+    Creates the bucket `lake`, the role `phlo` and the databases for the lake's catalog,
+    Dagster's storage and the published marts (and the demo's own), and writes
+    PHLO_HOME/services.env: from then on every phlo command (and `dagster dev` through the
+    dagster.yaml phlo writes) runs on this production profile. Data and logs stay under
+    PHLO_HOME/services.
+
+    Parameters
+    ----------
+    pg_port
+        PostgreSQL's port (default: the one used before, else a free one).
+    s3_port
+        The S3 API's port (default: the one used before, else a free one).
+    """
+    from phlo_core.services import ServiceError, ServicePortError, up
+
+    for option, port in (("--pg-port", pg_port), ("--s3-port", s3_port)):
+        if port is not None and not 1024 <= port <= 65535:
+            raise UsageError(f"{option} must be a port from 1024 to 65535, not {port}")
+    settings = _settings()
+    try:
+        statuses = up(settings, pg_port=pg_port, s3_port=s3_port)
+    except ServicePortError as exc:
+        raise UsageError(str(exc)) from None
+    except ServiceError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    _show_services(list(statuses), as_json=False)
+    print(
+        f"\nphlo now runs on these services (settings in {_shown(settings.home / 'services.env')}"
+        "); `phlo services down` returns to the embedded default.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+@services_app.command(name="down")
+def services_down() -> int:
+    """Stop the servers `phlo services up` started; their data stays for the next `up`.
+
+    phlo commands use the embedded default (or your own settings) again.
+    """
+    from phlo_core.services import ServiceError, down
+
+    try:
+        statuses = down(_settings())
+    except ServiceError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    _show_services(list(statuses), as_json=False)
+    return 0
+
+
+@services_app.command(name="status")
+def services_status(*, as_json: Annotated[bool, Parameter(name="--json")] = False) -> int:
+    """Each service, its address and whether it answers. Exit 1 when one set up is not running.
+
+    Parameters
+    ----------
+    as_json
+        A JSON list of {name, state, address, answers, detail}.
+    """
+    from phlo_core.services import status
+
+    statuses = status(_settings())
+    _show_services(list(statuses), as_json=as_json)
+    set_up = [s for s in statuses if s.state != "not set up"]
+    return 0 if all(s.answers for s in set_up) else EXIT_FAILED
+
+
 @app.command
 def maintenance(*, retention_days: int | None = None) -> int:
     """Lakehouse housekeeping: expire old snapshots, delete unreferenced files, merge small ones.

@@ -1,6 +1,12 @@
 """The dbt profile every location's project shares (`phlo`), derived from the same settings
-that open the lakehouse, so that dbt and Python see the same catalog."""
+that open the lakehouse, so that dbt and Python see the same catalog.
 
+Secrets (the catalog's connection string with its password, the object store's secret key) are
+not written into profiles.yml: the profile names environment variables with dbt's
+`DBT_ENV_SECRET_` prefix, which dbt scrubs from its logs, and `write_profile` sets them in this
+process (dbt runs in it, or in its children)."""
+
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +17,37 @@ from phlo_core.locks import write_atomically
 from phlo_core.settings import PhloSettings
 
 PROFILE = "phlo"
+CATALOG_ENV = "DBT_ENV_SECRET_PHLO_LAKE_CATALOG"
+S3_SECRET_ENV = "DBT_ENV_SECRET_PHLO_S3_SECRET"
+
+
+def secret_environment(settings: PhloSettings) -> dict[str, str]:
+    """The environment variables the profile reads its secrets from."""
+    env = {}
+    if not settings.lake_catalog.startswith("sqlite:"):
+        env[CATALOG_ENV] = settings.lake_catalog
+    if settings.phlo_s3_secret_access_key is not None:
+        env[S3_SECRET_ENV] = settings.phlo_s3_secret_access_key.get_secret_value()
+    return env
+
+
+def _s3_secrets(settings: PhloSettings) -> list[dict[str, Any]]:
+    if not settings.lake_on_s3:
+        return []
+    endpoint, use_ssl = settings.s3_endpoint
+    bucket = "s3://" + settings.lake_data_path.removeprefix("s3://").split("/", 1)[0]
+    secret: dict[str, Any] = {
+        "type": "s3",
+        "key_id": settings.phlo_s3_access_key_id,
+        "secret": "{{ env_var('" + S3_SECRET_ENV + "') }}",
+        "region": settings.phlo_s3_region,
+        "url_style": settings.phlo_s3_url_style,
+        "use_ssl": use_ssl,
+        "scope": bucket,
+    }
+    if endpoint:
+        secret["endpoint"] = endpoint
+    return [secret]
 
 
 def profile_document(settings: PhloSettings) -> dict[str, Any]:
@@ -32,7 +69,12 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
                     "settings": {"TimeZone": "UTC"},
                     "attach": [
                         {
-                            "path": f"ducklake:{settings.lake_catalog}",
+                            "path": "ducklake:"
+                            + (
+                                settings.lake_catalog
+                                if settings.lake_catalog.startswith("sqlite:")
+                                else "{{ env_var('" + CATALOG_ENV + "') }}"
+                            ),
                             "alias": CATALOG,
                             "is_ducklake": True,
                             "options": {
@@ -45,6 +87,7 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
                             },
                         }
                     ],
+                    **({"secrets": _s3_secrets(settings)} if settings.lake_on_s3 else {}),
                 }
             },
         }
@@ -52,6 +95,7 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
 
 
 def write_profile(settings: PhloSettings) -> Path:
+    os.environ.update(secret_environment(settings))
     profiles_dir = settings.dbt_dir
     profiles_dir.mkdir(parents=True, exist_ok=True)
     path = profiles_dir / "profiles.yml"

@@ -7,7 +7,8 @@ manager that serves the sample data over the source's real protocol and yields s
 overrides. A location without a source of its own (one that only reads others' tables) has
 just `REPORTS` and `EXPLORE_SQL`: shown once the runs before it succeeded, in workspace order.
 The demo writes to its own lakehouse and Dagster instance under PHLO_HOME/demo, so sample data
-never mixes with real data.
+never mixes with real data; with `phlo services` running, to their own databases and S3 prefix
+(PHLO_HOME/demo/services.env), on the production profile.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from types import ModuleType
 from phlo_core.engine import RunOutcome, materialize
 from phlo_core.lakehouse import QueryResult, query
 from phlo_core.progress import ProgressCallback
-from phlo_core.settings import PhloSettings, with_overrides
+from phlo_core.settings import PhloSettings, services_profile, with_overrides
 from phlo_core.workspace import location_refs
 
 
@@ -54,13 +55,14 @@ def demo_modules(settings: PhloSettings) -> dict[str, ModuleType]:
 
 def demo_settings(settings: PhloSettings) -> PhloSettings:
     home = settings.home / "demo"
-    return with_overrides(
-        settings,
-        phlo_home=home,
-        dagster_home=home / "dagster",
-        phlo_lake_catalog=None,
-        phlo_lake_data_path=None,
-    )
+    profile: dict[str, object] = {
+        "phlo_lake_catalog": None,
+        "phlo_lake_data_path": None,
+        "phlo_dagster_postgres_url": None,
+        "phlo_publish_postgres_url": None,
+    }
+    profile.update(services_profile(home))
+    return with_overrides(settings, phlo_home=home, dagster_home=home / "dagster", **profile)
 
 
 def run_demo(

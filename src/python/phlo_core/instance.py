@@ -1,11 +1,19 @@
-"""The Dagster instance phlo records its runs in (DAGSTER_HOME)."""
+"""The Dagster instance phlo records its runs in (DAGSTER_HOME).
+
+Its `dagster.yaml` follows the settings: SQLite files under DAGSTER_HOME by default, PostgreSQL
+(runs, event log, schedules) when PHLO_DAGSTER_POSTGRES_URL is set. phlo writes the file and
+rewrites it whenever the settings or phlo's template change, as long as it starts with the
+template's first line; a file of your own is left alone.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING
 
 from phlo_core.locks import file_lock, write_atomically
 from phlo_core.orphans import fail_orphaned_runs
+from phlo_core.redact import redact
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import REPO_ROOT
 
@@ -16,6 +24,45 @@ if TYPE_CHECKING:
 TEMPLATE = REPO_ROOT / "infra" / "dagster" / "dagster.yaml"
 
 
+class InstanceError(RuntimeError):
+    """Dagster's instance storage could not be opened; one line, no secret in it."""
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own reason: the innermost cause's first line that says something."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def instance_config(settings: PhloSettings) -> str:
+    """The dagster.yaml for these settings: the template, plus PostgreSQL storage if set."""
+    text = TEMPLATE.read_text()
+    url = settings.dagster_postgres_url
+    if url is None:
+        return text
+    # The URL (with its password) is written here because `dagster dev`, its daemon and code
+    # servers read this file without phlo's settings; the file is readable by its owner only.
+    return text + (
+        "# Runs, event log and schedules in PostgreSQL (PHLO_DAGSTER_POSTGRES_URL).\n"
+        f"storage:\n  postgres:\n    postgres_url: {json.dumps(url)}\n"
+    )
+
+
+def sync_instance_config(settings: PhloSettings) -> None:
+    """Write DAGSTER_HOME/dagster.yaml for these settings unless it is a file of the user's."""
+    home = settings.resolved_dagster_home
+    config = home / "dagster.yaml"
+    wanted = instance_config(settings)
+    current = config.read_text() if config.exists() else None
+    ours = current is not None and current.startswith(wanted.splitlines()[0])
+    if current is None or (ours and current != wanted):
+        # Missing, written by an older phlo or for other settings: follow these.
+        write_atomically(config, wanted)
+        config.chmod(0o600)
+
+
 def instance_for(settings: PhloSettings) -> DagsterInstance:
     """The Dagster instance in DAGSTER_HOME, created on first use. Creation is serialized:
     two processes creating SQLite storage at once stamp its schema twice, which breaks every
@@ -24,14 +71,16 @@ def instance_for(settings: PhloSettings) -> DagsterInstance:
 
     home = settings.resolved_dagster_home
     with file_lock(home / ".phlo-instance.lock"):
-        config = home / "dagster.yaml"
-        wanted = TEMPLATE.read_text()
-        current = config.read_text() if config.exists() else None
-        ours = current is not None and current.startswith(wanted.splitlines()[0])
-        if current is None or (ours and current != wanted):
-            # Missing, or written by an older phlo: the instance follows this version's file.
-            write_atomically(config, wanted)
-        instance = DagsterInstance.from_config(str(home))
-        instance.get_run_records(limit=1)  # opens (and creates) the storage under the lock
+        sync_instance_config(settings)
+        try:
+            instance = DagsterInstance.from_config(str(home))
+            instance.get_run_records(limit=1)  # opens (and creates) the storage under the lock
+        except Exception as exc:
+            if settings.dagster_postgres_url is None:
+                raise
+            raise InstanceError(
+                "cannot open Dagster's storage in PostgreSQL (PHLO_DAGSTER_POSTGRES_URL "
+                f"{redact(settings.dagster_postgres_url)}): {redact(_reason(exc))}"
+            ) from None
     fail_orphaned_runs(instance)
     return instance

@@ -36,6 +36,8 @@ DUCKDB_VERSION = "v1.5.5"
 EXTENSIONS = {
     "ducklake": "duckdb_extension_ducklake",
     "sqlite_scanner": "duckdb_extension_sqlite_scanner",
+    "postgres_scanner": "duckdb_extension_postgres_scanner",
+    "httpfs": "duckdb_extension_httpfs",
 }
 _RETRYABLE_MARKERS = ("database is locked", "conflict", "busy")
 _install_lock = threading.Lock()
@@ -87,6 +89,29 @@ def attach_sql(settings: PhloSettings, *, read_only: bool = False) -> str:
     )
 
 
+def s3_secret_sql(settings: PhloSettings) -> str | None:
+    """A temporary (this connection's) DuckDB secret for the lake's bucket, or None when the
+    data path is local. Only the lake's own bucket is in its scope."""
+    if not settings.lake_on_s3:
+        return None
+    endpoint, use_ssl = settings.s3_endpoint
+    secret = settings.phlo_s3_secret_access_key
+    assert settings.phlo_s3_access_key_id and secret is not None  # settings validate this
+    bucket = "s3://" + settings.lake_data_path.removeprefix("s3://").split("/", 1)[0]
+    fields = [
+        "type s3",
+        f"key_id {sql_literal(settings.phlo_s3_access_key_id)}",
+        f"secret {sql_literal(secret.get_secret_value())}",
+        f"region {sql_literal(settings.phlo_s3_region)}",
+        f"url_style {sql_literal(settings.phlo_s3_url_style)}",
+        f"use_ssl {'true' if use_ssl else 'false'}",
+        f"scope {sql_literal(bucket)}",
+    ]
+    if endpoint:
+        fields.append(f"endpoint {sql_literal(endpoint)}")
+    return f"create or replace temporary secret phlo_lake_s3 ({', '.join(fields)})"
+
+
 def _prepare_local_folders(settings: PhloSettings) -> None:
     settings.extension_directory.mkdir(parents=True, exist_ok=True)
     if settings.lake_catalog.startswith("sqlite:"):
@@ -118,6 +143,9 @@ def connect(
     try:
         con.execute("set TimeZone = 'UTC'")
         _install_extensions(con, settings)
+        secret = s3_secret_sql(settings)
+        if secret:
+            con.execute(secret)
 
         def attach() -> None:
             # Every statement here reads the catalog, so any of them can meet `database is

@@ -18,10 +18,35 @@ _DSN_SECRET = re.compile(
 )
 
 
+# Secret values known to this process (an object store's secret key, passwords): masked
+# wherever they appear, whatever the text around them looks like.
+_known: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` in every later `redact` (values shorter than 4 characters are not
+    secrets worth the false hits)."""
+    if value and len(value) >= 4:
+        _known.add(value)
+
+
 def redact(text: str) -> str:
-    """`text` with URL userinfo and DSN passwords replaced by `***`."""
+    """`text` with URL userinfo, DSN passwords and registered secrets replaced by `***`."""
+    for secret in sorted(_known, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
     text = _USERINFO.sub(r"\g<scheme>***@", text)
     return _DSN_SECRET.sub(r"\g<key>***", text)
+
+
+def dsn_password(dsn: str) -> str | None:
+    """The password of a libpq key=value DSN or of a URL with userinfo, if it has one."""
+    match = re.search(r"\bpassword\s*=\s*('[^']*'|\"[^\"]*\"|[^\s'\"]+)", dsn, re.IGNORECASE)
+    if match:
+        return match.group(1).strip("'\"")
+    if "://" in dsn:
+        return urlsplit(dsn).password
+    return None
 
 
 def has_userinfo(url: str) -> bool:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from phlo_core.redact import has_userinfo, redact
+from phlo_core.redact import dsn_password, has_userinfo, redact, register_secret
+
+# Written by `phlo services up` into PHLO_HOME: the settings of the local production profile.
+# Read beneath the environment and `.env`, which win where both set a value.
+SERVICES_ENV = "services.env"
 
 
 class SettingsError(ValueError):
@@ -35,8 +39,13 @@ class PhloSettings(BaseSettings):
     )
 
     def __repr_args__(self) -> Any:
-        # Values meant for a location's model may be credentials: the repr shows fields only.
-        return [(k, v) for k, v in super().__repr_args__() if k in type(self).model_fields]
+        # Values meant for a location's model may be credentials: the repr shows fields only,
+        # and a catalog DSN without its password.
+        return [
+            (k, redact(v) if isinstance(v, str) else v)
+            for k, v in super().__repr_args__()
+            if k in type(self).model_fields
+        ]
 
     phlo_home: Path = Field(default=Path(".phlo"), description="Everything local lives here.")
     phlo_timezone: str = Field(default="UTC", description="IANA zone; a partition is a local day.")
@@ -47,6 +56,23 @@ class PhloSettings(BaseSettings):
     )
     phlo_lake_data_path: str | None = Field(
         default=None, description="Folder or s3:// URL for the lake's Parquet files."
+    )
+    phlo_s3_endpoint: str | None = Field(
+        default=None,
+        description="S3-compatible server as host:port or http(s)://host:port; unset: AWS S3.",
+    )
+    phlo_s3_access_key_id: str | None = None
+    phlo_s3_secret_access_key: SecretStr | None = None
+    phlo_s3_region: str = "us-east-1"
+    phlo_s3_use_ssl: bool = True
+    phlo_s3_url_style: Literal["path", "vhost"] = "path"
+    phlo_dagster_postgres_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL for Dagster's runs, events and schedules; unset: SQLite files.",
+    )
+    phlo_publish_postgres_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL the marts are published to (schema marts); unset: not published.",
     )
     dagster_home: Path | None = None
     phlo_workspace: Path | None = Field(
@@ -95,6 +121,80 @@ class PhloSettings(BaseSettings):
                 "settings, never in the path"
             )
         return value
+
+    @field_validator("phlo_lake_catalog")
+    @classmethod
+    def _known_catalog_kind(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:", "postgres:")):
+            raise ValueError(
+                f"{redact(value)!r} is not a DuckLake catalog: use 'sqlite:PATH' or "
+                "'postgres:dbname=... host=... user=...'"
+            )
+        return value
+
+    @field_validator("phlo_dagster_postgres_url", "phlo_publish_postgres_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        if not url.startswith(("postgresql://", "postgres://", "postgresql+psycopg2://")):
+            raise ValueError(
+                f"{redact(url)!r} is not a PostgreSQL URL (postgresql://user:password@host:port/db)"
+            )
+        return SecretStr(url)
+
+    @field_validator("phlo_s3_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and has_userinfo(value if "://" in value else f"http://{value}"):
+            raise ValueError(
+                f"{redact(value)!r} carries credentials: use PHLO_S3_ACCESS_KEY_ID and "
+                "PHLO_S3_SECRET_ACCESS_KEY"
+            )
+        return value or None
+
+    @model_validator(mode="after")
+    def _s3_needs_keys(self) -> PhloSettings:
+        for secret in (self.phlo_s3_secret_access_key, *self._postgres_urls()):
+            register_secret(secret.get_secret_value() if secret else None)
+            if secret is not None:
+                register_secret(dsn_password(secret.get_secret_value()))
+        if self.phlo_lake_catalog:
+            register_secret(dsn_password(self.phlo_lake_catalog))
+        if self.lake_on_s3 and not (self.phlo_s3_access_key_id and self.phlo_s3_secret_access_key):
+            raise ValueError(
+                f"PHLO_LAKE_DATA_PATH is {self.lake_data_path}: set PHLO_S3_ACCESS_KEY_ID and "
+                "PHLO_S3_SECRET_ACCESS_KEY"
+            )
+        return self
+
+    def _postgres_urls(self) -> list[SecretStr]:
+        urls = [self.phlo_dagster_postgres_url, self.phlo_publish_postgres_url]
+        return [url for url in urls if url is not None]
+
+    @property
+    def lake_on_s3(self) -> bool:
+        return self.lake_data_path.startswith("s3://")
+
+    @property
+    def s3_endpoint(self) -> tuple[str | None, bool]:
+        """(host:port or None for AWS, whether to use TLS): a scheme on the endpoint decides."""
+        endpoint = self.phlo_s3_endpoint
+        if endpoint is None:
+            return None, self.phlo_s3_use_ssl
+        if "://" in endpoint:
+            scheme, _, rest = endpoint.partition("://")
+            return rest.rstrip("/"), scheme == "https"
+        return endpoint.rstrip("/"), self.phlo_s3_use_ssl
+
+    @property
+    def dagster_postgres_url(self) -> str | None:
+        """Dagster's storage URL with the psycopg2 driver (SQLAlchemy 2 would pick psycopg 3)."""
+        if self.phlo_dagster_postgres_url is None:
+            return None
+        url = self.phlo_dagster_postgres_url.get_secret_value()
+        return "postgresql+psycopg2://" + url.split("://", 1)[1]
 
     @property
     def timezone(self) -> ZoneInfo:
@@ -154,18 +254,37 @@ def _one_line(exc: ValidationError) -> SettingsError:
     """pydantic's multi-line report as one line naming each variable."""
     problems = []
     for error in exc.errors():
-        variable = str(error["loc"][0]).upper() if error["loc"] else "settings"
         message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{variable}: {message}")
+        if error["loc"]:
+            message = f"{str(error['loc'][0]).upper()}: {message}"
+        problems.append(message)
     return SettingsError("invalid configuration: " + "; ".join(problems))
 
 
 def load_settings(**overrides: object) -> PhloSettings:
-    """Build settings, turning pydantic's multi-line report into one line naming the variable."""
+    """Build settings, turning pydantic's multi-line report into one line naming the variable.
+
+    Beneath the environment and `.env` lies PHLO_HOME/services.env, written by `phlo services
+    up`: with local services running, every command uses them unless told otherwise."""
     try:
-        return PhloSettings(**overrides)  # pyright: ignore[reportArgumentType]
+        settings = PhloSettings(**overrides)  # pyright: ignore[reportArgumentType]
+        services = settings.home / SERVICES_ENV
+        if services.is_file():
+            env_files = (services, ".env")
+            settings = PhloSettings(_env_file=env_files, **overrides)  # pyright: ignore
+        return settings
     except ValidationError as exc:
         raise _one_line(exc) from None
+
+
+def services_profile(home: Path) -> dict[str, str]:
+    """The settings `phlo services up` wrote for the home `home` (empty when there are none)."""
+    from dotenv import dotenv_values
+
+    path = home.expanduser().resolve() / SERVICES_ENV
+    if not path.is_file():
+        return {}
+    return {key.lower(): value for key, value in dotenv_values(path).items() if value is not None}
 
 
 LocationModel = TypeVar("LocationModel", bound=BaseSettings)
