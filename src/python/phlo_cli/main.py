@@ -131,6 +131,8 @@ def materialize(
     from phlo_core.calendar import PartitionError, parse_day_range
     from phlo_core.engine import materialize as run_materialize
     from phlo_core.engine import validate_days
+    from phlo_core.instance import InstanceError
+    from phlo_core.lakehouse import LakehouseError
     from phlo_core.selection import SelectionError
     from phlo_core.workspace import WorkspaceError
 
@@ -152,7 +154,7 @@ def materialize(
         )
     except (PartitionError, SelectionError) as exc:
         raise UsageError(str(exc)) from None
-    except WorkspaceError as exc:
+    except (WorkspaceError, LakehouseError, InstanceError) as exc:
         _err(str(exc))
         return EXIT_FAILED
     return _report_outcomes(outcomes)
@@ -479,6 +481,11 @@ def demo() -> int:
     explore = "".join(
         f'explore it:  PHLO_HOME={home} {phlo} query "{sql}"\n' for sql in result.explore_sql
     )
+    published = result.settings.phlo_publish_postgres_url
+    if published is not None and not code:
+        from phlo_core.redact import redact
+
+        print(f"\nmarts published to {redact(published.get_secret_value())} (schema marts)")
     print(
         f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {home}\n"
         f"{explore}"

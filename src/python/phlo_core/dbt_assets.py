@@ -32,6 +32,8 @@ from phlo_core.locks import lakehouse_writer
 from phlo_core.log import get_logger
 from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
+from phlo_core.publish import SCHEMA as MARTS_SCHEMA
+from phlo_core.publish import build_publish_asset
 from phlo_core.settings import PhloSettings
 
 if TYPE_CHECKING:
@@ -150,7 +152,8 @@ def build_dbt_assets(
 ) -> list[AssetsDefinition]:
     """The models of a dbt project as assets, their tests as asset checks: incremental models
     (written a window of days at a time) daily-partitioned; the others (tables rebuilt whole,
-    such as marts) unpartitioned, so the UI shows what each run really writes."""
+    such as marts) unpartitioned, so the UI shows what each run really writes. The marts
+    (schema `marts`) are also published to PostgreSQL by `<group>_published_marts`."""
     manifest_path = prepare_project(project_dir, settings)
     manifest_json = json.loads(manifest_path.read_text())
     models = [n for n in manifest_json["nodes"].values() if n["resource_type"] == "model"]
@@ -168,6 +171,9 @@ def build_dbt_assets(
                 project_dir, settings, manifest_json, group_name, extra_vars, partitioned=False
             )
         )
+    marts = [AssetKey(n["name"]) for n in models if n["schema"] == MARTS_SCHEMA]
+    if marts:
+        built.append(build_publish_asset(group_name, marts, settings))
     return built
 
 

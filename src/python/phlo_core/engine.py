@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from phlo_core.calendar import DayRange, check_within, today
 from phlo_core.instance import instance_for
+from phlo_core.lakehouse import lakehouse
 from phlo_core.orphans import process_tags
 from phlo_core.progress import (
     ProgressCallback,
@@ -94,6 +95,10 @@ def materialize(
     plans = plan_selection(selection, settings)
     for plan in plans:
         preflight(plan.location, settings, [k.to_user_string() for k in plan.keys])
+    # Storage that cannot be reached (a catalog server down, wrong object-store keys, a
+    # missing bucket) is one error before any run, not a failed step in each location.
+    with lakehouse(settings):
+        pass
     instance = instance_for(settings)
     extra_tags = {**process_tags(), **({ALLOW_SHRINK_TAG: "true"} if allow_shrink else {})}
     outcomes: list[RunOutcome] = []

@@ -63,6 +63,23 @@ def sync_instance_config(settings: PhloSettings) -> None:
         config.chmod(0o600)
 
 
+def check_dagster_postgres(settings: PhloSettings) -> None:
+    """Connect once to Dagster's PostgreSQL, so that a wrong URL or a server that is down is
+    one line naming it (Dagster itself retries for a while, then says "too many retries")."""
+    if settings.phlo_dagster_postgres_url is None:
+        return
+    import psycopg2
+
+    url = settings.phlo_dagster_postgres_url.get_secret_value()
+    try:
+        psycopg2.connect(url.replace("+psycopg2", "", 1), connect_timeout=5).close()
+    except psycopg2.Error as exc:
+        raise InstanceError(
+            f"cannot connect to Dagster's PostgreSQL (PHLO_DAGSTER_POSTGRES_URL {redact(url)}): "
+            f"{redact(_reason(exc))}"
+        ) from None
+
+
 def instance_for(settings: PhloSettings) -> DagsterInstance:
     """The Dagster instance in DAGSTER_HOME, created on first use. Creation is serialized:
     two processes creating SQLite storage at once stamp its schema twice, which breaks every
@@ -70,6 +87,7 @@ def instance_for(settings: PhloSettings) -> DagsterInstance:
     from dagster import DagsterInstance
 
     home = settings.resolved_dagster_home
+    check_dagster_postgres(settings)
     with file_lock(home / ".phlo-instance.lock"):
         sync_instance_config(settings)
         try:

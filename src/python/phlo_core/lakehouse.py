@@ -112,6 +112,34 @@ def s3_secret_sql(settings: PhloSettings) -> str | None:
     return f"create or replace temporary secret phlo_lake_s3 ({', '.join(fields)})"
 
 
+def _check_object_store(con: duckdb.DuckDBPyConnection, settings: PhloSettings) -> None:
+    """One small listing under the data path (a prefix nothing has): wrong keys, a missing
+    bucket or a server that does not answer fail here, named, instead of mid-write."""
+    probe = settings.lake_data_path + ".phlo-probe-*"
+    try:
+        con.execute(f"select count(*) from glob({sql_literal(probe)})").fetchall()
+    except Exception as exc:
+        raise LakehouseError(explain_object_store_error(str(exc), settings)) from None
+
+
+def explain_object_store_error(text: str, settings: PhloSettings) -> str:
+    endpoint = settings.s3_endpoint[0] or "AWS S3"
+    bucket = settings.lake_data_path.removeprefix("s3://").split("/", 1)[0]
+    for code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
+        if code in text:
+            return (
+                f"the object store at {endpoint} refused the lake's credentials ({code}): check "
+                "PHLO_S3_ACCESS_KEY_ID and PHLO_S3_SECRET_ACCESS_KEY"
+            )
+    if "NoSuchBucket" in text or "404" in text:
+        return (
+            f"bucket {bucket!r} does not exist at {endpoint} (PHLO_LAKE_DATA_PATH "
+            f"{settings.lake_data_path}): create it, or point PHLO_LAKE_DATA_PATH at one that does"
+        )
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return f"the object store at {endpoint} (PHLO_S3_ENDPOINT) failed: {redact(lines[0])}"
+
+
 def _prepare_local_folders(settings: PhloSettings) -> None:
     settings.extension_directory.mkdir(parents=True, exist_ok=True)
     if settings.lake_catalog.startswith("sqlite:"):
@@ -146,6 +174,7 @@ def connect(
         secret = s3_secret_sql(settings)
         if secret:
             con.execute(secret)
+            _check_object_store(con, settings)
 
         def attach() -> None:
             # Every statement here reads the catalog, so any of them can meet `database is
@@ -156,6 +185,9 @@ def connect(
             con.execute(f"use {CATALOG}")
 
         retrying(attach)
+    except LakehouseError:
+        con.close()
+        raise
     except Exception as exc:
         con.close()
         reason = redact(first_line(exc))

@@ -350,6 +350,14 @@ LogSource = SqliteFiles | InstanceStorage
 def open_logs(settings: PhloSettings) -> LogSource:
     """The run logs of the Dagster instance in DAGSTER_HOME, opened to read: never created."""
     home = settings.resolved_dagster_home
+    if settings.dagster_postgres_url is not None:
+        from phlo_core.instance import InstanceError, check_dagster_postgres, sync_instance_config
+
+        try:
+            check_dagster_postgres(settings)
+        except InstanceError as exc:
+            raise NoInstanceError(str(exc)) from None
+        sync_instance_config(settings)  # the storage in the settings, not one written before
     if not (home / "dagster.yaml").is_file():
         raise NoInstanceError(
             f"no Dagster instance at {home} (DAGSTER_HOME): no run was recorded there yet "
@@ -370,7 +378,9 @@ def open_logs(settings: PhloSettings) -> LogSource:
         instance = DagsterInstance.from_config(str(home))
         instance.get_run_records(limit=1)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        from phlo_core.redact import redact
+
+        reason = redact((str(exc).strip().splitlines() or [type(exc).__name__])[0])
         raise NoInstanceError(f"cannot read the Dagster instance at {home}: {reason}") from None
     return InstanceStorage(instance)
 

@@ -33,11 +33,25 @@ PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
 BUCKET = "lake"
 PREFIX = "ducklake/"
 ROLE = "phlo"
-# profile -> (lake catalog database, Dagster database, published marts database, S3 prefix)
-PROFILES = {
-    "main": ("phlo_lake", "phlo_dagster", "phlo_analytics", PREFIX),
-    "demo": ("phlo_demo_lake", "phlo_demo_dagster", "phlo_demo_analytics", "demo/" + PREFIX),
-}
+# A profile is a set of databases and an S3 prefix on the same servers: `main` for your data,
+# `demo` for `phlo demo` (sample data never mixes with yours), others for tests.
+PROFILES = ("main", "demo")
+
+
+def profile_names(profile: str) -> tuple[str, str, str, str]:
+    """(lake catalog database, Dagster database, published marts database, S3 prefix)."""
+    if not profile.isidentifier() or not profile.islower():
+        raise ServiceError(f"profile name {profile!r} must be a lowercase identifier")
+    if profile == "main":
+        return "phlo_lake", "phlo_dagster", "phlo_analytics", PREFIX
+    return (
+        f"phlo_{profile}_lake",
+        f"phlo_{profile}_dagster",
+        f"phlo_{profile}_analytics",
+        f"{profile}/{PREFIX}",
+    )
+
+
 _WEED_PORTS = (
     "master.port",
     "master.port.grpc",
@@ -329,7 +343,7 @@ def _pg_connect(port: int, password: str, dbname: str = "postgres") -> Any:
     )
 
 
-def _pg_provision(port: int, password: str, role_password: str) -> None:
+def _pg_provision(port: int, password: str, role_password: str, profiles: list[str]) -> None:
     """Role `phlo` (owner of everything phlo writes) and each profile's databases."""
     con = _pg_connect(port, password)
     con.autocommit = True
@@ -338,13 +352,24 @@ def _pg_provision(port: int, password: str, role_password: str) -> None:
             cur.execute("select 1 from pg_roles where rolname = %s", [ROLE])
             if cur.fetchone() is None:
                 cur.execute(f"create role {ROLE} login password %s", [role_password])
-            for databases in PROFILES.values():
-                for database in databases[:3]:
+            for profile in profiles:
+                for database in profile_names(profile)[:3]:
                     cur.execute("select 1 from pg_database where datname = %s", [database])
                     if cur.fetchone() is None:
                         cur.execute(f"create database {database} owner {ROLE}")
     finally:
         con.close()
+
+
+def provision(settings: PhloSettings, profile: str) -> dict[str, str]:
+    """Databases and a prefix for one more profile on the running services; its settings."""
+    with _locked(settings) as where:
+        state = _read_state(where)
+        if not _pg_running(where) or _s3_running(where) is None:
+            raise ServiceError("the services are not running: `phlo services up` first")
+        creds = state["credentials"]
+        _pg_provision(state["pg_port"], creds["pg_password"], creds["role_password"], [profile])
+        return profile_values(state, profile)
 
 
 # --- SeaweedFS -------------------------------------------------------------------------------
@@ -453,7 +478,7 @@ def _zombie(pid: int) -> bool:
 def profile_values(state: dict[str, Any], profile: str) -> dict[str, str]:
     creds = state["credentials"]
     pg, s3 = state["pg_port"], state["s3_port"]
-    lake_db, dagster_db, marts_db, prefix = PROFILES[profile]
+    lake_db, dagster_db, marts_db, prefix = profile_names(profile)
     password = creds["role_password"]
     url = f"postgresql://{ROLE}:{password}@127.0.0.1:{pg}"
     return {
@@ -530,7 +555,9 @@ def up(
             )
             _write_state(where, state)
             _pg_start(where, state["pg_port"], creds["pg_password"])
-        _pg_provision(state["pg_port"], creds["pg_password"], creds["role_password"])
+        _pg_provision(
+            state["pg_port"], creds["pg_password"], creds["role_password"], list(PROFILES)
+        )
         if _s3_running(where) is None:
             port = _choose_port(s3_port, state.get("s3_port"), "S3", "--s3-port")
             kept = state.get("weed_ports", {})
@@ -577,7 +604,7 @@ def _statuses(where: Layout, state: dict[str, Any]) -> list[ServiceStatus]:
                 "running" if running else "stopped",
                 f"127.0.0.1:{pg_port}",
                 running and _answers_tcp(pg_port),
-                f"databases {', '.join(d for p in PROFILES.values() for d in p[:3])}; "
+                f"databases {', '.join(d for p in PROFILES for d in profile_names(p)[:3])}; "
                 f"data {where.pg_data}",
             )
         )

@@ -267,14 +267,22 @@ def load_settings(**overrides: object) -> PhloSettings:
     Beneath the environment and `.env` lies PHLO_HOME/services.env, written by `phlo services
     up`: with local services running, every command uses them unless told otherwise."""
     try:
-        settings = PhloSettings(**overrides)  # pyright: ignore[reportArgumentType]
-        services = settings.home / SERVICES_ENV
-        if services.is_file():
-            env_files = (services, ".env")
-            settings = PhloSettings(_env_file=env_files, **overrides)  # pyright: ignore
-        return settings
+        given = {k: v for k, v in overrides.items() if k == "phlo_home"}
+        home = _Home(**given).phlo_home  # pyright: ignore[reportArgumentType]
+        services = home.expanduser().resolve() / SERVICES_ENV
+        env_files = (services, ".env") if services.is_file() else (".env",)
+        return PhloSettings(_env_file=env_files, **overrides)  # pyright: ignore
     except ValidationError as exc:
         raise _one_line(exc) from None
+
+
+class _Home(BaseSettings):
+    """PHLO_HOME alone, read as PhloSettings reads it: where to look for services.env."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+    phlo_home: Path = Path(".phlo")
 
 
 def services_profile(home: Path) -> dict[str, str]:
