@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -47,3 +49,36 @@ def make_settings(tmp_path: Path) -> Callable[..., PhloSettings]:
 def nightscout() -> Iterator[SampleNightscoutServer]:
     with SampleNightscoutServer(timezone="America/New_York", api_secret=TEST_SECRET) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhloSettings]:
+    """A real PostgreSQL and a real S3 server (SeaweedFS), started once per test session on
+    free loopback ports exactly as `phlo services up` starts them, stopped and removed after.
+    Where a Docker engine is reachable the same servers could come from testcontainers; these
+    machines have none, so local binaries serve (STACK.md)."""
+    from phlo_core import services as local_services
+
+    home = tmp_path_factory.mktemp("services") / "phlo"
+    settings = load_settings(phlo_home=home)
+    local_services.up(settings)
+    try:
+        yield settings
+    finally:
+        local_services.down(settings)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+_profiles = itertools.count()
+
+
+@pytest.fixture
+def production_profile(services: PhloSettings) -> Callable[[], dict[str, str]]:
+    """Settings (as environment variables) of a fresh production profile on the session's
+    servers: its own catalog database, Dagster database, marts database and S3 prefix."""
+    from phlo_core.services import provision
+
+    def make() -> dict[str, str]:
+        return provision(services, f"t{os.getpid()}x{next(_profiles)}")
+
+    return make

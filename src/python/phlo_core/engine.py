@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from phlo_core.calendar import DayRange, check_within, today
-from phlo_core.instance import instance_for
+from phlo_core.instance import check_dagster_postgres, instance_for
 from phlo_core.lakehouse import lakehouse
 from phlo_core.orphans import process_tags
 from phlo_core.progress import (
@@ -96,7 +96,9 @@ def materialize(
     for plan in plans:
         preflight(plan.location, settings, [k.to_user_string() for k in plan.keys])
     # Storage that cannot be reached (a catalog server down, wrong object-store keys, a
-    # missing bucket) is one error before any run, not a failed step in each location.
+    # missing bucket) is one error before any run, not a failed step in each location; both
+    # checks connect before they write anything.
+    check_dagster_postgres(settings)
     with lakehouse(settings):
         pass
     instance = instance_for(settings)

@@ -1,0 +1,428 @@
+"""The production profile on real servers: DuckLake with its catalog in PostgreSQL and its
+Parquet files in an S3 bucket, Dagster's runs and events in PostgreSQL, marts published to
+PostgreSQL. The servers are the session's (`services` in conftest): a real PostgreSQL 15 and
+a real SeaweedFS S3 server, fresh per test session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from locations.nightscout.sample_server import SampleNightscoutServer
+from phlo_core.calendar import parse_day_range
+from phlo_core.engine import materialize
+from phlo_core.lakehouse import query
+from phlo_core.settings import PhloSettings, load_settings
+from tests.conftest import TEST_SECRET
+from tests.e2e.helpers import expected_daily_metrics, served_readings, snapshot
+
+pytestmark = pytest.mark.slow
+
+PHLO = str(Path(sys.executable).with_name("phlo"))
+ZONE = "America/New_York"
+DAYS = parse_day_range("2024-03-09..2024-03-11")
+# Files phlo writes on purpose with credentials in them (owner-only): never logs or output.
+CONFIG_FILES = {"services.env", "state.json", "s3.json", "dagster.yaml", "profiles.yml"}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SampleNightscoutServer]:
+    with SampleNightscoutServer(timezone=ZONE, api_secret=TEST_SECRET) as s:
+        yield s
+
+
+def as_settings(
+    home: Path, profile: dict[str, str], server: SampleNightscoutServer
+) -> PhloSettings:
+    return load_settings(
+        phlo_home=home,
+        phlo_timezone=ZONE,
+        nightscout_url=server.url,
+        nightscout_api_secret=TEST_SECRET,
+        **{key.lower(): value for key, value in profile.items()},
+    )
+
+
+def environment(home: Path, profile: dict[str, str], server: SampleNightscoutServer) -> dict:
+    return {
+        **os.environ,
+        **profile,
+        "PHLO_HOME": str(home),
+        "PHLO_TIMEZONE": ZONE,
+        "NIGHTSCOUT_URL": server.url,
+        "NIGHTSCOUT_API_SECRET": TEST_SECRET,
+    }
+
+
+def pg(url: str, sql: str, params: list[Any] | None = None) -> list[tuple]:
+    import psycopg2
+
+    con = psycopg2.connect(url)
+    try:
+        with con.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        con.close()
+
+
+def catalog_url(profile: dict[str, str]) -> str:
+    """The catalog database as a URL (same role and server as Dagster's)."""
+    dagster = profile["PHLO_DAGSTER_POSTGRES_URL"]
+    database = profile["PHLO_LAKE_CATALOG"].split("dbname=", 1)[1].split()[0]
+    return dagster.rsplit("/", 1)[0] + "/" + database
+
+
+def s3_keys(profile: dict[str, str]) -> list[str]:
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=profile["PHLO_S3_ENDPOINT"],
+        aws_access_key_id=profile["PHLO_S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=profile["PHLO_S3_SECRET_ACCESS_KEY"],
+        region_name=profile["PHLO_S3_REGION"],
+    )
+    bucket, _, prefix = profile["PHLO_LAKE_DATA_PATH"].removeprefix("s3://").partition("/")
+    keys: list[str] = []
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [item["Key"] for item in page.get("Contents", [])]
+    return keys
+
+
+def secrets_of(profile: dict[str, str]) -> list[str]:
+    from phlo_core.redact import dsn_password
+
+    found = [
+        profile["PHLO_S3_SECRET_ACCESS_KEY"],
+        dsn_password(profile["PHLO_LAKE_CATALOG"]),
+        dsn_password(profile["PHLO_DAGSTER_POSTGRES_URL"]),
+    ]
+    return [secret for secret in found if secret]
+
+
+def assert_no_secret_written(profile: dict[str, str], home: Path, *texts: str) -> None:
+    """No secret in any file under the home but the owner-only config files, in Dagster's
+    event log, or in the texts (a command's output)."""
+    secrets = secrets_of(profile)
+    for path in home.rglob("*"):
+        if path.is_file() and path.name not in CONFIG_FILES:
+            content = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in content, f"a secret is in {path}"
+    events = pg(profile["PHLO_DAGSTER_POSTGRES_URL"], "select event from event_logs")
+    assert events, "Dagster's events are in PostgreSQL"
+    for (event,) in events:
+        for secret in secrets:
+            assert secret not in event
+    for text in texts:
+        for secret in secrets:
+            assert secret not in text
+
+
+@pytest.fixture(scope="module")
+def built(
+    services: PhloSettings,
+    server: SampleNightscoutServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[PhloSettings, dict[str, str]]:
+    """Three days through every layer on a fresh production profile, in one range run."""
+    from phlo_core.services import provision
+
+    profile = provision(services, f"built{os.getpid()}")
+    settings = as_settings(tmp_path_factory.mktemp("prod") / "home", profile, server)
+    outcomes = materialize("dlt_glucose_entries+", DAYS, settings)
+    assert outcomes and all(o.success for o in outcomes), [o.errors for o in outcomes]
+    return settings, profile
+
+
+def test_the_pipeline_runs_on_postgres_and_s3(
+    built: tuple[PhloSettings, dict[str, str]], server: SampleNightscoutServer
+) -> None:
+    settings, profile = built
+    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
+    result = query("select * from silver.fct_daily_glucose_metrics order by reading_date", settings)
+    rows = [dict(zip(result.columns, row, strict=True)) for row in result.rows]
+    assert [r["reading_date"] for r in rows] == list(DAYS.days())
+    for row in rows:
+        day = row["reading_date"]
+        values = list(served_readings(server.url, secret_sha1, day, settings.timezone).values())
+        for name, value in expected_daily_metrics(values, day, settings.timezone).items():
+            if value is None:
+                assert row[name] is None, name
+            else:
+                assert row[name] == pytest.approx(value, abs=0.006), (day, name)
+
+    # The Parquet files are in the bucket under the profile's prefix, none on local disk.
+    keys = s3_keys(profile)
+    prefix = profile["PHLO_LAKE_DATA_PATH"].removeprefix("s3://lake/")
+    for table in ("raw/glucose_entries/", "silver/fct_glucose_readings/", "marts/"):
+        assert any(k.startswith(prefix + table) and k.endswith(".parquet") for k in keys), table
+    assert not (settings.home / "lake").exists()
+
+    # The catalog is in PostgreSQL: DuckLake's own tables name the lake's tables.
+    tables = {name for (name,) in pg(catalog_url(profile), "select table_name from ducklake_table")}
+    assert {"glucose_entries", "fct_daily_glucose_metrics", "mrt_glucose_overview"} <= tables
+
+    # Dagster's run and its events are in PostgreSQL.
+    dagster = profile["PHLO_DAGSTER_POSTGRES_URL"]
+    runs = pg(dagster, "select run_id, status from runs where pipeline_name = 'glucose_pipeline'")
+    assert [status for _, status in runs] == ["SUCCESS"]
+    assert pg(dagster, "select count(*) from runs where status <> 'SUCCESS'") == [(0,)]
+    materialized = pg(
+        dagster,
+        "select count(*) from event_logs where run_id = %s and "
+        "dagster_event_type = 'ASSET_MATERIALIZATION'",
+        [runs[0][0]],
+    )
+    assert materialized[0][0] >= 3 * 5  # five daily assets for each of the three days
+
+    # The marts are published, types kept, rows equal to the lake's.
+    published = profile["PHLO_PUBLISH_POSTGRES_URL"]
+    lake_rows = query("select * from marts.mrt_glucose_overview order by reading_date", settings)
+    pg_rows = pg(published, "select * from marts.mrt_glucose_overview order by reading_date")
+    assert pg_rows == lake_rows.rows and len(pg_rows) == 3
+    types = dict(
+        pg(
+            published,
+            "select column_name, data_type from information_schema.columns "
+            "where table_schema = 'marts' and table_name = 'mrt_glucose_overview'",
+        )
+    )
+    assert types["reading_date"] == "date"
+    assert types["reading_count"] == "bigint"
+    assert types["tir_pct"] == "double precision"
+    hourly = pg(published, "select count(*) from marts.mrt_glucose_hourly_patterns")
+    assert hourly == [(24,)]
+
+    assert_no_secret_written(profile, settings.home)
+
+
+def test_phlo_logs_reads_the_postgres_instance(
+    built: tuple[PhloSettings, dict[str, str]], server: SampleNightscoutServer
+) -> None:
+    import json
+
+    settings, profile = built
+    env = environment(settings.home, profile, server)
+    done = subprocess.run(
+        [PHLO, "logs", "--asset", "dlt_glucose_entries", "--json", "--limit", "500"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    entries = [json.loads(line) for line in done.stdout.splitlines()]
+    kinds = {entry["event_type"] for entry in entries}
+    assert "ASSET_MATERIALIZATION" in kinds
+    assert {entry["asset"] for entry in entries if entry["asset"]} == {"dlt_glucose_entries"}
+    errors = subprocess.run(
+        [PHLO, "logs", "--level", "ERROR"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert errors.returncode == 0 and errors.stdout == "", errors.stderr
+
+
+def run_phlo(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PHLO, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_four_processes_on_different_days_write_every_row_once(
+    production_profile: Callable[[], dict[str, str]],
+    server: SampleNightscoutServer,
+    built: tuple[PhloSettings, dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    profile = production_profile()
+    home = tmp_path / "home"
+    env = environment(home, profile, server)
+    days = ["2024-03-08", "2024-03-09", "2024-03-10", "2024-03-11"]
+    processes = [
+        subprocess.Popen(
+            [PHLO, "materialize", "dlt_glucose_entries+", "--partition", day],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for day in days
+    ]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in processes]
+    assert [code for code, _ in results] == [0, 0, 0, 0], [err for _, err in results]
+    settings = as_settings(home, profile, server)
+    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
+    for day in days:
+        served = served_readings(
+            server.url, secret_sha1, parse_day_range(day).start, settings.timezone
+        )
+        counts = query(
+            "select count(*), count(distinct reading_at) from silver.fct_glucose_readings "
+            f"where reading_date = '{day}'",
+            settings,
+        ).rows
+        assert counts == [(len(served), len(served))], day
+    # The three days both builds share hold the same rows as the one-process build.
+    built_settings, _ = built
+    for table in ("silver.fct_daily_glucose_metrics", "gold.mrt_glucose_readings"):
+        sql = f"select * from {table} where reading_date >= '2024-03-09' order by all"
+        assert query(sql, settings).rows == query(sql, built_settings).rows, table
+
+
+def test_a_process_killed_mid_write_leaves_nothing_the_rerun_does_not_fix(
+    production_profile: Callable[[], dict[str, str]],
+    server: SampleNightscoutServer,
+    built: tuple[PhloSettings, dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    profile = production_profile()
+    home = tmp_path / "home"
+    env = environment(home, profile, server)
+    settings = as_settings(home, profile, server)
+    assert (
+        run_phlo(
+            env, "materialize", "dlt_glucose_entries+", "-p", DAYS.label(), cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    victim = subprocess.Popen(
+        [PHLO, "materialize", "dlt_glucose_entries+", "--partition", "2024-03-10"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert victim.stderr is not None
+    for line in victim.stderr:
+        if "running nightscout_dbt_models" in line:
+            break
+    time.sleep(1.0)  # inside dbt's writes of the day
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=60)
+    assert victim.returncode == -signal.SIGKILL
+
+    again = run_phlo(env, "materialize", "dlt_glucose_entries+", "-p", "2024-03-10", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(settings) == snapshot(built[0])
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"PHLO_S3_SECRET_ACCESS_KEY": "not-the-right-secret-key"},
+            "refused the lake's credentials",
+        ),
+        (
+            {"PHLO_LAKE_DATA_PATH": "s3://no-such-bucket/ducklake/"},
+            "bucket 'no-such-bucket' does not exist",
+        ),
+        ({"catalog_port": "1"}, "cannot open the lakehouse catalog"),
+        ({"dagster_port": "1"}, "cannot connect to Dagster's PostgreSQL"),
+    ],
+)
+def test_bad_storage_settings_are_one_line_errors_and_write_nothing(
+    change: dict[str, str],
+    expected: str,
+    production_profile: Callable[[], dict[str, str]],
+    server: SampleNightscoutServer,
+    tmp_path: Path,
+) -> None:
+    profile = production_profile()
+    good = dict(profile)
+    bad = dict(profile)
+    port = profile["PHLO_LAKE_CATALOG"].split("port=", 1)[1].split()[0]
+    if "catalog_port" in change:
+        bad["PHLO_LAKE_CATALOG"] = profile["PHLO_LAKE_CATALOG"].replace(f"port={port}", "port=1")
+    elif "dagster_port" in change:
+        bad["PHLO_DAGSTER_POSTGRES_URL"] = profile["PHLO_DAGSTER_POSTGRES_URL"].replace(
+            f":{port}/", ":1/"
+        )
+    else:
+        bad.update(change)
+    home = tmp_path / "home"
+    done = run_phlo(
+        environment(home, bad, server),
+        "materialize",
+        "dlt_glucose_entries+",
+        "-p",
+        "2024-03-10",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("phlo: error:")]
+    assert len(errors) == 1 and expected in errors[0], done.stderr
+    for secret in secrets_of(good) + secrets_of(bad):
+        assert secret not in done.stderr + done.stdout
+    # Nothing was written: no file in the bucket's prefix, no table in the catalog, no run.
+    assert s3_keys(good) == []
+    assert pg(catalog_url(good), "select count(*) from pg_tables where schemaname = 'public'") == [
+        (0,)
+    ]
+    assert pg(
+        good["PHLO_DAGSTER_POSTGRES_URL"],
+        "select count(*) from pg_tables where schemaname = 'public'",
+    ) == [(0,)]
+
+
+def test_readers_never_see_a_published_mart_missing_or_partial(
+    built: tuple[PhloSettings, dict[str, str]],
+) -> None:
+    import psycopg2
+
+    from phlo_core.publish import publish
+
+    settings, profile = built
+    url = profile["PHLO_PUBLISH_POSTGRES_URL"]
+    expected = pg(url, "select count(*), sum(reading_count) from marts.mrt_glucose_overview")
+    seen: list[Any] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        con = psycopg2.connect(url)
+        con.autocommit = True
+        try:
+            while not stop.is_set():
+                try:
+                    with con.cursor() as cur:
+                        cur.execute(
+                            "select count(*), sum(reading_count) from marts.mrt_glucose_overview"
+                        )
+                        seen.append(cur.fetchall())
+                except psycopg2.Error as exc:
+                    failures.append(str(exc))
+        finally:
+            con.close()
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for _ in range(8):
+            assert publish(["mrt_glucose_overview", "mrt_glucose_hourly_patterns"], settings) == {
+                "mrt_glucose_overview": 3,
+                "mrt_glucose_hourly_patterns": 24,
+            }
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    assert failures == []
+    assert len(seen) > 8 and all(result == expected for result in seen)
+    staging = pg(url, "select count(*) from pg_tables where tablename like '%%__phlo_%%'")
+    assert staging == [(0,)]
