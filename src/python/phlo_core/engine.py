@@ -92,15 +92,17 @@ def materialize(
     tagged, so the UI shows it was forced).
     """
     validate_days(days, settings)
+    if settings.on_servers:
+        # Servers that cannot be reached (a catalog server down, wrong object-store keys, a
+        # missing bucket) are one error before anything else (loading the locations takes
+        # seconds), not a failed step in each location. Both checks connect before they
+        # write anything.
+        check_dagster_postgres(settings)
+        with lakehouse(settings):
+            pass
     plans = plan_selection(selection, settings)
     for plan in plans:
         preflight(plan.location, settings, [k.to_user_string() for k in plan.keys])
-    # Storage that cannot be reached (a catalog server down, wrong object-store keys, a
-    # missing bucket) is one error before any run, not a failed step in each location; both
-    # checks connect before they write anything.
-    check_dagster_postgres(settings)
-    with lakehouse(settings):
-        pass
     instance = instance_for(settings)
     extra_tags = {**process_tags(), **({ALLOW_SHRINK_TAG: "true"} if allow_shrink else {})}
     outcomes: list[RunOutcome] = []

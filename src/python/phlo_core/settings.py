@@ -174,6 +174,15 @@ class PhloSettings(BaseSettings):
         return [url for url in urls if url is not None]
 
     @property
+    def on_servers(self) -> bool:
+        """Anything on a server (catalog, files or Dagster's storage) rather than local files."""
+        return (
+            self.lake_on_s3
+            or self.lake_catalog.startswith("postgres:")
+            or self.phlo_dagster_postgres_url is not None
+        )
+
+    @property
     def lake_on_s3(self) -> bool:
         return self.lake_data_path.startswith("s3://")
 
