@@ -28,8 +28,14 @@ def test_the_location_defines_every_asset_and_its_checks(
     defs = load_definitions(ref, settings)
     graph = defs.resolve_asset_graph()
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
-        "dlt_glucose_entries"
+        "dlt_glucose_entries",
+        "nightscout_published_marts",
     } | MODELS
+    # Published after every mart is built, and only then.
+    assert graph.get(AssetKey("nightscout_published_marts")).parent_keys == {
+        AssetKey("mrt_glucose_hourly_patterns"),
+        AssetKey("mrt_glucose_overview"),
+    }
     checks_by_asset: dict[str, int] = {}
     for check in graph.asset_check_keys:
         name = check.asset_key.to_user_string()

@@ -2,7 +2,8 @@
 
 Each mart is copied whole from the lakehouse into a staging table beside its published one
 (DuckDB's postgres extension: column types carried over), then every staged table of the
-location replaces its published one in ONE PostgreSQL transaction (drop, rename). A reader
+location replaces its published one in ONE PostgreSQL transaction (drop, rename), after its
+row count is checked against the lake's inside that transaction. A reader
 sees the old tables or the new ones, never a missing or half-loaded table: its query waits for
 the swap's lock and then reads the new table. Publishers are serialized by an advisory lock.
 """
@@ -56,6 +57,14 @@ def publish(tables: Sequence[str], settings: PhloSettings) -> dict[str, int]:
                 pg.autocommit = False
                 with pg.cursor() as cur:
                     for table, staging in staged.items():
+                        # What PostgreSQL holds is what the lake holds, or nothing is swapped.
+                        cur.execute(f"select count(*) from {SCHEMA}.{staging}")
+                        row = cur.fetchone()
+                        if row is None or row[0] != counts[table]:
+                            raise PublishError(
+                                f"{SCHEMA}.{table}: {row[0] if row else 0} rows staged in "
+                                f"PostgreSQL, {counts[table]} in the lake; nothing published"
+                            )
                         cur.execute(f"drop table if exists {SCHEMA}.{table}")
                         cur.execute(f"alter table {SCHEMA}.{staging} rename to {table}")
                 pg.commit()
