@@ -102,3 +102,63 @@ def test_a_data_path_with_credentials_is_refused_without_showing_them(
         load_settings()
     assert "PHLO_LAKE_DATA_PATH" in str(error.value)
     assert "wJalrXUtnFEMI" not in str(error.value)
+
+
+PRODUCTION = {
+    "phlo_lake_catalog": "postgres:dbname=lake host=db port=5432 user=phlo password=cat-pass-123",
+    "phlo_lake_data_path": "s3://lake/ducklake/",
+    "phlo_s3_endpoint": "http://127.0.0.1:9000",
+    "phlo_s3_access_key_id": "phlo-key",
+    "phlo_s3_secret_access_key": "s3-secret-value-456",
+    "phlo_dagster_postgres_url": "postgresql://phlo:dagster-pass-789@db:5432/dagster",
+    "phlo_publish_postgres_url": "postgres://phlo:publish-pass-012@db:5432/analytics",
+}
+
+
+def test_the_production_profile_is_read_and_its_secrets_never_shown(tmp_path: Path) -> None:
+    from phlo_core.redact import redact
+
+    settings = load_settings(phlo_home=tmp_path, **PRODUCTION)
+    assert settings.lake_on_s3 and settings.on_servers
+    assert settings.s3_endpoint == ("127.0.0.1:9000", False)
+    assert settings.dagster_postgres_url == (
+        "postgresql+psycopg2://phlo:dagster-pass-789@db:5432/dagster"
+    )
+    shown = repr(settings) + str(settings)
+    for secret in ("cat-pass-123", "s3-secret-value-456", "dagster-pass-789", "publish-pass-012"):
+        assert secret not in shown
+        # Registered once the settings are read: masked in any later text, whatever its shape.
+        assert redact(f"driver said: {secret}!") == "driver said: ***!"
+
+
+def test_an_s3_data_path_needs_keys_and_a_catalog_needs_a_known_kind(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(phlo_home=tmp_path, phlo_lake_data_path="s3://lake/ducklake/")
+    assert str(error.value) == (
+        "invalid configuration: PHLO_LAKE_DATA_PATH is s3://lake/ducklake/: set "
+        "PHLO_S3_ACCESS_KEY_ID and PHLO_S3_SECRET_ACCESS_KEY"
+    )
+    with pytest.raises(SettingsError, match="PHLO_LAKE_CATALOG: 'mysql:x' is not a DuckLake"):
+        load_settings(phlo_home=tmp_path, phlo_lake_catalog="mysql:x")
+    with pytest.raises(SettingsError) as error:
+        load_settings(phlo_home=tmp_path, phlo_dagster_postgres_url="mysql://u:hidden-pw@h/d")
+    assert "PHLO_DAGSTER_POSTGRES_URL" in str(error.value)
+    assert "hidden-pw" not in str(error.value)
+
+
+def test_services_env_lies_beneath_the_environment_and_dotenv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "services.env").write_text(
+        "PHLO_LAKE_DATA_PATH=/from/services\nPHLO_SNAPSHOT_RETENTION_DAYS=3\n"
+        "PHLO_QUERY_TIMEOUT_SECONDS=5\n"
+    )
+    (tmp_path / ".env").write_text(f"PHLO_HOME={home}\nPHLO_SNAPSHOT_RETENTION_DAYS=4\n")
+    monkeypatch.setenv("PHLO_QUERY_TIMEOUT_SECONDS", "6")
+    settings = load_settings()
+    assert settings.home == home.resolve()  # PHLO_HOME from .env finds the services file
+    assert settings.lake_data_path == "/from/services/"
+    assert settings.phlo_snapshot_retention_days == 4  # .env wins over services.env
+    assert settings.phlo_query_timeout_seconds == 6  # the environment wins over both

@@ -191,6 +191,11 @@ def connect(
     except Exception as exc:
         con.close()
         reason = redact(first_line(exc))
+        if "creating a new DuckLake is explicitly disabled" in reason:
+            raise LakehouseError(
+                f"the lakehouse is empty: no catalog in {redact(settings.lake_catalog)} yet "
+                "(materialize something first)"
+            ) from None
         if "does not match existing data path" in reason:
             reason += (
                 " Set PHLO_LAKE_DATA_PATH to the path the catalog records (a lakehouse in the "
