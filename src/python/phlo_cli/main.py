@@ -346,6 +346,18 @@ def _show_services(statuses: list[object], as_json: bool) -> None:
     print(to_table(["service", "state", "address", "answers", "detail"], rows))
 
 
+def _follow_services(settings: PhloSettings) -> None:
+    """DAGSTER_HOME's dagster.yaml for the settings as they read now (the services' or not),
+    so that `dagster dev` started next uses the same storage as phlo."""
+    from phlo_core.instance import sync_instance_config
+    from phlo_core.settings import load_settings
+
+    given = {"phlo_home": settings.phlo_home}
+    if settings.dagster_home is not None:
+        given["dagster_home"] = settings.dagster_home
+    sync_instance_config(load_settings(**given))
+
+
 @services_app.command(name="up")
 def services_up(*, pg_port: int | None = None, s3_port: int | None = None) -> int:
     """Start PostgreSQL and a SeaweedFS S3 server on loopback (again: keeps them running).
@@ -376,6 +388,7 @@ def services_up(*, pg_port: int | None = None, s3_port: int | None = None) -> in
     except ServiceError as exc:
         _err(str(exc))
         return EXIT_FAILED
+    _follow_services(settings)
     _show_services(list(statuses), as_json=False)
     print(
         f"\nphlo now runs on these services (settings in {_shown(settings.home / 'services.env')}"
@@ -393,11 +406,13 @@ def services_down() -> int:
     """
     from phlo_core.services import ServiceError, down
 
+    settings = _settings()
     try:
-        statuses = down(_settings())
+        statuses = down(settings)
     except ServiceError as exc:
         _err(str(exc))
         return EXIT_FAILED
+    _follow_services(settings)
     _show_services(list(statuses), as_json=False)
     return 0
 
