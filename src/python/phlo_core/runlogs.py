@@ -376,6 +376,10 @@ def open_logs(settings: PhloSettings) -> LogSource:
 
     try:
         instance = DagsterInstance.from_config(str(home))
+        if settings.dagster_postgres_url is not None:
+            from phlo_core.instance import keep_connections_open
+
+            keep_connections_open(instance)  # --follow polls: one connection, not one a poll
         instance.get_run_records(limit=1)
     except Exception as exc:
         from phlo_core.redact import redact
