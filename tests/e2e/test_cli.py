@@ -120,7 +120,7 @@ def test_materialize_then_query_in_every_format(tmp_path: Path) -> None:
         }
         run = phlo("materialize", "dlt_glucose_entries+", "--partition", "2024-01-15", env=env)
         assert run.returncode == 0, run.stderr
-        assert "succeeded: 7 asset(s) for 2024-01-15" in run.stdout
+        assert "succeeded: 8 asset(s) for 2024-01-15" in run.stdout
         assert "materialized fct_daily_glucose_metrics" in run.stderr
         assert re.search(r"dlt_glucose_entries: 2\d\d readings loaded, 0 rejected", run.stdout)
 
@@ -187,16 +187,16 @@ def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
     result = phlo("demo", env={"PHLO_HOME": str(home)}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "SAMPLE DATA" in result.stderr
-    assert "succeeded: 7 asset(s) for 2024-01-01..2024-01-14" in result.stdout
+    assert "succeeded: 8 asset(s) for 2024-01-01..2024-01-14" in result.stdout
     sections = result.stdout.split("\n== ")
     daily = next(s for s in sections if "Daily glucose metrics [SAMPLE DATA]" in s)
     hourly = next(s for s in sections if "Hourly glucose profile" in s)
     assert "(14 rows)" in daily
     assert "(24 rows)" in hourly
     # Every location of the workspace: weather for two places, and the mart across domains.
-    assert "weather: succeeded: 5 asset(s) for 2024-01-01..2024-01-14" in result.stdout
+    assert "weather: succeeded: 6 asset(s) for 2024-01-01..2024-01-14" in result.stdout
     assert "672 hourly observations loaded for 2 place(s), 0 rejected" in result.stdout
-    assert "insights: succeeded: 1 asset(s) (rebuilt whole)" in result.stdout
+    assert "insights: succeeded: 2 asset(s) (rebuilt whole)" in result.stdout
     weather = next(s for s in sections if "Daily weather [SAMPLE DATA]" in s)
     assert "(28 rows)" in weather
     both = next(s for s in sections if "Glucose beside the weather (berlin)" in s)

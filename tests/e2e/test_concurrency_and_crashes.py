@@ -133,12 +133,9 @@ def test_after_kills_during_dbt_the_next_runs_succeed(
     assert code == 0, output
 
     interrupted: list[str] = []
-    # Killed early in dbt's build, then later in it; each time the next run, of another day,
-    # succeeds.
-    for killed_day, delay, next_day in (
-        ("2024-03-10", 0.3, "2024-03-11"),
-        ("2024-03-11", 1.2, "2024-03-09"),
-    ):
+    # Killed early in dbt's build (later in it: the production profile's kill test); the next
+    # run, of another day, succeeds.
+    for killed_day, delay, next_day in (("2024-03-10", 0.3, "2024-03-11"),):
         signal_during_dbt(killed_day, delay, env, tmp_path)
         # Read straight from the instance (instance_for would already mark them failed).
         raw = DagsterInstance.from_config(str(settings.resolved_dagster_home))

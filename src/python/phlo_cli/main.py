@@ -16,6 +16,7 @@ from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
 
 if TYPE_CHECKING:  # for annotations only: these modules load inside the commands
+    from phlo_core.backfill import Backfill, Plan, RangeResult
     from phlo_core.engine import RunOutcome
     from phlo_core.progress import ProgressCallback
     from phlo_core.settings import PhloSettings
@@ -158,6 +159,280 @@ def materialize(
         _err(str(exc))
         return EXIT_FAILED
     return _report_outcomes(outcomes)
+
+
+backfill_app = App(
+    name="backfill",
+    help="Many days of a selection: in ranges, in parallel workers, resumable.",
+)
+app.command(backfill_app)
+
+
+@backfill_app.default
+def backfill(
+    selection: str | None = None,
+    /,
+    *,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    partitions: str | None = None,
+    parallel: int | None = None,
+    chunk_size: int | None = None,
+    dry_run: bool = False,
+    missing: bool = False,
+    resume: str | None = None,
+    allow_shrink: bool = False,
+) -> int:
+    """Backfill SELECTION over many days; its runs carry the backfill's id (`phlo logs
+    --backfill ID`). What is done is read from Dagster's instance, so a backfill stopped in any
+    way resumes where it was.
+
+    Parameters
+    ----------
+    selection
+        As in `phlo materialize`: asset names, `name+` with everything downstream (a daily
+        ingestion and everything built from it), `+name` with everything upstream.
+    start_date
+        First day (YYYY-MM-DD, a local day in PHLO_TIMEZONE).
+    end_date
+        Last day, included.
+    partitions
+        Explicit days instead of a range: 2024-01-01,2024-01-15.
+    parallel
+        Worker processes running ranges at once (default 1: in this process).
+    chunk_size
+        Days per range: one run per range and location, dbt once per range (default 31).
+    dry_run
+        Print the plan (days, how many done, ranges, workers) and start nothing.
+    missing
+        Only the days not materialized yet for every selected daily asset (or failed).
+    resume
+        Resume a backfill: its id (or a unique prefix), or `--resume` alone for the latest
+        unfinished one. Skips what is done, retries what failed; --parallel and --chunk-size
+        may change.
+    allow_shrink
+        As in `phlo materialize`: let runs replace days that would lose many rows.
+    """
+    from phlo_core import backfill as backfills
+    from phlo_core.instance import InstanceError, instance_for
+    from phlo_core.lakehouse import LakehouseError
+    from phlo_core.selection import SelectionError
+    from phlo_core.workspace import WorkspaceError
+
+    for option, value in (("--parallel", parallel), ("--chunk-size", chunk_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{option} must be 1 or more")
+    settings = _settings()
+    started = time.perf_counter()
+    try:
+        if resume is not None:
+            if selection or start_date or end_date or partitions or missing:
+                raise UsageError(
+                    "--resume takes the backfill's own selection and days: give only "
+                    "--parallel or --chunk-size with it"
+                )
+            record = _backfill_to_resume(settings, None if resume == "latest" else resume)
+            if parallel is not None:
+                record.parallel = parallel
+            if chunk_size is not None:
+                record.chunk_size = chunk_size
+            plan = backfills.plan_backfill(record, settings)
+        else:
+            if selection is None:
+                raise UsageError("name what to backfill (e.g. `dlt_glucose_entries+`) or --resume")
+            days = backfills.requested_days(
+                settings, start_date=start_date, end_date=end_date, partitions=partitions
+            )
+            draft = backfills.Backfill(
+                "(dry run)",
+                selection,
+                [d.isoformat() for d in days],
+                chunk_size or backfills.DEFAULT_CHUNK_DAYS,
+                parallel or 1,
+                time.time(),
+                0,
+                allow_shrink,
+            )
+            # Done before: materialized at any time (what --missing skips).
+            plan = backfills.plan_backfill(draft, settings, missing_only=True)
+            if not missing and not dry_run:
+                plan.todo, plan.done = draft.dates, 0
+            if dry_run:
+                return _print_backfill_plan(plan, missing)
+            record = backfills.create(
+                settings,
+                selection,
+                plan.todo if missing else days,
+                chunk_size=draft.chunk_size,
+                parallel=draft.parallel,
+                allow_shrink=allow_shrink,
+            )
+            plan = backfills.plan_backfill(record, settings)
+        if resume is not None and dry_run:
+            return _print_backfill_plan(plan, False)
+        if resume is not None:
+            backfills.save(instance_for(settings), plan.backfill)  # new options kept
+    except (backfills.BackfillError, SelectionError) as exc:
+        raise UsageError(str(exc)) from None
+    except (WorkspaceError, LakehouseError, InstanceError) as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    return _run_backfill(plan, settings, started)
+
+
+def _backfill_to_resume(settings: PhloSettings, backfill_id: str | None) -> Backfill:
+    from phlo_core import backfill as backfills
+    from phlo_core.instance import instance_for
+
+    instance = instance_for(settings)
+    if backfill_id is not None:
+        record = backfills.load(instance, backfill_id)
+        assert record is not None
+        return record
+    for record in reversed(backfills.all_backfills(instance)):
+        if backfills.plan_backfill(record, settings).todo:
+            return record
+    raise UsageError("nothing to resume: every backfill in this instance is finished")
+
+
+def _print_backfill_plan(plan: Plan, missing: bool) -> int:
+    record = plan.backfill
+    workers = min(record.parallel, len(plan.ranges)) or 1
+    print(f"backfill {record.selection} (dry run: nothing started)")
+    print(f"  days:     {len(record.days)} ({record.days[0]}..{record.days[-1]})")
+    print(f"  done:     {plan.done} already materialized" + (", skipped" if missing else ""))
+    print(
+        f"  to run:   {len(plan.todo)} day(s) in {len(plan.ranges)} range(s) of at most "
+        f"{record.chunk_size} day(s), {workers} worker(s)"
+    )
+    for days in plan.ranges[:10]:
+        print(f"    {days.label()}")
+    if len(plan.ranges) > 10:
+        print(f"    ... {len(plan.ranges) - 10} more")
+    if plan.has_whole:
+        print("  then:     the assets rebuilt whole (marts, publishing), once")
+    return 0
+
+
+def _run_backfill(plan: Plan, settings: PhloSettings, started: float) -> int:
+    from phlo_core import backfill as backfills
+
+    record = plan.backfill
+    total = len(plan.todo)
+    workers = min(record.parallel, len(plan.ranges)) or 1
+    print(
+        f"backfill {record.id}: {record.selection}, {total} day(s) to run in "
+        f"{len(plan.ranges)} range(s), {workers} worker(s); {plan.done} day(s) already done",
+        file=sys.stderr,
+    )
+    bar = sys.stderr.isatty()
+    counts = {"done": 0, "failed": 0}
+
+    def on_range(result: RangeResult) -> None:
+        n = 0 if result.whole else len(result.days)
+        counts["done" if result.success else "failed"] += n
+        finished = counts["done"] + counts["failed"]
+        elapsed = time.perf_counter() - started
+        eta = elapsed / finished * (total - finished) if finished else 0.0
+        label = "assets rebuilt whole" if result.whole else result.days.label()
+        state = "ok" if result.success else "FAILED"
+        if bar:
+            width = 30
+            filled = int(width * finished / total) if total else width
+            print(
+                f"\r  [{'#' * filled}{'.' * (width - filled)}] {finished}/{total} days, "
+                f"{counts['failed']} failed, {elapsed:.0f}s, ETA {eta:.0f}s ",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+            if not result.success:
+                print(f"\n  FAILED {label}: {'; '.join(result.errors)[:300]}", file=sys.stderr)
+        else:
+            print(
+                f"  {elapsed:6.1f}s  {state} {label} ({result.seconds:.1f}s)  "
+                f"{finished}/{total} days",
+                file=sys.stderr,
+            )
+            for error in result.errors:
+                print(f"    error: {error}", file=sys.stderr)
+
+    try:
+        results = backfills.execute(plan, settings, on_range)
+    except KeyboardInterrupt:
+        print(
+            f"\nbackfill {record.id} interrupted; resume with: phlo backfill --resume {record.id}",
+            file=sys.stderr,
+        )
+        _exit_now(EXIT_INTERRUPTED)
+    if bar:
+        print(file=sys.stderr)
+    failed = [r for r in results if not r.success]
+    print(
+        f"backfill {record.id}: {counts['done']} day(s) done, {plan.done} skipped (done before), "
+        f"{counts['failed']} failed, in {time.perf_counter() - started:.1f}s"
+    )
+    if failed:
+        print(f"resume with: phlo backfill --resume {record.id}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+@backfill_app.command(name="list")
+def backfill_list(*, as_json: Annotated[bool, Parameter(name="--json")] = False) -> int:
+    """Backfills in this instance with their progress, oldest first.
+
+    Parameters
+    ----------
+    as_json
+        A JSON list of {id, selection, days, done, failed, finished, created}.
+    """
+    from phlo_cli.render import to_table
+    from phlo_core import backfill as backfills
+    from phlo_core.instance import instance_for
+
+    settings = _settings()
+    instance = instance_for(settings)
+    rows = []
+    for record in backfills.all_backfills(instance):
+        plan = backfills.plan_backfill(record, settings)
+        failed = backfills.failed_days(instance, record.id) & set(plan.todo)
+        rows.append(
+            {
+                "id": record.id,
+                "selection": record.selection,
+                "days": len(record.days),
+                "first": record.days[0],
+                "last": record.days[-1],
+                "done": plan.done,
+                "failed": len(failed),
+                "finished": not plan.todo,
+                "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created)),
+            }
+        )
+    if as_json:
+        import json
+
+        print(json.dumps(rows))
+        return 0
+    print(
+        to_table(
+            ["id", "selection", "days", "done", "failed", "state", "created"],
+            [
+                (
+                    r["id"],
+                    r["selection"],
+                    f"{r['first']}..{r['last']} ({r['days']})",
+                    r["done"],
+                    r["failed"],
+                    "finished" if r["finished"] else "unfinished",
+                    r["created"],
+                )
+                for r in rows
+            ],
+        )
+    )
+    return 0
 
 
 @app.command
@@ -535,6 +810,16 @@ def _sql_as_positional(tokens: list[str]) -> list[str]:
     return [*kept, "--", *sql] if sql else kept
 
 
+def _resume_alone(tokens: list[str]) -> list[str]:
+    """`phlo backfill --resume` with no id means the latest unfinished backfill."""
+    if not tokens or tokens[0] != "backfill" or "--resume" not in tokens:
+        return tokens
+    at = tokens.index("--resume")
+    if at + 1 == len(tokens) or tokens[at + 1].startswith("-"):
+        return [*tokens[: at + 1], "latest", *tokens[at + 1 :]]
+    return tokens
+
+
 def _exit_now(code: int) -> NoReturn:
     """Exit; skip interpreter teardown if an interrupt left a thread behind. A Python thread
     that returns from DuckDB while Python finalizes makes C++ abort the process ("terminate
@@ -549,7 +834,7 @@ def _exit_now(code: int) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
-    tokens = _sql_as_positional(sys.argv[1:] if argv is None else argv)
+    tokens = _resume_alone(_sql_as_positional(sys.argv[1:] if argv is None else argv))
     try:
         code = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
     except CycloptsError as exc:

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from phlo_core.calendar import DayRange, check_within, today
 from phlo_core.instance import check_dagster_postgres, instance_for
@@ -85,11 +85,15 @@ def materialize(
     on_progress: ProgressCallback | None = None,
     log_level: str = "WARNING",
     allow_shrink: bool = False,
+    extra_tags: dict[str, str] | None = None,
+    part: Literal["all", "daily", "whole"] = "all",
 ) -> list[RunOutcome]:
     """Materialize the selection for the days, one in-process run per code location.
 
     `allow_shrink` lets this run replace days with far fewer rows than they hold (the run is
-    tagged, so the UI shows it was forced).
+    tagged, so the UI shows it was forced). `extra_tags` go on every run. `part` keeps only the
+    daily-partitioned assets or only those rebuilt whole (a backfill runs its ranges with the
+    first and the second once, at the end).
     """
     validate_days(days, settings)
     if settings.on_servers:
@@ -101,10 +105,16 @@ def materialize(
         with lakehouse(settings):
             pass
     plans = plan_selection(selection, settings)
+    if part != "all":
+        plans = only_part(plans, daily=part == "daily")
     for plan in plans:
         preflight(plan.location, settings, [k.to_user_string() for k in plan.keys])
     instance = instance_for(settings)
-    extra_tags = {**process_tags(), **({ALLOW_SHRINK_TAG: "true"} if allow_shrink else {})}
+    run_tags = {
+        **process_tags(),
+        **({ALLOW_SHRINK_TAG: "true"} if allow_shrink else {}),
+        **(extra_tags or {}),
+    }
     outcomes: list[RunOutcome] = []
     for plan in plans:
         names = sorted(k.to_user_string() for k in plan.keys)
@@ -126,8 +136,20 @@ def materialize(
             continue
         if on_start:
             on_start(plan.location.name, names)
-        outcomes.append(_run(plan, names, days, instance, on_progress, log_level, extra_tags))
+        outcomes.append(_run(plan, names, days, instance, on_progress, log_level, run_tags))
     return outcomes
+
+
+def only_part(plans: list[LocationPlan], *, daily: bool) -> list[LocationPlan]:
+    """The plans with only their daily-partitioned assets (or only the others); plans left
+    empty are dropped."""
+    kept = []
+    for plan in plans:
+        graph = plan.definitions.resolve_asset_graph()
+        keys = [key for key in plan.keys if (graph.get(key).partitions_def is not None) == daily]
+        if keys:
+            kept.append(LocationPlan(plan.location, plan.definitions, keys, plan.after))
+    return kept
 
 
 def _job_for(plan: LocationPlan) -> JobDefinition:

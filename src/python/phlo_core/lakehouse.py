@@ -184,7 +184,10 @@ def connect(
                 con.execute(f"create schema if not exists {CATALOG}.{layer}")
             con.execute(f"use {CATALOG}")
 
-        retrying(attach)
+        # Processes attaching a PostgreSQL catalog nobody created yet all try to create its
+        # tables; the losers fail on PostgreSQL's unique catalog entries. Attaching again finds
+        # the catalog the winner made.
+        retrying(attach, retry_on=_first_attach_race)
     except LakehouseError:
         con.close()
         raise
@@ -240,11 +243,20 @@ def is_retryable(exc: BaseException) -> bool:
     return any(marker in text for marker in _RETRYABLE_MARKERS)
 
 
-def retrying(action: Any, attempts: int = 15) -> Any:
+def _first_attach_race(exc: BaseException) -> bool:
+    text = str(exc)
+    return is_retryable(exc) or (
+        "Failed to init" in text and ("duplicate key value" in text or "already exists" in text)
+    )
+
+
+def retrying(
+    action: Any, attempts: int = 15, retry_on: Callable[[BaseException], bool] = is_retryable
+) -> Any:
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
     for attempt in Retrying(
-        retry=retry_if_exception(is_retryable),
+        retry=retry_if_exception(retry_on),
         stop=stop_after_attempt(attempts),
         wait=wait_random_exponential(multiplier=0.05, max=1.0),
         reraise=True,

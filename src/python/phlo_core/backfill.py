@@ -1,0 +1,483 @@
+"""`phlo backfill`: many days of a selection, in ranges, resumable, in parallel workers.
+
+A backfill is a record in the Dagster instance (its key-value store, beside the runs): id,
+selection, days, chunk size, workers, and the event-log position when it began. Its runs carry
+the id as the `dagster/backfill` tag (the UI and `phlo logs --backfill` find them). What is
+done is read from the instance: a day is done when every selected daily asset has a successful
+materialization of it recorded after the backfill began. No state lives in a file, so a
+backfill killed at any point resumes correctly.
+
+Days go in ranges of consecutive days (`chunk_size`), one in-process run per range and code
+location (dbt once per range); assets rebuilt whole (marts, publishing) run once at the end,
+not once per range. `parallel` workers (separate processes) take ranges from a shared list.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from phlo_core.calendar import DayRange, PartitionError, check_within, parse_day, today
+from phlo_core.settings import PhloSettings
+
+if TYPE_CHECKING:
+    from dagster import AssetKey, DagsterInstance
+
+    from phlo_core.selection import LocationPlan
+
+BACKFILL_TAG = "dagster/backfill"
+_KEY = "phlo/backfill/"
+_INDEX = "phlo/backfills"
+DEFAULT_CHUNK_DAYS = 31
+
+
+class BackfillError(ValueError):
+    """Bad backfill input (dates, options, nothing to resume): a usage error."""
+
+
+@dataclass
+class Backfill:
+    id: str
+    selection: str
+    days: list[str]
+    chunk_size: int
+    parallel: int
+    created: float
+    cursor: int  # the event log's last storage id when the backfill began
+    allow_shrink: bool = False
+
+    @property
+    def dates(self) -> list[dt.date]:
+        return [dt.date.fromisoformat(day) for day in self.days]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Backfill:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class Progress:
+    """How far a backfill is: days done, to do, failed, per the instance."""
+
+    backfill: Backfill
+    done: list[dt.date]
+    pending: list[dt.date]
+    failed: list[dt.date] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return not self.pending
+
+
+# --- input ------------------------------------------------------------------------------------
+
+
+def requested_days(
+    settings: PhloSettings,
+    *,
+    start_date: str | None,
+    end_date: str | None,
+    partitions: str | None,
+) -> list[dt.date]:
+    """The days asked for, checked against the partitions (first day to today); BackfillError
+    on anything malformed or contradictory."""
+    if partitions is not None and (start_date is not None or end_date is not None):
+        raise BackfillError("give either --partitions or --start-date/--end-date, not both")
+    try:
+        if partitions is not None:
+            days = sorted({parse_day(part.strip()) for part in partitions.split(",") if part})
+            if not days:
+                raise BackfillError("--partitions lists no day")
+        else:
+            if start_date is None or end_date is None:
+                raise BackfillError(
+                    "give the days: --start-date and --end-date (both included), or --partitions"
+                )
+            start, end = parse_day(start_date), parse_day(end_date)
+            if end < start:
+                raise BackfillError(f"--end-date {end} is before --start-date {start}")
+            days = list(DayRange(start, end + dt.timedelta(days=1)).days())
+        for day in (days[0], days[-1]):
+            check_within(
+                DayRange(day, day + dt.timedelta(days=1)),
+                settings.phlo_partition_start,
+                today(settings.timezone),
+            )
+    except PartitionError as exc:
+        raise BackfillError(str(exc)) from None
+    return days
+
+
+def ranges(days: Sequence[dt.date], chunk_size: int) -> list[DayRange]:
+    """Consecutive days grouped into ranges of at most `chunk_size` days (a gap starts a new
+    range)."""
+    found: list[DayRange] = []
+    start = previous = None
+    for day in sorted(days):
+        if start is None or previous is None:
+            start = previous = day
+            continue
+        if day != previous + dt.timedelta(days=1) or (day - start).days >= chunk_size:
+            found.append(DayRange(start, previous + dt.timedelta(days=1)))
+            start = day
+        previous = day
+    if start is not None and previous is not None:
+        found.append(DayRange(start, previous + dt.timedelta(days=1)))
+    return found
+
+
+# --- records in the instance -----------------------------------------------------------------
+
+
+def new_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+def save(instance: DagsterInstance, backfill: Backfill) -> None:
+    storage = instance.run_storage
+    index = storage.get_cursor_values({_INDEX}).get(_INDEX)
+    ids = json.loads(index) if index else []
+    if backfill.id not in ids:
+        ids.append(backfill.id)
+    storage.set_cursor_values({_KEY + backfill.id: backfill.to_json(), _INDEX: json.dumps(ids)})
+
+
+def load(instance: DagsterInstance, backfill_id: str | None = None) -> Backfill | None:
+    """One backfill by id (or unique prefix), or the latest one when no id is given."""
+    ids = all_ids(instance)
+    if backfill_id is not None:
+        matching = [known for known in ids if known.startswith(backfill_id)]
+        if len(matching) > 1:
+            raise BackfillError(f"{backfill_id!r} matches {len(matching)} backfills: {matching}")
+        if not matching:
+            raise BackfillError(
+                f"no backfill {backfill_id!r} in this instance (`phlo backfill list` lists them)"
+            )
+        ids = matching
+    if not ids:
+        return None
+    text = instance.run_storage.get_cursor_values({_KEY + ids[-1]}).get(_KEY + ids[-1])
+    return Backfill.from_json(text) if text else None
+
+
+def all_ids(instance: DagsterInstance) -> list[str]:
+    index = instance.run_storage.get_cursor_values({_INDEX}).get(_INDEX)
+    return json.loads(index) if index else []
+
+
+def all_backfills(instance: DagsterInstance) -> list[Backfill]:
+    ids = all_ids(instance)
+    values = instance.run_storage.get_cursor_values({_KEY + i for i in ids})
+    return [Backfill.from_json(values[_KEY + i]) for i in ids if _KEY + i in values]
+
+
+def last_storage_id(instance: DagsterInstance) -> int:
+    return instance.event_log_storage.get_maximum_record_id() or 0
+
+
+# --- what is done ------------------------------------------------------------------------------
+
+
+def daily_keys(plans: Sequence[LocationPlan]) -> list[AssetKey]:
+    keys = []
+    for plan in plans:
+        graph = plan.definitions.resolve_asset_graph()
+        keys += [key for key in plan.keys if graph.get(key).partitions_def is not None]
+    return keys
+
+
+def materialized_days(
+    instance: DagsterInstance, keys: Sequence[AssetKey], after_cursor: int | None
+) -> set[dt.date]:
+    """Days every one of `keys` has a successful materialization of (after the cursor)."""
+    common: set[str] | None = None
+    for key in keys:
+        found = instance.get_materialized_partitions(key, after_cursor=after_cursor)
+        common = found if common is None else common & found
+    return {dt.date.fromisoformat(day) for day in common or set()}
+
+
+def progress_of(
+    instance: DagsterInstance, backfill: Backfill, keys: Sequence[AssetKey]
+) -> Progress:
+    done = materialized_days(instance, keys, backfill.cursor)
+    dates = backfill.dates
+    failed_runs = failed_days(instance, backfill.id)
+    pending = [day for day in dates if day not in done]
+    return Progress(
+        backfill,
+        [day for day in dates if day in done],
+        pending,
+        [day for day in pending if day in failed_runs],
+    )
+
+
+def failed_days(instance: DagsterInstance, backfill_id: str) -> set[dt.date]:
+    """Days of this backfill's runs that failed."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    runs = instance.get_run_records(
+        RunsFilter(tags={BACKFILL_TAG: backfill_id}, statuses=[DagsterRunStatus.FAILURE])
+    )
+    days: set[dt.date] = set()
+    for record in runs:
+        tags = record.dagster_run.tags
+        start = tags.get("dagster/asset_partition_range_start") or tags.get("dagster/partition")
+        end = tags.get("dagster/asset_partition_range_end") or start
+        if start and end:
+            first, last = dt.date.fromisoformat(start), dt.date.fromisoformat(end)
+            days |= set(DayRange(first, last + dt.timedelta(days=1)).days())
+    return days
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RangeResult:
+    days: DayRange
+    success: bool
+    seconds: float
+    errors: list[str]
+    whole: bool = False  # the final run of the assets rebuilt whole, not a range of days
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "start": self.days.start.isoformat(),
+                "end": self.days.end.isoformat(),
+                "success": self.success,
+                "seconds": self.seconds,
+                "errors": self.errors,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> RangeResult:
+        data = json.loads(text)
+        days = DayRange(dt.date.fromisoformat(data["start"]), dt.date.fromisoformat(data["end"]))
+        return cls(days, data["success"], data["seconds"], data["errors"])
+
+
+def run_range(
+    backfill: Backfill,
+    days: DayRange,
+    settings: PhloSettings,
+    part: Literal["daily", "whole"] = "daily",
+) -> RangeResult:
+    """One range as one in-process run per location, tagged with the backfill."""
+    from phlo_core.engine import materialize
+
+    started = time.perf_counter()
+    outcomes = materialize(
+        backfill.selection,
+        days,
+        settings,
+        log_level="CRITICAL",
+        allow_shrink=backfill.allow_shrink,
+        extra_tags={BACKFILL_TAG: backfill.id},
+        part=part,
+    )
+    return RangeResult(
+        days,
+        all(o.success for o in outcomes),
+        time.perf_counter() - started,
+        [f"{o.location}: {error}" for o in outcomes for error in o.errors],
+        whole=part == "whole",
+    )
+
+
+def worker_environment(settings: PhloSettings) -> dict[str, str]:
+    """The settings as environment variables, for a worker process to read them back."""
+    from pydantic import SecretStr
+
+    values = {**settings.model_dump(), **(settings.model_extra or {})}
+    env = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[name.upper()] = value.isoformat() if isinstance(value, dt.date) else str(value)
+    return env
+
+
+def run_in_workers(
+    backfill: Backfill,
+    todo: Sequence[DayRange],
+    settings: PhloSettings,
+    workers: int,
+    on_range: Callable[[RangeResult], None],
+) -> list[RangeResult]:
+    """`workers` processes, each running its share of the ranges in turn (round robin, so
+    that every worker starts on an early range); results as they come."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    env = {**os.environ, **worker_environment(settings)}
+    shares = [list(todo[i::workers]) for i in range(workers)]
+    results: list[RangeResult] = []
+    lock = threading.Lock()
+    processes = []
+    for share in shares:
+        if not share:
+            continue
+        args = [sys.executable, "-m", "phlo_core.backfill", backfill.id]
+        args += [f"{r.start.isoformat()}..{r.end.isoformat()}" for r in share]
+        processes.append(
+            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
+        )
+
+    def collect(process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("{"):
+                result = RangeResult.from_json(line)
+                with lock:
+                    results.append(result)
+                    on_range(result)
+
+    readers = [threading.Thread(target=collect, args=(p,), daemon=True) for p in processes]
+    for reader in readers:
+        reader.start()
+    try:
+        for process in processes:
+            process.wait()
+    except KeyboardInterrupt:
+        # The workers got the same Ctrl-C (one process group): let them cancel their runs.
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        raise
+    for reader in readers:
+        reader.join(timeout=5)
+    return results
+
+
+@dataclass
+class Plan:
+    backfill: Backfill
+    todo: list[dt.date]  # days still to run
+    done: int  # days of the backfill already done
+    ranges: list[DayRange]
+    has_whole: bool  # assets rebuilt whole (marts...) run once after the ranges
+
+
+def plan_backfill(
+    backfill: Backfill, settings: PhloSettings, *, missing_only: bool = False
+) -> Plan:
+    """What is left of `backfill`: its days not yet done (by the instance), as ranges.
+    `missing_only`: also skip days materialized before the backfill began."""
+    from phlo_core.engine import only_part
+    from phlo_core.instance import instance_for
+    from phlo_core.selection import plan_selection
+
+    plans = plan_selection(backfill.selection, settings)
+    daily = only_part(plans, daily=True)
+    if not daily:
+        raise BackfillError(
+            f"{backfill.selection!r} has no daily-partitioned asset to backfill: materialize "
+            "it with `phlo materialize`"
+        )
+    keys = daily_keys(daily)
+    instance = instance_for(settings)
+    done = materialized_days(instance, keys, None if missing_only else backfill.cursor)
+    todo = [day for day in backfill.dates if day not in done]
+    return Plan(
+        backfill,
+        todo,
+        len(backfill.days) - len(todo),
+        ranges(todo, backfill.chunk_size),
+        bool(only_part(plans, daily=False)),
+    )
+
+
+def execute(
+    plan: Plan, settings: PhloSettings, on_range: Callable[[RangeResult], None]
+) -> list[RangeResult]:
+    """Run the plan's ranges (in this process, or in `parallel` workers), then, when every
+    range succeeded, the assets rebuilt whole once over everything."""
+    backfill = plan.backfill
+    workers = min(backfill.parallel, len(plan.ranges))
+    if workers > 1:
+        results = run_in_workers(backfill, plan.ranges, settings, workers, on_range)
+    else:
+        results = []
+        for days in plan.ranges:
+            result = run_range(backfill, days, settings)
+            results.append(result)
+            on_range(result)
+    if plan.has_whole and all(result.success for result in results):
+        dates = backfill.dates
+        whole = DayRange(dates[0], dates[-1] + dt.timedelta(days=1))
+        result = run_range(backfill, whole, settings, part="whole")
+        results.append(result)
+        on_range(result)
+    return results
+
+
+def create(
+    settings: PhloSettings,
+    selection: str,
+    days: list[dt.date],
+    *,
+    chunk_size: int,
+    parallel: int,
+    allow_shrink: bool,
+) -> Backfill:
+    """A new backfill recorded in the instance (its id goes on every run it makes)."""
+    from phlo_core.instance import instance_for
+
+    instance = instance_for(settings)
+    backfill = Backfill(
+        new_id(),
+        selection,
+        [day.isoformat() for day in days],
+        chunk_size,
+        parallel,
+        time.time(),
+        last_storage_id(instance),
+        allow_shrink,
+    )
+    save(instance, backfill)
+    return backfill
+
+
+def _worker_main(argv: list[str]) -> int:
+    """`python -m phlo_core.backfill ID START..END ...`: run ranges, one JSON line each."""
+    from phlo_core.instance import instance_for
+    from phlo_core.settings import get_settings
+
+    settings = get_settings()
+    backfill = load(instance_for(settings), argv[0])
+    if backfill is None:
+        return 2
+    for text in argv[1:]:
+        start, _, end = text.partition("..")
+        days = DayRange(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
+        try:
+            result = run_range(backfill, days, settings)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:  # reported as the range's failure; the next range still runs
+            result = RangeResult(days, False, 0.0, [str(exc).strip().splitlines()[0]])
+        print(result.to_json(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(_worker_main(sys.argv[1:]))
