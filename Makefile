@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: all install demo test test-fast lint format bench clean
+.PHONY: all install demo test test-slow test-all lint format bench clean
 
 all: install
 
@@ -26,11 +26,16 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/phlo demo
 
+# The suite but the heaviest tests (several processes, kills, backfills): under 15 minutes on
+# two cores. CI (.ci/run) runs both halves.
 test: install
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q --durations=15 -m "not slow"
 
-test-fast: install
-	$(BIN)/pytest -q -m "not slow"
+test-slow: install
+	$(BIN)/pytest -q --durations=15 -m slow
+
+test-all: install
+	$(BIN)/pytest -q --durations=15
 
 lint: install
 	$(BIN)/ruff check .
@@ -46,6 +51,7 @@ bench: install
 	$(BIN)/python bench/bench_hardening.py
 	$(BIN)/python bench/bench_weather.py
 	$(BIN)/python bench/bench_logs.py
+	$(BIN)/python bench/bench_production.py
 
 clean:
 	rm -rf $(VENV) .phlo src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs

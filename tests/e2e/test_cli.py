@@ -95,7 +95,6 @@ def test_a_bad_setting_names_the_variable(tmp_path: Path) -> None:
     assert "PHLO_TIMEZONE" in result.stderr
 
 
-@pytest.mark.slow
 def test_unknown_asset_lists_the_known_ones(tmp_path: Path) -> None:
     result = phlo(
         "materialize",
@@ -109,7 +108,6 @@ def test_unknown_asset_lists_the_known_ones(tmp_path: Path) -> None:
     assert "dlt_glucose_entries" in result.stderr
 
 
-@pytest.mark.slow
 def test_materialize_then_query_in_every_format(tmp_path: Path) -> None:
     with SampleNightscoutServer(timezone="Europe/Oslo", api_secret=TEST_SECRET) as server:
         env = {
@@ -147,7 +145,6 @@ def test_materialize_then_query_in_every_format(tmp_path: Path) -> None:
     assert "no_such_table" in bad_sql.stderr
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("variable", ["NIGHTSCOUT_API_SECRET", "NIGHTSCOUT_TOKEN"])
 def test_rejected_credentials_fail_the_run_without_showing_them(
     variable: str, tmp_path: Path
@@ -181,7 +178,6 @@ def test_rejected_credentials_fail_the_run_without_showing_them(
     assert wrong not in logs.stdout
 
 
-@pytest.mark.slow
 def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
     home = tmp_path / "home"
     result = phlo("demo", env={"PHLO_HOME": str(home)}, cwd=tmp_path)

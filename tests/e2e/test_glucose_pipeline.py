@@ -23,8 +23,6 @@ from tests.e2e.helpers import (
     snapshot,
 )
 
-pytestmark = pytest.mark.slow
-
 # Around the spring daylight-saving change in New York: 2024-03-10 has 23 hours.
 DAYS = parse_day_range("2024-03-09..2024-03-11")
 EVERYTHING = "dlt_glucose_entries+"
@@ -161,6 +159,7 @@ def test_rematerializing_a_day_keeps_one_row_per_reading(
     assert duplicates.rows == [(0,)]
 
 
+@pytest.mark.slow
 def test_days_in_any_order_equal_a_clean_build(
     built: PhloSettings, pipeline_settings: Callable[..., PhloSettings]
 ) -> None:

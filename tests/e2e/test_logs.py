@@ -31,8 +31,6 @@ from phlo_core.runlogs import (
 from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
 
-pytestmark = pytest.mark.slow
-
 PHLO = str(Path(sys.executable).with_name("phlo"))
 DAY = parse_day_range("2024-02-01")
 

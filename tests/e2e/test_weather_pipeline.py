@@ -19,8 +19,6 @@ from phlo_core.engine import RunOutcome, materialize
 from phlo_core.lakehouse import query
 from phlo_core.settings import PhloSettings
 
-pytestmark = pytest.mark.slow
-
 TIMEZONE = "Europe/Berlin"
 PLACES = {"berlin": (52.52, 13.41), "oslo": (59.91, 10.75)}
 PLACES_SETTING = ";".join(f"{name}={lat},{lon}" for name, (lat, lon) in PLACES.items())
@@ -208,6 +206,7 @@ def test_the_autumn_day_has_25_hours_and_its_values(
             assert row[name] == pytest.approx(value, abs=0.006), (row["observation_date"], name)
 
 
+@pytest.mark.slow
 def test_order_and_repetition_do_not_change_the_result(
     built: PhloSettings, make: Callable[..., PhloSettings]
 ) -> None:

@@ -27,8 +27,6 @@ from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
 from tests.e2e.helpers import expected_daily_metrics, served_readings
 
-pytestmark = pytest.mark.slow
-
 PHLO = str(Path(sys.executable).with_name("phlo"))
 ZONE = "America/New_York"
 DAYS = parse_day_range("2024-03-09..2024-03-11")
@@ -247,6 +245,7 @@ def run_phlo(env: dict[str, str], *args: str, cwd: Path) -> subprocess.Completed
     )
 
 
+@pytest.mark.slow
 def test_four_processes_on_different_days_write_every_row_once(
     production_profile: Callable[[], dict[str, str]],
     server: SampleNightscoutServer,
@@ -283,6 +282,7 @@ def test_four_processes_on_different_days_write_every_row_once(
         assert stored == sorted(served.items()), day
 
 
+@pytest.mark.slow
 def test_a_process_killed_mid_write_leaves_nothing_the_rerun_does_not_fix(
     production_profile: Callable[[], dict[str, str]],
     server: SampleNightscoutServer,

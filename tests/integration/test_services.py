@@ -10,11 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from phlo_core.settings import load_settings
-
-pytestmark = pytest.mark.slow
 
 PHLO = str(Path(sys.executable).with_name("phlo"))
 

@@ -239,7 +239,10 @@ def backfill(
             plan = backfills.plan_backfill(record, settings)
         else:
             if selection is None:
-                raise UsageError("name what to backfill (e.g. `dlt_glucose_entries+`) or --resume")
+                raise UsageError(
+                    "name what to backfill (asset names; `name+` adds everything downstream) "
+                    "or give --resume"
+                )
             days = backfills.requested_days(
                 settings, start_date=start_date, end_date=end_date, partitions=partitions
             )
