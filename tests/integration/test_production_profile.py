@@ -425,3 +425,28 @@ def test_readers_never_see_a_published_mart_missing_or_partial(
     assert len(seen) > 8 and all(result == expected for result in seen)
     staging = pg(url, "select count(*) from pg_tables where tablename like '%%__phlo_%%'")
     assert staging == [(0,)]
+
+
+def test_a_rejected_publishing_password_fails_the_step_without_recording_it(
+    built: tuple[PhloSettings, dict[str, str]],
+) -> None:
+    from phlo_core.settings import with_overrides
+
+    settings, profile = built
+    url = profile["PHLO_PUBLISH_POSTGRES_URL"]
+    wrong = "not-the-password-" + "x" * 8
+    bad_url = url.replace(url.split("://", 1)[1].split("@")[0], f"phlo:{wrong}")
+    bad = with_overrides(settings, phlo_publish_postgres_url=bad_url)
+    before = pg(url, "select count(*), sum(reading_count) from marts.mrt_glucose_overview")
+    [outcome] = materialize("nightscout_published_marts", DAYS, bad)
+    assert not outcome.success
+    assert any("password authentication failed" in error for error in outcome.errors)
+    assert wrong not in " ".join(outcome.errors)
+    events = pg(
+        profile["PHLO_DAGSTER_POSTGRES_URL"],
+        "select event from event_logs where run_id = %s",
+        [outcome.run_id],
+    )
+    assert events and not any(wrong in event for (event,) in events)
+    # The published tables are as they were.
+    assert pg(url, "select count(*), sum(reading_count) from marts.mrt_glucose_overview") == before

@@ -205,7 +205,9 @@ def connect(
                 "default layout under PHLO_HOME moves with its home; one with a configured "
                 "catalog or data path stays where it was created)"
             )
-        raise LakehouseError(f"cannot open the lakehouse catalog: {reason}") from exc
+        # Not chained: Dagster stores an error's causes in the event log, and the driver's
+        # message may quote the catalog's connection string with its password.
+        raise LakehouseError(f"cannot open the lakehouse catalog: {reason}") from None
     return con
 
 

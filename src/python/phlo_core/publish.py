@@ -85,6 +85,17 @@ def publish(tables: Sequence[str], settings: PhloSettings) -> dict[str, int]:
 
 
 def _stage(staged: dict[str, str], url: str, settings: PhloSettings) -> dict[str, int]:
+    try:
+        return _copy(staged, url, settings)
+    except PublishError:
+        raise
+    except Exception as exc:
+        # Not chained: DuckDB's message may quote the URL with its password, and Dagster keeps
+        # an error's causes in the event log.
+        raise PublishError(f"cannot stage the marts in PostgreSQL: {_first_line(exc)}") from None
+
+
+def _copy(staged: dict[str, str], url: str, settings: PhloSettings) -> dict[str, int]:
     counts: dict[str, int] = {}
     with lakehouse(settings, read_only=True) as con:
         con.execute(f"attach {sql_literal(url)} as published (type postgres)")
