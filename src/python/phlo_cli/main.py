@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a run or query failed, 2 bad input (usage, selection, d
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 import time
@@ -17,9 +18,11 @@ from cyclopts.exceptions import CycloptsError
 
 if TYPE_CHECKING:  # for annotations only: these modules load inside the commands
     from phlo_core.backfill import Backfill, Plan, RangeResult
+    from phlo_core.calendar import DayRange
     from phlo_core.engine import RunOutcome
     from phlo_core.progress import ProgressCallback
     from phlo_core.settings import PhloSettings
+    from phlo_core.status import AssetDays
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -118,7 +121,8 @@ def materialize(
     ----------
     selection
         Asset names, comma-separated. `name+` adds everything downstream of it, `+name`
-        everything upstream, e.g. `stg_orders+` (the asset and all it feeds).
+        everything upstream, e.g. `stg_orders+` (the asset and all it feeds). A table's name
+        (`orders`, `raw.orders`) means the asset that writes it.
     partition
         A local day `YYYY-MM-DD`, or a range `YYYY-MM-DD..YYYY-MM-DD` (both ends included),
         run as one Dagster run.
@@ -134,13 +138,14 @@ def materialize(
     from phlo_core.engine import validate_days
     from phlo_core.instance import InstanceError
     from phlo_core.lakehouse import LakehouseError
-    from phlo_core.selection import SelectionError
+    from phlo_core.selection import SelectionError, check_selection
     from phlo_core.workspace import WorkspaceError
 
     settings = _settings()
     try:
         days = parse_day_range(partition)
         validate_days(days, settings)  # before any output; the engine checks again for its callers
+        selection = check_selection(selection, settings)
         print(f"materializing {selection} for {days.label()} ...", file=sys.stderr)
         outcomes = run_materialize(
             selection,
@@ -181,6 +186,7 @@ def backfill(
     dry_run: bool = False,
     missing: bool = False,
     resume: str | None = None,
+    only: bool = False,
     allow_shrink: bool = False,
 ) -> int:
     """Backfill SELECTION over many days; its runs carry the backfill's id (`phlo logs
@@ -190,8 +196,10 @@ def backfill(
     Parameters
     ----------
     selection
-        As in `phlo materialize`: asset names, `name+` with everything downstream (a daily
-        ingestion and everything built from it), `+name` with everything upstream.
+        Asset names or the tables they write, comma-separated: `orders` is the ingestion
+        writing table `orders`. Each comes with everything downstream of it (a day backfilled
+        is rebuilt in every layer built from it) unless --only; `+name` adds everything
+        upstream.
     start_date
         First day (YYYY-MM-DD, a local day in PHLO_TIMEZONE).
     end_date
@@ -210,13 +218,15 @@ def backfill(
         Resume a backfill: its id (or a unique prefix), or `--resume` alone for the latest
         unfinished one. Skips what is done, retries what failed; --parallel and --chunk-size
         may change.
+    only
+        Only the named assets, not what is downstream of them.
     allow_shrink
         As in `phlo materialize`: let runs replace days that would lose many rows.
     """
     from phlo_core import backfill as backfills
     from phlo_core.instance import InstanceError, instance_for
     from phlo_core.lakehouse import LakehouseError
-    from phlo_core.selection import SelectionError
+    from phlo_core.selection import SelectionError, check_selection, with_downstream
     from phlo_core.workspace import WorkspaceError
 
     for option, value in (("--parallel", parallel), ("--chunk-size", chunk_size)):
@@ -226,7 +236,7 @@ def backfill(
     started = time.perf_counter()
     try:
         if resume is not None:
-            if selection or start_date or end_date or partitions or missing:
+            if selection or start_date or end_date or partitions or missing or only:
                 raise UsageError(
                     "--resume takes the backfill's own selection and days: give only "
                     "--parallel or --chunk-size with it"
@@ -246,6 +256,9 @@ def backfill(
             days = backfills.requested_days(
                 settings, start_date=start_date, end_date=end_date, partitions=partitions
             )
+            selection = check_selection(selection, settings)
+            if not only:
+                selection = with_downstream(selection)
             draft = backfills.Backfill(
                 "(dry run)",
                 selection,
@@ -287,13 +300,16 @@ def _backfill_to_resume(settings: PhloSettings, backfill_id: str | None) -> Back
     from phlo_core import backfill as backfills
     from phlo_core.instance import instance_for
 
-    instance = instance_for(settings)
     if backfill_id is not None:
-        record = backfills.load(instance, backfill_id)
+        record = backfills.load(instance_for(settings), backfill_id)
         assert record is not None
         return record
-    for record in reversed(backfills.all_backfills(instance)):
-        if backfills.plan_backfill(record, settings).todo:
+    # Read without loading Dagster: "nothing to resume" answers at once.
+    records = backfills.recorded(settings)
+    if not records:
+        raise UsageError("nothing to resume: this instance has no backfill yet")
+    for record in reversed(records):
+        if not record.finished and backfills.plan_backfill(record, settings).todo:
             return record
     raise UsageError("nothing to resume: every backfill in this instance is finished")
 
@@ -371,6 +387,11 @@ def _run_backfill(plan: Plan, settings: PhloSettings, started: float) -> int:
     if bar:
         print(file=sys.stderr)
     failed = [r for r in results if not r.success]
+    if not failed:
+        from phlo_core.instance import instance_for
+
+        record.finished = True
+        backfills.save(instance_for(settings), record)
     print(
         f"backfill {record.id}: {counts['done']} day(s) done, {plan.done} skipped (done before), "
         f"{counts['failed']} failed, in {time.perf_counter() - started:.1f}s"
@@ -439,6 +460,68 @@ def backfill_list(*, as_json: Annotated[bool, Parameter(name="--json")] = False)
 
 
 @app.command
+def status(
+    selection: str | None = None,
+    /,
+    *,
+    start_date: str | None = None,
+    end_date: str | None = None,
+    as_json: Annotated[bool, Parameter(name="--json")] = False,
+) -> int:
+    """Which days of each daily asset are materialized, missing, failed or running, per
+    Dagster's instance: counts and a calendar strip, one line an asset.
+
+    Parameters
+    ----------
+    selection
+        As in `phlo materialize` (`name+` adds what is downstream); every daily asset of the
+        workspace when omitted.
+    start_date
+        First day shown (default: PHLO_PARTITION_START).
+    end_date
+        Last day shown, included (default: today).
+    as_json
+        A JSON list, one object an asset: counts and the missing, failed and running days.
+    """
+    import json
+
+    from phlo_core.calendar import DayRange, PartitionError, check_within, parse_day, today
+    from phlo_core.instance import InstanceError
+    from phlo_core.selection import SelectionError, check_selection
+    from phlo_core.status import status_of
+    from phlo_core.workspace import WorkspaceError
+
+    settings = _settings()
+    try:
+        first = parse_day(start_date) if start_date else settings.phlo_partition_start
+        last = parse_day(end_date) if end_date else today(settings.timezone)
+        if last < first:
+            raise UsageError(f"--end-date {last} is before --start-date {first}")
+        days = DayRange(first, last + dt.timedelta(days=1))
+        check_within(days, settings.phlo_partition_start, today(settings.timezone))
+        if selection is not None:
+            selection = check_selection(selection, settings)
+        found = status_of(settings, selection, days)
+    except (PartitionError, SelectionError) as exc:
+        raise UsageError(str(exc)) from None
+    except (WorkspaceError, InstanceError) as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    if as_json:
+        print(json.dumps([asset.to_dict() for asset in found]))
+        return 0
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print(status_table(found, days, colour=colour, width=_terminal_width()))
+    return 0
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((100, 24)).columns
+
+
+@app.command
 def query(
     sql: str | None = None,
     /,
@@ -479,6 +562,35 @@ def query(
         return EXIT_FAILED
     print(render(output_format, result.columns, result.rows))
     return 0
+
+
+def status_table(found: list[AssetDays], days: DayRange, *, colour: bool, width: int) -> str:
+    """One line an asset: counts, then its days as a strip fitted to the terminal."""
+    from phlo_cli.render import to_table
+    from phlo_core.status import cells
+
+    symbols = {"done": "#", "some": "+", "missing": ".", "failed": "x", "running": ">"}
+    colours = {"done": "32", "some": "33", "missing": "2", "failed": "31", "running": "36"}
+    rows = []
+    name_width = max((len(a.asset) for a in found), default=5)
+    strip_width = max(10, width - name_width - 36)
+    for asset in found:
+        counts = {state: len(d) for state, d in asset.by_state().items()}
+        strip = cells(asset, strip_width)
+        text = "".join(
+            f"\x1b[{colours[c]}m{symbols[c]}\x1b[0m" if colour else symbols[c] for c in strip
+        )
+        rows.append((asset.asset, counts["done"], counts["missing"], counts["failed"], text))
+    if not found:
+        return "no daily-partitioned asset in the selection"
+    last = days.end - dt.timedelta(days=1)
+    per_cell = -(-len(days) // strip_width)
+    scale = "a day a cell" if per_cell == 1 else f"{per_cell} days a cell"
+    legend = (
+        f"{days.start}..{last} ({len(days)} days, {scale}): # done  + partly done  . missing  "
+        "x failed  > running"
+    )
+    return to_table(["asset", "done", "missing", "failed", "days"], rows) + "\n" + legend
 
 
 def _sql_text(sql: str | None, file: Path | None) -> str:

@@ -50,6 +50,7 @@ class Backfill:
     created: float
     cursor: int  # the event log's last storage id when the backfill began
     allow_shrink: bool = False
+    finished: bool = False  # every day done when it last ran (the instance has the truth)
 
     @property
     def dates(self) -> list[dt.date]:
@@ -176,6 +177,44 @@ def all_ids(instance: DagsterInstance) -> list[str]:
 def all_backfills(instance: DagsterInstance) -> list[Backfill]:
     ids = all_ids(instance)
     values = instance.run_storage.get_cursor_values({_KEY + i for i in ids})
+    return [Backfill.from_json(values[_KEY + i]) for i in ids if _KEY + i in values]
+
+
+def recorded(settings: PhloSettings) -> list[Backfill]:
+    """The backfill records, read straight from the instance's key-value table without loading
+    Dagster (a fraction of a second instead of two): SQLite opened read-only, or PostgreSQL.
+    An instance not created yet has none."""
+    if settings.dagster_postgres_url is not None:
+        import psycopg2
+
+        url = settings.dagster_postgres_url.replace("+psycopg2", "", 1)
+        with psycopg2.connect(url, connect_timeout=5) as connection, connection.cursor() as cur:
+            cur.execute("select to_regclass('kvs') is not null")
+            row = cur.fetchone()
+            if not row or not row[0]:
+                return []
+            cur.execute("select key, value from kvs where key like %s", (_KEY + "%",))
+            values = dict(cur.fetchall())
+            cur.execute("select value from kvs where key = %s", (_INDEX,))
+            index = cur.fetchone()
+        connection.close()
+    else:
+        import sqlite3
+
+        path = settings.resolved_dagster_home / "history" / "runs.db"
+        if not path.exists():
+            return []
+        connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            values = dict(
+                connection.execute("select key, value from kvs where key like ?", (_KEY + "%",))
+            )
+            index = connection.execute("select value from kvs where key = ?", (_INDEX,)).fetchone()
+        except sqlite3.OperationalError:  # no kvs table: no backfill ever
+            return []
+        finally:
+            connection.close()
+    ids = json.loads(index[0]) if index and index[0] else []
     return [Backfill.from_json(values[_KEY + i]) for i in ids if _KEY + i in values]
 
 

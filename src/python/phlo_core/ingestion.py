@@ -29,6 +29,7 @@ from dagster import (
     asset,
 )
 
+from phlo_core.asset_index import TABLE_NAME_KEY
 from phlo_core.calendar import DayRange
 from phlo_core.engine import SUMMARY_KEY
 from phlo_core.lakehouse import PartitionWrite, replace_partitions
@@ -95,6 +96,7 @@ class IngestionSpec:
     max_rejected_pct: float
     rows_noun: str = "rows"  # what a row is, for messages: "readings", "observations"
     warning_checks: Sequence[AssetCheckSpec] = ()
+    table: str = ""  # the table it writes (`raw.orders`): a name the selection accepts too
 
 
 def _shrink_guard(
@@ -124,6 +126,7 @@ def ingestion_asset(spec: IngestionSpec, settings: PhloSettings) -> AssetsDefini
         backfill_policy=SINGLE_RUN,
         kinds={"python", "ducklake"},
         description=spec.description,
+        metadata={TABLE_NAME_KEY: f"lake.{spec.table}"} if spec.table else None,
         check_specs=[
             AssetCheckSpec(
                 REJECTED_CHECK,

@@ -1,7 +1,8 @@
 """Which assets of which code location a selection means, across the workspace's locations.
 
 `a,b` names assets, `a+` adds everything downstream of a (in every location that reads it),
-`+a` everything upstream of a in its own location. A name is found in whichever location
+`+a` everything upstream of a in its own location. A name is an asset's, or a table's that
+one asset writes (`orders` for the ingestion `dlt_orders`). A name is found in whichever location
 defines it; a name two locations define is an error. Locations come back in dependency order:
 one that reads another's selected assets comes after it.
 """
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from phlo_core.asset_index import AssetIndex, cached, index_of, remember
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import LocationRef, load_definitions, location_refs
 
@@ -47,6 +49,44 @@ def parse_selection(selection: str) -> list[tuple[str, bool, bool]]:
     if not tokens:
         raise SelectionError("the selection is empty: name one or more assets, e.g. 'stg_orders+'")
     return tokens
+
+
+def resolve_names(
+    tokens: list[tuple[str, bool, bool]], index: AssetIndex
+) -> list[tuple[str, bool, bool]]:
+    """The tokens with each name as the asset it means (a table name becomes the asset that
+    writes it); SelectionError for a name no location knows."""
+    resolved = []
+    for name, upstream, downstream in tokens:
+        asset = index.resolve(name)
+        if asset is None:
+            writers = sorted(index.aliases().get(name, set()))
+            if len(writers) > 1:
+                raise SelectionError(
+                    f"{name!r} is a table written by several assets ({', '.join(writers)}): "
+                    "name the asset"
+                )
+            listing = ", ".join(sorted(index.names))
+            raise SelectionError(f"unknown asset {name!r}; known assets: {listing}")
+        resolved.append((asset, upstream, downstream))
+    return resolved
+
+
+def check_selection(selection: str, settings: PhloSettings) -> str:
+    """The selection with table names replaced by their assets, checked against the remembered
+    asset names (`phlo_core.asset_index`) without loading any location: an unknown name is a
+    SelectionError in milliseconds. With no current index, names pass unchecked (loading the
+    locations checks them)."""
+    tokens = parse_selection(selection)
+    index = cached(settings)
+    if index is not None:
+        tokens = resolve_names(tokens, index)
+    return ",".join(("+" if up else "") + name + ("+" if down else "") for name, up, down in tokens)
+
+
+def with_downstream(selection: str) -> str:
+    """Every name of the selection with everything downstream of it (`a,+b` -> `a+,+b+`)."""
+    return ",".join(("+" if up else "") + name + "+" for name, up, _ in parse_selection(selection))
 
 
 def _asset_owners(plans: list[LocationPlan]) -> dict[str, list[LocationPlan]]:
@@ -125,11 +165,10 @@ def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]
     plans = [
         LocationPlan(ref, load_definitions(ref, settings), []) for ref in location_refs(settings)
     ]
+    index = index_of({plan.location.name: plan.definitions for plan in plans})
+    remember(index, settings)
     owners = _asset_owners(plans)
-    for name, upstream, downstream in tokens:
-        if name not in owners:
-            listing = ", ".join(sorted(owners))
-            raise SelectionError(f"unknown asset {name!r}; known assets: {listing}")
+    for name, upstream, downstream in resolve_names(tokens, index):
         if len(owners[name]) > 1:
             where = " and ".join(plan.location.name for plan in owners[name])
             raise SelectionError(

@@ -116,6 +116,7 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
             prepare=prepare,
             max_rejected_pct=site.nightscout_max_rejected_pct,
             rows_noun="readings",
+            table=ENTRIES_TABLE,
             warning_checks=[
                 AssetCheckSpec(
                     VOLUME_CHECK,

@@ -115,7 +115,15 @@ class SampleNightscoutServer:
             # look back far enough for them (two readings' time each, for gaps) and no further.
             lo = max(0, hi - (count + 50) * 2 * INTERVAL_MS)
         wanted_type = query.get("find[type]", [None])[0]
-        matching = [e for e in self.entries(lo, hi) if wanted_type in (None, e["type"])]
+        # Newest first, `count` of them: generate the newest part of the window only, widened
+        # until it holds enough (as an index would answer), not the whole window per page.
+        span = (count + 50) * INTERVAL_MS
+        while True:
+            start = max(lo, hi - span)
+            matching = [e for e in self.entries(start, hi) if wanted_type in (None, e["type"])]
+            if len(matching) >= count or start == lo:
+                break
+            span *= 2
         matching.sort(key=lambda e: (e["date"], e["_id"]), reverse=True)
         return matching[:count]
 

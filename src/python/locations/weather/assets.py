@@ -110,6 +110,7 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
             prepare=prepare,
             max_rejected_pct=own.weather_max_rejected_pct,
             rows_noun="hourly observations",
+            table=OBSERVATIONS_TABLE,
             warning_checks=[
                 AssetCheckSpec(
                     COMPLETE_CHECK,

@@ -1,0 +1,134 @@
+"""The workspace's asset names, remembered, so that a selection can be checked in milliseconds.
+
+Loading the code locations (importing Dagster, dbt and every location, reading each dbt
+manifest) takes seconds. Every time they are loaded the names they define are written to
+PHLO_HOME/cache/assets.json with a fingerprint of what could change them: the workspace file,
+the files of the locations' packages, the dbt projects and the settings. While the fingerprint
+holds, a selection naming an unknown asset is refused from that file alone; when it does not
+(or there is no file yet) the caller loads the locations as before.
+
+A name resolves to an asset by its name or by the table it writes (`lake.raw.orders`, `raw.orders`
+or `orders` for an ingestion asset `dlt_orders`), so users may name what they see in the lakehouse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from phlo_core.settings import PhloSettings
+from phlo_core.workspace import REPO_ROOT, location_refs, workspace_file
+
+if TYPE_CHECKING:
+    from dagster import Definitions
+
+TABLE_NAME_KEY = "dagster/table_name"  # Dagster's metadata key for the table an asset writes
+_SKIPPED_FOLDERS = {"__pycache__", "target", "dbt_packages", "logs", ".pytest_cache"}
+
+
+@dataclass
+class AssetIndex:
+    """Per location, the assets it materializes: name -> the table it writes (or "")."""
+
+    locations: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def names(self) -> set[str]:
+        return {name for assets in self.locations.values() for name in assets}
+
+    def aliases(self) -> dict[str, set[str]]:
+        """Table names (qualified and bare) -> the assets writing them, where they differ from
+        the asset's own name."""
+        found: dict[str, set[str]] = {}
+        for assets in self.locations.values():
+            for name, table in assets.items():
+                parts = table.split(".") if table else []
+                for alias in {".".join(parts[i:]) for i in range(len(parts))}:
+                    if alias != name:
+                        found.setdefault(alias, set()).add(name)
+        return found
+
+    def resolve(self, name: str) -> str | None:
+        """The asset `name` means: itself, or the one asset writing a table of that name."""
+        if name in self.names:
+            return name
+        writers = self.aliases().get(name, set())
+        return next(iter(writers)) if len(writers) == 1 else None
+
+
+def index_of(definitions: dict[str, Definitions]) -> AssetIndex:
+    """The index of loaded locations (location name -> its definitions)."""
+    index = AssetIndex()
+    for location, defs in definitions.items():
+        graph = defs.resolve_asset_graph()
+        assets = {}
+        for key in graph.materializable_asset_keys:
+            table = graph.get(key).metadata.get(TABLE_NAME_KEY)
+            assets[key.to_user_string()] = str(getattr(table, "text", table) or "")
+        index.locations[location] = assets
+    return index
+
+
+# --- the cache file ---------------------------------------------------------------------------
+
+
+def _cache_path(settings: PhloSettings) -> Path:
+    return settings.home / "cache" / "assets.json"
+
+
+def _source_folders(settings: PhloSettings) -> list[Path]:
+    folders = [REPO_ROOT / "src" / "dbt", Path(__file__).parent]
+    for ref in location_refs(settings):
+        spec = importlib.util.find_spec(ref.package.split(".")[0])
+        if spec is not None and spec.submodule_search_locations:
+            folders += [Path(p) for p in spec.submodule_search_locations]
+    return sorted(set(folders))
+
+
+def fingerprint(settings: PhloSettings) -> str:
+    """A hash of what decides the asset names: the workspace file, the modification times and
+    sizes of the locations' and dbt projects' files, and the settings (secrets excluded)."""
+    digest = hashlib.sha256()
+    workspace = workspace_file(settings)
+    digest.update(str(workspace).encode())
+    digest.update(workspace.read_bytes() if workspace.exists() else b"")
+    for folder in _source_folders(settings):
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_FOLDERS and not d.startswith("."))
+            for name in sorted(files):
+                if name.endswith((".py", ".sql", ".yml", ".yaml")):
+                    stat = os.stat(os.path.join(root, name))
+                    digest.update(f"{root}/{name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    fields = settings.model_dump(mode="json", include=set(type(settings).model_fields))
+    digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def remember(index: AssetIndex, settings: PhloSettings) -> None:
+    """Write the index for later calls (atomically; a failure to write is not an error)."""
+    path = _cache_path(settings)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f".{path.name}.{os.getpid()}")
+        scratch.write_text(
+            json.dumps({"fingerprint": fingerprint(settings), "locations": index.locations})
+        )
+        os.replace(scratch, path)
+    except OSError:
+        pass
+
+
+def cached(settings: PhloSettings) -> AssetIndex | None:
+    """The remembered index, if nothing that decides the names changed since it was written."""
+    try:
+        document = json.loads(_cache_path(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("fingerprint") != fingerprint(settings):
+        return None
+    return AssetIndex(document.get("locations") or {})

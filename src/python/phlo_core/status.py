@@ -1,0 +1,151 @@
+"""Which days of each daily asset are materialized, missing, failed or running, per the
+Dagster instance (its asset index: the latest materialization and the latest planned
+materialization of each partition), for `phlo status`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from phlo_core.calendar import DayRange
+from phlo_core.settings import PhloSettings
+
+if TYPE_CHECKING:
+    from dagster import AssetKey, DagsterInstance
+
+
+@dataclass
+class AssetDays:
+    asset: str
+    location: str
+    days: DayRange
+    done: set[dt.date]
+    failed: set[dt.date]  # the latest attempt's run failed or was canceled (done before or not)
+    running: set[dt.date]  # the latest attempt's run has not finished
+
+    def by_state(self) -> dict[str, list[dt.date]]:
+        """The days in each state: done, missing, failed, running (each day in one)."""
+        found: dict[str, list[dt.date]] = {"done": [], "missing": [], "failed": [], "running": []}
+        for day in self.days.days():
+            found[self.state(day)].append(day)
+        return found
+
+    def state(self, day: dt.date) -> str:
+        if day in self.running:
+            return "running"
+        if day in self.failed:
+            return "failed"
+        return "done" if day in self.done else "missing"
+
+    def to_dict(self) -> dict[str, object]:
+        states = self.by_state()
+        return {
+            "asset": self.asset,
+            "location": self.location,
+            "first": self.days.start.isoformat(),
+            "last": (self.days.end - dt.timedelta(days=1)).isoformat(),
+            **{state: len(days) for state, days in states.items()},
+            **{
+                f"{state}_days": [day.isoformat() for day in states[state]]
+                for state in ("missing", "failed", "running")
+            },
+        }
+
+
+def asset_days(
+    instance: DagsterInstance, key: AssetKey, location: str, days: DayRange
+) -> AssetDays:
+    """The state of each of `days` for one asset."""
+    from dagster import DagsterRunStatus, RunsFilter
+
+    inside = set(days.days())
+
+    def dates(partitions: Sequence[str] | set[str]) -> set[dt.date]:
+        found = set()
+        for partition in partitions:
+            try:
+                day = dt.date.fromisoformat(partition)
+            except ValueError:
+                continue
+            if day in inside:
+                found.add(day)
+        return found
+
+    done = dates(instance.get_materialized_partitions(key))
+    attempts = instance.event_log_storage.get_latest_asset_partition_materialization_attempts_without_materializations(  # noqa: E501
+        key
+    )
+    failed: set[dt.date] = set()
+    running: set[dt.date] = set()
+    run_ids = sorted({run_id for run_id, _ in attempts.values()})
+    statuses = (
+        {
+            record.dagster_run.run_id: record.dagster_run.status
+            for record in instance.get_run_records(RunsFilter(run_ids=run_ids))
+        }
+        if run_ids
+        else {}
+    )
+    ended_badly = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    for partition, (run_id, _) in attempts.items():
+        status = statuses.get(run_id)
+        if status is None or status == DagsterRunStatus.SUCCESS:
+            continue  # a run deleted, or one that succeeded without this day (a failed check)
+        target = failed if status in ended_badly else running
+        target |= dates([partition])
+    return AssetDays(key.to_user_string(), location, days, done, failed, running)
+
+
+def cells(status: AssetDays, width: int) -> list[str]:
+    """The days squeezed into at most `width` cells, each the state of its days: "done" (all),
+    "some" (some done), "missing", "failed" (any failed) or "running" (any running)."""
+    days = list(status.days.days())
+    per_cell = max(1, -(-len(days) // max(1, width)))
+    found = []
+    for i in range(0, len(days), per_cell):
+        states = {status.state(day) for day in days[i : i + per_cell]}
+        if "running" in states:
+            found.append("running")
+        elif "failed" in states:
+            found.append("failed")
+        elif states == {"done"}:
+            found.append("done")
+        else:
+            found.append("some" if "done" in states else "missing")
+    return found
+
+
+def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[str, AssetKey]]:
+    """(location, asset) of every daily-partitioned asset the selection means (all of the
+    workspace's when None), in dependency order."""
+    from phlo_core.selection import LocationPlan, plan_selection
+    from phlo_core.workspace import load_definitions, location_refs
+
+    if selection is None:
+        plans = []
+        for ref in location_refs(settings):
+            definitions = load_definitions(ref, settings)
+            keys = list(definitions.resolve_asset_graph().materializable_asset_keys)
+            plans.append(LocationPlan(ref, definitions, keys))
+    else:
+        plans = plan_selection(selection, settings)
+    found = []
+    for plan in plans:
+        graph = plan.definitions.resolve_asset_graph()
+        daily = [key for key in plan.keys if graph.get(key).partitions_def is not None]
+        order = {key: i for i, key in enumerate(graph.toposorted_asset_keys)}
+        daily.sort(key=lambda key: (order.get(key, len(order)), key.to_user_string()))
+        found += [(plan.location.name, key) for key in daily]
+    return found
+
+
+def status_of(settings: PhloSettings, selection: str | None, days: DayRange) -> list[AssetDays]:
+    from phlo_core.instance import instance_for
+
+    instance = instance_for(settings)
+    return [
+        asset_days(instance, key, location, days)
+        for location, key in daily_assets(settings, selection)
+    ]

@@ -1,0 +1,116 @@
+"""Selections name assets or the tables they write, and unknown names are refused from the
+remembered index without loading Dagster; the SQLite event log phlo configures is Dagster's own
+format."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from phlo_core.asset_index import cached
+from phlo_core.backfill import worker_environment
+from phlo_core.selection import SelectionError, check_selection, plan_selection
+from phlo_core.settings import PhloSettings
+from phlo_core.workspace import DEFAULT_WORKSPACE
+
+DOWNSTREAM = {
+    "dlt_glucose_entries",
+    "stg_glucose_entries",
+    "fct_glucose_readings",
+    "fct_daily_glucose_metrics",
+    "mrt_glucose_readings",
+    "mrt_glucose_hourly_patterns",
+    "mrt_glucose_overview",
+    "nightscout_published_marts",
+}
+
+
+def selected(settings: PhloSettings, selection: str) -> set[str]:
+    return {
+        key.to_user_string() for plan in plan_selection(selection, settings) for key in plan.keys
+    }
+
+
+@pytest.mark.parametrize("name", ["glucose_entries", "raw.glucose_entries"])
+def test_a_table_name_means_the_asset_writing_it(
+    name: str, make_settings: Callable[..., PhloSettings]
+) -> None:
+    settings = make_settings()
+    assert selected(settings, f"{name}+") >= DOWNSTREAM
+    assert selected(settings, name) == {"dlt_glucose_entries"}
+    with pytest.raises(SelectionError, match="unknown asset 'glucose'"):
+        plan_selection("glucose", settings)
+
+
+def test_unknown_names_are_refused_from_the_index_without_loading_dagster(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    settings = make_settings()
+    assert check_selection("nope", settings) == "nope"  # no index yet: unchecked
+    plan_selection("dlt_glucose_entries", settings)  # loading the locations writes it
+    assert cached(settings) is not None
+    probe = (
+        "import sys\n"
+        "from phlo_core.selection import SelectionError, check_selection\n"
+        "from phlo_core.settings import get_settings\n"
+        "settings = get_settings()\n"
+        "print(check_selection('+glucose_entries+,mrt_glucose_overview', settings))\n"
+        "try:\n"
+        "    check_selection('nope', settings)\n"
+        "except SelectionError as exc:\n"
+        "    print(exc)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dbt', 'duckdb')))\n"
+    )
+    env = {**os.environ, **worker_environment(settings)}  # the same settings
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    resolved, refused, loaded = done.stdout.splitlines()
+    assert resolved == "+dlt_glucose_entries+,mrt_glucose_overview"
+    assert refused.startswith("unknown asset 'nope'; known assets: dlt_glucose_entries, ")
+    assert loaded == "[]"
+
+
+def test_the_index_is_forgotten_when_the_workspace_changes(
+    tmp_path: Path, make_settings: Callable[..., PhloSettings]
+) -> None:
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(DEFAULT_WORKSPACE.read_text())
+    settings = make_settings(phlo_workspace=workspace)
+    plan_selection("dlt_glucose_entries", settings)
+    assert cached(settings) is not None
+    workspace.write_text(DEFAULT_WORKSPACE.read_text() + "\n# edited\n")
+    assert cached(settings) is None
+    assert cached(make_settings(phlo_workspace=DEFAULT_WORKSPACE)) is None  # other settings
+
+
+def test_the_event_log_is_dagsters_sqlite_format(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    """Runs written through phlo's pooled storage read back with Dagster's stock storage (what
+    older homes were written with), events and asset index alike."""
+    from dagster import asset, materialize
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from phlo_core.instance import instance_for
+
+    @asset
+    def numbers() -> int:
+        return 1
+
+    settings = make_settings()
+    instance = instance_for(settings)
+    ours = materialize([numbers], instance=instance).run_id
+    stock = SqliteEventLogStorage(str(settings.resolved_dagster_home / "history" / "runs"))
+    assert any(
+        record.event_log_entry.dagster_event_type == "ASSET_MATERIALIZATION"
+        for record in stock.get_records_for_run(ours).records
+    )
+    assert stock.get_latest_materialization_events([numbers.key])[numbers.key] is not None
+    instance.event_log_storage.dispose()  # closes the engines it kept open
+    assert instance.get_latest_materialization_event(numbers.key) is not None
