@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -87,6 +89,29 @@ def phlo(home: Path, server: SampleNightscoutServer, *args: str) -> subprocess.C
     )
 
 
+def status_of(home: Path, server: SampleNightscoutServer) -> dict[str, object]:
+    """`phlo status --json` of the ingestion over FIRST..LAST, with every daily asset of the
+    selection agreeing with it."""
+    done = phlo(
+        home,
+        server,
+        "status",
+        "glucose_entries+",
+        "--start-date",
+        FIRST,
+        "--end-date",
+        LAST,
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    assets = json.loads(done.stdout)
+    assert [a["asset"] for a in assets][:2] == ["dlt_glucose_entries", "stg_glucose_entries"]
+    keys = ("done", "missing", "failed", "running", "failed_days")
+    found = [{key: asset[key] for key in keys} for asset in assets]
+    assert all(entry == found[0] for entry in found), found
+    return found[0]
+
+
 def backfill_runs(settings: PhloSettings) -> list[tuple[str, str]]:
     """(backfill id, status) of every run in the instance."""
     from phlo_core.instance import instance_for
@@ -153,6 +178,13 @@ def test_a_range_in_parallel_equals_a_clean_build_and_resumes_after_a_failure(
     [backfill_id] = {tag for tag, _ in backfill_runs(settings)}
     assert f"resume with: phlo backfill --resume {backfill_id}" in failed.stderr
     assert "4 failed" in failed.stdout  # the range 2024-03-05..2024-03-08
+    assert status_of(home, server) == {
+        "done": 6,
+        "missing": 0,
+        "failed": 4,
+        "running": 0,
+        "failed_days": ["2024-03-05", "2024-03-06", "2024-03-07", "2024-03-08"],
+    }
     listed = json.loads(phlo(home, server, "backfill", "list", "--json").stdout)
     assert [(b["id"], b["done"], b["failed"], b["finished"]) for b in listed] == [
         (backfill_id, 6, 4, False)
@@ -166,6 +198,7 @@ def test_a_range_in_parallel_equals_a_clean_build_and_resumes_after_a_failure(
     assert {tag for tag, _ in statuses} == {backfill_id}  # every run carries the backfill's id
     listed = json.loads(phlo(home, server, "backfill", "list", "--json").stdout)
     assert listed[0]["finished"] and listed[0]["done"] == 10
+    assert status_of(home, server)["done"] == 10
 
     # Nothing left: --resume says so (exit 2); --missing over a wider set runs only the new day.
     assert phlo(home, server, "backfill", "--resume").returncode == 2
@@ -173,7 +206,7 @@ def test_a_range_in_parallel_equals_a_clean_build_and_resumes_after_a_failure(
         home,
         server,
         "backfill",
-        "dlt_glucose_entries+",
+        "glucose_entries",  # the table's name: its ingestion, with everything downstream
         "--partitions",
         "2024-03-05,2024-03-11",
         "--missing",
@@ -193,13 +226,87 @@ def test_a_range_in_parallel_equals_a_clean_build_and_resumes_after_a_failure(
             "--parallel must be 1 or more",
         ),
         (["--start-date", "1999-01-01", "--end-date", "1999-01-02"], "is outside the partitions"),
+        (["glucose", "--start-date", FIRST, "--end-date", LAST], "unknown asset 'glucose'"),
+        (["--resume"], "nothing to resume: this instance has no backfill yet"),
     ],
 )
 def test_bad_input_is_a_usage_error_before_anything_loads(
     args: list[str], message: str, tmp_path: Path, server: SampleNightscoutServer
 ) -> None:
-    done = phlo(tmp_path / "home", server, "backfill", "dlt_glucose_entries+", *args)
+    # The selection, unless the case names its own or has none.
+    own = not args[0].startswith("--") or args == ["--resume"]
+    selection = [] if own else ["glucose_entries"]
+    done = phlo(tmp_path / "home", server, "backfill", *selection, *args)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("phlo: error:") and message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "home" / "dagster").exists()
+
+
+def start_backfill(home: Path, server: SampleNightscoutServer, *args: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PHLO_HOME": str(home),
+        "PHLO_TIMEZONE": ZONE,
+        "NIGHTSCOUT_URL": server.url,
+        "NIGHTSCOUT_API_SECRET": TEST_SECRET,
+    }
+    return subprocess.Popen(
+        [PHLO, "backfill", "glucose_entries", "--start-date", FIRST, "--end-date", LAST, *args],
+        env=env,
+        cwd=home.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+
+
+def wait_for_first_range(process: subprocess.Popen) -> list[str]:
+    """stderr lines up to the first range reported done."""
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if " ok 2024-03-" in line:
+            return lines
+    raise AssertionError(f"the backfill ended before a range was done: {''.join(lines)}")
+
+
+def test_a_backfill_killed_with_sigkill_resumes_where_it_was(
+    tmp_path: Path, server: SampleNightscoutServer, clean_build: dict[str, list[tuple]]
+) -> None:
+    home = tmp_path / "home"
+    settings = settings_for(home, server)
+    process = start_backfill(home, server, "--chunk-size", "2")
+    wait_for_first_range(process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    # What was done is in the instance: the killed run is failed by the next command.
+    resumed = phlo(home, server, "backfill", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    done, skipped = re.search(r"(\d+) day\(s\) done, (\d+) skipped", resumed.stdout).groups()
+    assert int(skipped) >= 2 and int(done) + int(skipped) == 10
+    assert snapshot(settings) == clean_build
+    assert "STARTED" not in {status for _, status in backfill_runs(settings)}
+    assert status_of(home, server)["done"] == 10
+
+
+def test_ctrl_c_stops_the_workers_and_the_backfill_resumes(
+    tmp_path: Path, server: SampleNightscoutServer, clean_build: dict[str, list[tuple]]
+) -> None:
+    home = tmp_path / "home"
+    settings = settings_for(home, server)
+    process = start_backfill(home, server, "--chunk-size", "1", "--parallel", "2")
+    wait_for_first_range(process)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground job
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    [backfill_id] = {tag for tag, _ in backfill_runs(settings)}
+    assert f"resume with: phlo backfill --resume {backfill_id}" in stderr
+    statuses = {status for _, status in backfill_runs(settings)}
+    assert statuses <= {"SUCCESS", "CANCELED"}, statuses  # no run left "started"
+    resumed = phlo(home, server, "backfill", "--resume", backfill_id[:12])
+    assert resumed.returncode == 0, resumed.stderr
+    assert snapshot(settings) == clean_build
+    assert status_of(home, server)["done"] == 10
