@@ -285,7 +285,9 @@ def test_a_backfill_killed_with_sigkill_resumes_where_it_was(
     # What was done is in the instance: the killed run is failed by the next command.
     resumed = phlo(home, server, "backfill", "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    done, skipped = re.search(r"(\d+) day\(s\) done, (\d+) skipped", resumed.stdout).groups()
+    summary = re.search(r"(\d+) day\(s\) done, (\d+) skipped", resumed.stdout)
+    assert summary is not None, resumed.stdout
+    done, skipped = summary.groups()
     assert int(skipped) >= 2 and int(done) + int(skipped) == 10
     assert snapshot(settings) == clean_build
     assert "STARTED" not in {status for _, status in backfill_runs(settings)}
