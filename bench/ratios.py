@@ -46,6 +46,11 @@ class Ratios:
         }
         print(f"{name:<44} {seconds:7.2f}s  {seconds / baseline:6.2f}x {baseline_name}")
 
+    def note(self, name: str, value: float | str, unit: str = "") -> None:
+        """A figure that is not a ratio (memory, counts), kept beside the ratios."""
+        self.results[name] = {"value": value, "unit": unit}
+        print(f"{name:<44} {value} {unit}")
+
     def write(self, suffix: str) -> None:
         out = ROOT / "bench" / "results" / f"{dt.date.today().isoformat()}-{suffix}.json"
         document = {"machine": os.uname().nodename, "cpus": os.cpu_count(), "results": self.results}

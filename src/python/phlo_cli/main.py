@@ -207,9 +207,10 @@ def backfill(
     partitions
         Explicit days instead of a range: 2024-01-01,2024-01-15.
     parallel
-        Worker processes running ranges at once (default 1: in this process).
+        Ranges running at once: this process and N-1 worker processes (default 1).
     chunk_size
-        Days per range: one run per range and location, dbt once per range (default 31).
+        Days per range: one run per range and location, dbt once per range (default: at
+        least two ranges a worker, each from 31 to 92 days).
     dry_run
         Print the plan (days, how many done, ranges, workers) and start nothing.
     missing
@@ -263,7 +264,7 @@ def backfill(
                 "(dry run)",
                 selection,
                 [d.isoformat() for d in days],
-                chunk_size or backfills.DEFAULT_CHUNK_DAYS,
+                chunk_size or backfills.default_chunk_size(len(days), parallel or 1),
                 parallel or 1,
                 time.time(),
                 0,
@@ -379,6 +380,10 @@ def _run_backfill(plan: Plan, settings: PhloSettings, started: float) -> int:
     try:
         results = backfills.execute(plan, settings, on_range)
     except KeyboardInterrupt:
+        from phlo_core.instance import instance_for
+
+        # Every worker has exited: a run still marked going has no one left to finish it.
+        backfills.cancel_unfinished(instance_for(settings), record.id)
         print(
             f"\nbackfill {record.id} interrupted; resume with: phlo backfill --resume {record.id}",
             file=sys.stderr,

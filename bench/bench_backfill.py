@@ -1,0 +1,160 @@
+"""`phlo backfill` of a year against the original tool's way, one process per day.
+
+One year (366 days) of 5-minute CGM data from a local Nightscout-compatible server through
+every layer on the embedded default, warm (the dbt project parsed, the instance created, as
+after a first `phlo materialize`). In the same run, the way the tool this project replaces
+worked: one `dagster asset materialize --partition D` process per day, timed over a few days
+and extrapolated to the year. Also `--parallel 1` against `--parallel 2`, the peak memory of
+the whole process tree, and one day with `phlo materialize` against `dagster asset
+materialize` of the same selection. Results: bench/results/<date>-backfill.json.
+
+    .venv/bin/python bench/bench_backfill.py [--per-day-samples 5] [--year 2024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from locations.nightscout.sample_server import SampleNightscoutServer
+from ratios import Ratios
+
+BIN = Path(sys.executable).parent
+PHLO = str(BIN / "phlo")
+DAGSTER = str(BIN / "dagster")
+SELECTION = "dlt_glucose_entries+"
+
+
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of a process and all its descendants, in MB (from /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, grown = {root}, True
+    while grown:
+        grown = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                grown = True
+    return sum(rss.get(pid, 0) for pid in tree) / 2**20
+
+
+def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak resident memory (MB) of the command's whole process tree."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        args, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    peak = 0.0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss_mb(process.pid))
+            done.wait(0.25)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = process.communicate()
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{output.decode()[-3000:]}")
+    return seconds, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--per-day-samples", type=int, default=5)
+    parser.add_argument("--year", type=int, default=2024)
+    args = parser.parse_args()
+    first, last = f"{args.year}-01-01", f"{args.year}-12-31"
+    ratios = Ratios()
+    with tempfile.TemporaryDirectory() as tmp, SampleNightscoutServer(timezone="UTC") as server:
+        warm = Path(tmp) / "warm"
+        env = {
+            "PHLO_HOME": str(warm),
+            "DAGSTER_HOME": str(warm / "dagster"),
+            "NIGHTSCOUT_URL": server.url,
+            "PHLO_PARTITION_START": f"{args.year - 1}-12-01",
+        }
+        # Warm: the dbt project parsed, the instance created, the asset index written.
+        run_measured([PHLO, "materialize", SELECTION, "--partition", f"{args.year - 1}-12-01"], env)
+
+        def fresh(name: str) -> dict[str, str]:
+            home = Path(tmp) / name
+            shutil.copytree(warm, home, symlinks=True)
+            return {**env, "PHLO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+
+        year = [PHLO, "backfill", "glucose_entries", "--start-date", first, "--end-date", last]
+        results = {}
+        for parallel in (1, 2):
+            seconds, peak = run_measured(
+                [*year, "--parallel", str(parallel)], fresh(f"p{parallel}")
+            )
+            results[parallel] = seconds
+            ratios.note(f"year, --parallel {parallel}: wall", round(seconds, 1), "s")
+            ratios.note(f"year, --parallel {parallel}: peak RSS (process tree)", round(peak), "MB")
+        ratios.record("year, --parallel 2", results[2], "year, --parallel 1", results[1])
+
+        # The original way: one `dagster asset materialize` process per day.
+        per_day_env = fresh("per-day")
+        days = [f"{args.year - 1}-12-{day:02d}" for day in range(2, 2 + args.per_day_samples)]
+        samples = [
+            run_measured(
+                [
+                    DAGSTER,
+                    "asset",
+                    "materialize",
+                    "-m",
+                    "locations.nightscout.definitions",
+                    "--select",
+                    "dlt_glucose_entries*",
+                    "--partition",
+                    day,
+                ],
+                per_day_env,
+            )[0]
+            for day in days
+        ]
+        per_day = statistics.median(samples)
+        ratios.note("dagster asset materialize, one day (median)", round(per_day, 2), "s")
+        best = min(results.values())
+        ratios.record(
+            "year, phlo backfill (best parallel)", best, "366 x one-day process", 366 * per_day
+        )
+
+        one_day = [
+            run_measured([PHLO, "materialize", SELECTION, "--partition", day], per_day_env)[0]
+            for day in days[:3]
+        ]
+        ratios.record(
+            "phlo materialize, one day",
+            statistics.median(one_day),
+            "dagster asset materialize, one day",
+            per_day,
+        )
+    ratios.write("backfill")
+
+
+if __name__ == "__main__":
+    main()
