@@ -187,6 +187,7 @@ def backfill(
     missing: bool = False,
     resume: str | None = None,
     only: bool = False,
+    submit: bool = False,
     allow_shrink: bool = False,
 ) -> int:
     """Backfill SELECTION over many days; its runs carry the backfill's id (`phlo logs
@@ -221,6 +222,11 @@ def backfill(
         may change.
     only
         Only the named assets, not what is downstream of them.
+    submit
+        Hand the backfill to Dagster's daemon instead of running it here: an asset backfill
+        on the UI's backfills page, its runs made by the assets' backfill policy and started by
+        the instance's run launcher (wherever that puts runs). Returns at once; `phlo backfill
+        list`, `phlo status` and `--resume` work the same. Needs a running `dagster-daemon`.
     allow_shrink
         As in `phlo materialize`: let runs replace days that would lose many rows.
     """
@@ -233,6 +239,11 @@ def backfill(
     for option, value in (("--parallel", parallel), ("--chunk-size", chunk_size)):
         if value is not None and value < 1:
             raise UsageError(f"{option} must be 1 or more")
+        if value is not None and submit:
+            raise UsageError(
+                f"{option} does not apply with --submit: Dagster makes the runs (the assets' "
+                "backfill policy) and its run launcher decides where they run"
+            )
     settings = _settings()
     started = time.perf_counter()
     try:
@@ -289,12 +300,53 @@ def backfill(
             return _print_backfill_plan(plan, False)
         if resume is not None:
             backfills.save(instance_for(settings), plan.backfill)  # new options kept
+        if submit or plan.backfill.submitted:
+            return _submit_backfill(plan, settings)
     except (backfills.BackfillError, SelectionError) as exc:
         raise UsageError(str(exc)) from None
     except (WorkspaceError, LakehouseError, InstanceError) as exc:
         _err(str(exc))
         return EXIT_FAILED
     return _run_backfill(plan, settings, started)
+
+
+def _submit_backfill(plan: Plan, settings: PhloSettings) -> int:
+    from phlo_core import backfill as backfills
+    from phlo_core.instance import instance_for
+
+    record = plan.backfill
+    instance = instance_for(settings)
+    state = backfills.submitted_state(instance, record)
+    if state in ("requested", "canceling", "failing"):
+        raise UsageError(
+            f"backfill {record.id} is still {state} in Dagster's daemon: follow it with "
+            "`phlo backfill list` or the UI's backfills page"
+        )
+    if not plan.todo:
+        print(f"backfill {record.id}: every day is done")
+        return 0
+    submitted = backfills.submit(plan, settings)
+    print(
+        f"backfill {record.id}: {len(plan.todo)} day(s) handed to Dagster's daemon as asset "
+        f"backfill {submitted.asset_backfill_id}; follow it with `phlo backfill list`, "
+        "`phlo status` or the UI"
+    )
+    if submitted.left_out:
+        print(
+            "note: not handed over: "
+            + ", ".join(submitted.left_out)
+            + " (Dagster's asset backfills cannot run the assets rebuilt whole of two code "
+            "locations at once; materialize those with `phlo materialize` once it is done)",
+            file=sys.stderr,
+        )
+    if not backfills.daemon_running(instance):
+        print(
+            "warning: no dagster-daemon has reported to this instance lately: the backfill "
+            "waits until one runs (`dagster dev`, or `dagster-daemon run -w "
+            "infra/dagster/workspace.yaml` with DAGSTER_HOME set)",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def _backfill_to_resume(settings: PhloSettings, backfill_id: str | None) -> Backfill:
@@ -414,7 +466,9 @@ def backfill_list(*, as_json: Annotated[bool, Parameter(name="--json")] = False)
     Parameters
     ----------
     as_json
-        A JSON list of {id, selection, days, done, failed, finished, created}.
+        A JSON list of {id, selection, days, first, last, done, failed, finished, created,
+        dagster}: `dagster` is the status in Dagster's daemon of a backfill handed to it
+        (`--submit`), else null.
     """
     from phlo_cli.render import to_table
     from phlo_core import backfill as backfills
@@ -437,6 +491,8 @@ def backfill_list(*, as_json: Annotated[bool, Parameter(name="--json")] = False)
                 "failed": len(failed),
                 "finished": not plan.todo,
                 "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created)),
+                # Handed to Dagster's daemon: its asset backfill's status there.
+                "dagster": backfills.submitted_state(instance, record),
             }
         )
     if as_json:
@@ -454,7 +510,8 @@ def backfill_list(*, as_json: Annotated[bool, Parameter(name="--json")] = False)
                     f"{r['first']}..{r['last']} ({r['days']})",
                     r["done"],
                     r["failed"],
-                    "finished" if r["finished"] else "unfinished",
+                    ("finished" if r["finished"] else "unfinished")
+                    + (f" (dagster: {r['dagster']})" if r["dagster"] else ""),
                     r["created"],
                 )
                 for r in rows

@@ -117,6 +117,10 @@ def _first_line(exc: BaseException) -> str:
     return redact(lines[0] if lines else type(exc).__name__)
 
 
+# An asset that materializes nothing until a setting is given (its value names the setting).
+OPTIONAL_TAG = "phlo/needs_setting"
+
+
 def build_publish_asset(
     group_name: str, marts: Sequence[AssetKey], settings: PhloSettings
 ) -> AssetsDefinition:
@@ -130,6 +134,7 @@ def build_publish_asset(
         deps=list(marts),
         output_required=False,
         kinds={"postgres"},
+        tags={OPTIONAL_TAG: "PHLO_PUBLISH_POSTGRES_URL"},
         description=(
             f"The marts ({', '.join(names)}) in PostgreSQL schema `{SCHEMA}` for dashboards, "
             "swapped in atomically (PHLO_PUBLISH_POSTGRES_URL)."
