@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/bench_weather.py
 	$(BIN)/python bench/bench_logs.py
 	$(BIN)/python bench/bench_production.py
+	$(BIN)/python bench/bench_backfill.py
 
 clean:
 	rm -rf $(VENV) .phlo src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs
