@@ -328,3 +328,38 @@ def test_ctrl_c_stops_the_workers_and_the_backfill_resumes(
     assert resumed.returncode == 0, resumed.stderr
     assert snapshot(settings) == clean_build
     assert status_of(home, server)["done"] == 10
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The `python -m phlo_core.backfill` worker processes `parent` started."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == parent and b"phlo_core.backfill" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_worker_killed_fails_its_ranges_and_the_backfill_resumes(
+    tmp_path: Path, server: SampleNightscoutServer, clean_build: dict[str, list[tuple]]
+) -> None:
+    home = tmp_path / "home"
+    settings = settings_for(home, server)
+    process = start_backfill(home, server, "--chunk-size", "1", "--parallel", "2")
+    wait_for_first_range(process)
+    [worker] = worker_pids(process.pid)
+    os.kill(worker, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr
+    assert "worker process ended (exit code -9)" in stderr
+    [listed] = json.loads(phlo(home, server, "backfill", "list", "--json").stdout)
+    assert not listed["finished"] and listed["done"] < 10
+    resumed = phlo(home, server, "backfill", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert snapshot(settings) == clean_build

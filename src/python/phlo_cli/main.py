@@ -359,6 +359,8 @@ def _backfill_to_resume(settings: PhloSettings, backfill_id: str | None) -> Back
         return record
     # Read without loading Dagster: "nothing to resume" answers at once.
     records = backfills.recorded(settings)
+    if records is None:
+        records = backfills.all_backfills(instance_for(settings))
     if not records:
         raise UsageError("nothing to resume: this instance has no backfill yet")
     for record in reversed(records):

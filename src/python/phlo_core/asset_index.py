@@ -109,15 +109,15 @@ def fingerprint(settings: PhloSettings) -> str:
     return digest.hexdigest()
 
 
-def remember(index: AssetIndex, settings: PhloSettings) -> None:
-    """Write the index for later calls (atomically; a failure to write is not an error)."""
+def remember(index: AssetIndex, settings: PhloSettings, taken: str) -> None:
+    """Write the index for later calls (atomically; a failure to write is not an error).
+    `taken` is the fingerprint from before the locations loaded: a file changed while they
+    loaded makes the index stale at once rather than trusted with old names."""
     path = _cache_path(settings)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(f".{path.name}.{os.getpid()}")
-        scratch.write_text(
-            json.dumps({"fingerprint": fingerprint(settings), "locations": index.locations})
-        )
+        scratch.write_text(json.dumps({"fingerprint": taken, "locations": index.locations}))
         os.replace(scratch, path)
     except OSError:
         pass

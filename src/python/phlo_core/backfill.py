@@ -193,24 +193,40 @@ def all_backfills(instance: DagsterInstance) -> list[Backfill]:
     return [Backfill.from_json(values[_KEY + i]) for i in ids if _KEY + i in values]
 
 
-def recorded(settings: PhloSettings) -> list[Backfill]:
+def recorded(settings: PhloSettings) -> list[Backfill] | None:
     """The backfill records, read straight from the instance's key-value table without loading
     Dagster (a fraction of a second instead of two): SQLite opened read-only, or PostgreSQL.
-    An instance not created yet has none."""
+    An instance not created yet has none. None when this cannot tell (a dagster.yaml of the
+    user's, a database that does not answer): ask Dagster (`all_backfills`)."""
+    config_file = settings.resolved_dagster_home / "dagster.yaml"
+    if not config_file.exists():
+        return []
+    from phlo_core.instance import instance_config
+
+    if config_file.read_text() != instance_config(settings):
+        return None  # the user's own instance settings, or not brought up to date yet
     if settings.dagster_postgres_url is not None:
         import psycopg2
 
         url = settings.dagster_postgres_url.replace("+psycopg2", "", 1)
-        with psycopg2.connect(url, connect_timeout=5) as connection, connection.cursor() as cur:
-            cur.execute("select to_regclass('kvs') is not null")
-            row = cur.fetchone()
-            if not row or not row[0]:
-                return []
-            cur.execute("select key, value from kvs where key like %s", (_KEY + "%",))
-            values = dict(cur.fetchall())
-            cur.execute("select value from kvs where key = %s", (_INDEX,))
-            index = cur.fetchone()
-        connection.close()
+        try:
+            connection = psycopg2.connect(url, connect_timeout=5)
+        except psycopg2.Error:
+            return None  # Dagster's own path reports it, redacted
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("select to_regclass('kvs') is not null")
+                row = cursor.fetchone()
+                if not row or not row[0]:
+                    return []
+                cursor.execute("select key, value from kvs where key like %s", (_KEY + "%",))
+                values = dict(cursor.fetchall())
+                cursor.execute("select value from kvs where key = %s", (_INDEX,))
+                index = cursor.fetchone()
+        except psycopg2.Error:
+            return None
+        finally:
+            connection.close()
     else:
         import sqlite3
 
@@ -223,8 +239,8 @@ def recorded(settings: PhloSettings) -> list[Backfill]:
                 connection.execute("select key, value from kvs where key like ?", (_KEY + "%",))
             )
             index = connection.execute("select value from kvs where key = ?", (_INDEX,)).fetchone()
-        except sqlite3.OperationalError:  # no kvs table: no backfill ever
-            return []
+        except sqlite3.OperationalError as exc:
+            return [] if "no such table" in str(exc) else None
         finally:
             connection.close()
     ids = json.loads(index[0]) if index and index[0] else []
@@ -298,10 +314,14 @@ def failed_days(instance: DagsterInstance, backfill_id: str) -> set[dt.date]:
 
 
 def cancel_unfinished(instance: DagsterInstance, backfill_id: str) -> int:
-    """Mark the backfill's runs that are not finished CANCELED: after Ctrl-C, once every worker
-    has exited, such a run has no process left to finish it. How many were marked."""
+    """After Ctrl-C, once the workers have exited: mark CANCELED the backfill's runs left going
+    by this process or by a process that is gone (never those of another live process, say a
+    second `--resume` of the same backfill). How many were marked."""
+    import os
+
     from dagster import DagsterRunStatus, RunsFilter
 
+    from phlo_core.orphans import PID_TAG, process_gone
     from phlo_core.progress import CANCEL_MESSAGE
 
     unfinished = [
@@ -314,9 +334,13 @@ def cancel_unfinished(instance: DagsterInstance, backfill_id: str) -> int:
     records = instance.get_run_records(
         RunsFilter(tags={BACKFILL_TAG: backfill_id}, statuses=unfinished)
     )
+    marked = 0
     for record in records:
-        instance.report_run_canceled(record.dagster_run, message=CANCEL_MESSAGE)
-    return len(records)
+        run = record.dagster_run
+        if run.tags.get(PID_TAG) == str(os.getpid()) or process_gone(run.tags):
+            instance.report_run_canceled(run, message=CANCEL_MESSAGE)
+            marked += 1
+    return marked
 
 
 # --- running -------------------------------------------------------------------------------------
@@ -376,6 +400,20 @@ def run_range(
     )
 
 
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        error = pending.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, KeyboardInterrupt) or "Interrupt" in type(error).__name__:
+            return True
+        pending += [error.__cause__, error.__context__]
+    return False
+
+
 def run_range_reported(backfill: Backfill, days: DayRange, settings: PhloSettings) -> RangeResult:
     """`run_range`, with an error that stops it (a server gone, say) as the range's failure:
     the next range still runs. Ctrl-C passes through."""
@@ -383,6 +421,9 @@ def run_range_reported(backfill: Backfill, days: DayRange, settings: PhloSetting
         return run_range(backfill, days, settings)
     except Exception as exc:
         from phlo_core.redact import redact
+
+        if _caused_by_interrupt(exc):
+            raise KeyboardInterrupt from None  # Ctrl-C that code wrapped (DuckDB, say)
 
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         return RangeResult(days, False, 0.0, [redact(lines[0])])
@@ -453,6 +494,8 @@ def run_in_workers(
             report(run_range_reported(backfill, days, settings))
         for process in processes:
             process.wait()
+        for reader in readers:
+            reader.join(timeout=30)
     except KeyboardInterrupt:
         # The workers got the same Ctrl-C (one process group): let them cancel their runs.
         for process in processes:
@@ -461,8 +504,17 @@ def run_in_workers(
             except subprocess.TimeoutExpired:
                 process.kill()
         raise
-    for reader in readers:
-        reader.join(timeout=5)
+    # A worker that died (killed for memory, failed to start) reported none of its ranges or
+    # only some: those are failures, not silently missing.
+    reported = {(r.days.start, r.days.end) for r in results}
+    for process, share in zip(processes, [s for s in shares[1:] if s], strict=True):
+        for days in share:
+            if (days.start, days.end) not in reported:
+                report(
+                    RangeResult(
+                        days, False, 0.0, [f"worker process ended (exit code {process.returncode})"]
+                    )
+                )
     return results
 
 
@@ -600,11 +652,7 @@ def submit(plan: Plan, settings: PhloSettings) -> Submitted:
         graph = location.definitions.resolve_asset_graph()
         for key in location.keys:
             needed = graph.get(key).tags.get(OPTIONAL_TAG)
-            if (
-                needed
-                and not (settings.model_extra or {}).get(needed.lower())
-                and not getattr(settings, needed.lower(), None)
-            ):
+            if needed and not _is_set(settings, needed):
                 # It would end without a materialization, which Dagster counts as failed.
                 left_out.append(f"{key.to_user_string()} ({needed} is not set)")
             elif graph.get(key).partitions_def is not None:

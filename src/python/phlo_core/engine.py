@@ -115,6 +115,22 @@ def materialize(
         **({ALLOW_SHRINK_TAG: "true"} if allow_shrink else {}),
         **(extra_tags or {}),
     }
+    try:
+        return _run_plans(plans, days, instance, on_start, on_progress, log_level, run_tags)
+    finally:
+        # Its storages keep connections open (pooled); a backfill makes one instance a range.
+        instance.dispose()
+
+
+def _run_plans(
+    plans: list[LocationPlan],
+    days: DayRange,
+    instance: DagsterInstance,
+    on_start: Callable[[str, list[str]], None] | None,
+    on_progress: ProgressCallback | None,
+    log_level: str,
+    run_tags: dict[str, str],
+) -> list[RunOutcome]:
     outcomes: list[RunOutcome] = []
     for plan in plans:
         names = sorted(k.to_user_string() for k in plan.keys)

@@ -56,6 +56,16 @@ def _alive(pid: int, started: str) -> bool:
     return current is not None and (not started or current == started)
 
 
+def process_gone(tags: Mapping[str, str]) -> bool:
+    """Whether the process a run's tags name ran on this host and no longer runs."""
+    pid_text = tags.get(PID_TAG, "")
+    return (
+        tags.get(HOST_TAG) == socket.gethostname()
+        and pid_text.isdigit()
+        and not _alive(int(pid_text), tags.get(PROCESS_START_TAG, ""))
+    )
+
+
 def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
     """Mark this host's started runs whose process is gone as failed; return their ids."""
     from dagster import DagsterRunStatus, RunsFilter
@@ -70,9 +80,9 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
     failed = []
     for record in records:
         run = record.dagster_run
-        pid_text = run.tags.get(PID_TAG, "")
-        if not pid_text.isdigit() or _alive(int(pid_text), run.tags.get(PROCESS_START_TAG, "")):
+        if not process_gone(run.tags):
             continue
+        pid_text = run.tags[PID_TAG]
         instance.report_run_failed(
             run,
             message=(

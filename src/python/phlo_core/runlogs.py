@@ -21,6 +21,7 @@ import re
 import sqlite3
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,6 +153,9 @@ def _one_match(cleaned: str, matches: Sequence[str]) -> str:
 def _utc_text(moment: dt.datetime) -> str:
     """A moment as Dagster's SQLite storages write timestamps (UTC, no zone)."""
     return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+_BATCH, _THREADS = 32, 4  # runs read at once from SQLite files, and threads reading them
 
 
 class SqliteFiles:
@@ -347,6 +351,23 @@ class InstanceStorage:
 LogSource = SqliteFiles | InstanceStorage
 
 
+def _default_sqlite_layout(config: dict[str, Any], home: Path) -> bool:
+    """Whether the instance keeps Dagster's default SQLite files under its home: no storage
+    configured, or only phlo's event log class (`phlo_core.dagster_sqlite`), which writes the
+    same files in the same place."""
+    if config.get("storage") or config.get("run_storage") or config.get("schedule_storage"):
+        return False
+    events = config.get("event_log_storage")
+    if not events:
+        return True
+    base_dir = (events.get("config") or {}).get("base_dir")
+    return (
+        events.get("module") == "phlo_core.dagster_sqlite"
+        and isinstance(base_dir, str)
+        and Path(base_dir) == home / "history" / "runs"
+    )
+
+
 def open_logs(settings: PhloSettings) -> LogSource:
     """The run logs of the Dagster instance in DAGSTER_HOME, opened to read: never created."""
     home = settings.resolved_dagster_home
@@ -369,8 +390,7 @@ def open_logs(settings: PhloSettings) -> LogSource:
         config = yaml.safe_load((home / "dagster.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise NoInstanceError(f"cannot read {home / 'dagster.yaml'}: {exc}") from None
-    storages = {"storage", "run_storage", "event_log_storage"}
-    if not storages & set(config) and (home / "history" / "runs.db").is_file():
+    if _default_sqlite_layout(config, home) and (home / "history" / "runs.db").is_file():
         return SqliteFiles(home)
     from dagster import DagsterInstance
 
@@ -580,13 +600,27 @@ def read_entries(
     """The newest `logs.limit` entries the filter matches, oldest first. `after` (run id ->
     storage id) skips what was already read, for --follow."""
     found: list[LogEntry] = []
-    for run in source.runs(logs):
-        if len(found) >= logs.limit:
-            kth = sorted((e.timestamp for e in found), reverse=True)[logs.limit - 1]
-            if run.updated < kth:
-                break  # this run and the older ones end before the newest entries found
-        for row in source.rows(run.run_id, logs, (after or {}).get(run.run_id)):
-            found.append(_entry(row, run.job))
+    runs = source.runs(logs)  # the most recently updated first
+    # SQLite files are read in batches of runs on threads (sqlite3 releases the GIL while it
+    # reads: a filter that opens hundreds of runs uses both cores), batches doubling from one
+    # run (most filters find their entries in the first runs); Dagster's storage run by run.
+    threads = isinstance(source, SqliteFiles)
+    batch, position, last = 1, 0, False
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        while position < len(runs) and not last:
+            chunk = runs[position : position + batch]
+            position += len(chunk)
+            batch = min(batch * 2, _BATCH) if threads else 1
+            if len(found) >= logs.limit:
+                kth = sorted((e.timestamp for e in found), reverse=True)[logs.limit - 1]
+                # runs that ended before the newest entries found cannot hold newer ones
+                kept = [run for run in chunk if run.updated >= kth]
+                last, chunk = len(kept) < len(chunk), kept
+            read = (pool.map if threads else map)(
+                lambda run: source.rows(run.run_id, logs, (after or {}).get(run.run_id)), chunk
+            )
+            for run, rows in zip(chunk, read, strict=True):
+                found += [_entry(row, run.job) for row in rows]
     found.sort(key=lambda e: (e.timestamp, e.storage_id))
     return found[-logs.limit :]
 

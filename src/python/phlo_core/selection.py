@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from phlo_core.asset_index import AssetIndex, cached, index_of, remember
+from phlo_core.asset_index import AssetIndex, cached, fingerprint, index_of, remember
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import LocationRef, load_definitions, location_refs
 
@@ -162,11 +162,12 @@ def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]
     from dagster import AssetKey, AssetSelection
 
     tokens = parse_selection(selection)
+    taken = fingerprint(settings)
     plans = [
         LocationPlan(ref, load_definitions(ref, settings), []) for ref in location_refs(settings)
     ]
     index = index_of({plan.location.name: plan.definitions for plan in plans})
-    remember(index, settings)
+    remember(index, settings, taken)
     owners = _asset_owners(plans)
     for name, upstream, downstream in resolve_names(tokens, index):
         if len(owners[name]) > 1:
