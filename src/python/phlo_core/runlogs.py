@@ -21,7 +21,6 @@ import re
 import sqlite3
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -153,9 +152,6 @@ def _one_match(cleaned: str, matches: Sequence[str]) -> str:
 def _utc_text(moment: dt.datetime) -> str:
     """A moment as Dagster's SQLite storages write timestamps (UTC, no zone)."""
     return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-_BATCH, _THREADS = 32, 4  # runs read at once from SQLite files, and threads reading them
 
 
 class SqliteFiles:
@@ -600,27 +596,13 @@ def read_entries(
     """The newest `logs.limit` entries the filter matches, oldest first. `after` (run id ->
     storage id) skips what was already read, for --follow."""
     found: list[LogEntry] = []
-    runs = source.runs(logs)  # the most recently updated first
-    # SQLite files are read in batches of runs on threads (sqlite3 releases the GIL while it
-    # reads: a filter that opens hundreds of runs uses both cores), batches doubling from one
-    # run (most filters find their entries in the first runs); Dagster's storage run by run.
-    threads = isinstance(source, SqliteFiles)
-    batch, position, last = 1, 0, False
-    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
-        while position < len(runs) and not last:
-            chunk = runs[position : position + batch]
-            position += len(chunk)
-            batch = min(batch * 2, _BATCH) if threads else 1
-            if len(found) >= logs.limit:
-                kth = sorted((e.timestamp for e in found), reverse=True)[logs.limit - 1]
-                # runs that ended before the newest entries found cannot hold newer ones
-                kept = [run for run in chunk if run.updated >= kth]
-                last, chunk = len(kept) < len(chunk), kept
-            read = (pool.map if threads else map)(
-                lambda run: source.rows(run.run_id, logs, (after or {}).get(run.run_id)), chunk
-            )
-            for run, rows in zip(chunk, read, strict=True):
-                found += [_entry(row, run.job) for row in rows]
+    for run in source.runs(logs):
+        if len(found) >= logs.limit:
+            kth = sorted((e.timestamp for e in found), reverse=True)[logs.limit - 1]
+            if run.updated < kth:
+                break  # this run and the older ones end before the newest entries found
+        for row in source.rows(run.run_id, logs, (after or {}).get(run.run_id)):
+            found.append(_entry(row, run.job))
     found.sort(key=lambda e: (e.timestamp, e.storage_id))
     return found[-logs.limit :]
 
