@@ -254,6 +254,11 @@ def backfill(
                     "--parallel or --chunk-size with it"
                 )
             record = _backfill_to_resume(settings, None if resume == "latest" else resume)
+            if record.submitted and (parallel is not None or chunk_size is not None):
+                raise UsageError(
+                    f"backfill {record.id} runs in Dagster's daemon: --parallel and --chunk-size "
+                    "do not apply (Dagster makes its runs)"
+                )
             if parallel is not None:
                 record.parallel = parallel
             if chunk_size is not None:
