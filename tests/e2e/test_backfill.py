@@ -76,16 +76,25 @@ def clean_build(
     return snapshot(settings)
 
 
-def phlo(home: Path, server: SampleNightscoutServer, *args: str) -> subprocess.CompletedProcess:
-    env = {
+def environment(home: Path, server: SampleNightscoutServer) -> dict[str, str]:
+    """What a user's shell would hold to run `phlo` on this home against the server."""
+    return {
         **os.environ,
         "PHLO_HOME": str(home),
         "PHLO_TIMEZONE": ZONE,
         "NIGHTSCOUT_URL": server.url,
         "NIGHTSCOUT_API_SECRET": TEST_SECRET,
     }
+
+
+def phlo(home: Path, server: SampleNightscoutServer, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [PHLO, *args], env=env, cwd=home.parent, capture_output=True, text=True, timeout=600
+        [PHLO, *args],
+        env=environment(home, server),
+        cwd=home.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -258,16 +267,9 @@ def test_bad_input_is_a_usage_error_before_anything_loads(
 
 
 def start_backfill(home: Path, server: SampleNightscoutServer, *args: str) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "PHLO_HOME": str(home),
-        "PHLO_TIMEZONE": ZONE,
-        "NIGHTSCOUT_URL": server.url,
-        "NIGHTSCOUT_API_SECRET": TEST_SECRET,
-    }
     return subprocess.Popen(
         [PHLO, "backfill", "glucose_entries", "--start-date", FIRST, "--end-date", LAST, *args],
-        env=env,
+        env=environment(home, server),
         cwd=home.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

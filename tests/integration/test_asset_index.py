@@ -17,17 +17,10 @@ from phlo_core.backfill import worker_environment
 from phlo_core.selection import SelectionError, check_selection, plan_selection
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import DEFAULT_WORKSPACE
+from tests.integration.test_definitions import MODELS
 
-DOWNSTREAM = {
-    "dlt_glucose_entries",
-    "stg_glucose_entries",
-    "fct_glucose_readings",
-    "fct_daily_glucose_metrics",
-    "mrt_glucose_readings",
-    "mrt_glucose_hourly_patterns",
-    "mrt_glucose_overview",
-    "nightscout_published_marts",
-}
+# The ingestion, every dbt model built from it, and their publishing.
+DOWNSTREAM = {"dlt_glucose_entries", "nightscout_published_marts"} | MODELS
 
 
 def selected(settings: PhloSettings, selection: str) -> set[str]:

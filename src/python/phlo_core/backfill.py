@@ -319,20 +319,14 @@ def cancel_unfinished(instance: DagsterInstance, backfill_id: str) -> int:
     second `--resume` of the same backfill). How many were marked."""
     import os
 
-    from dagster import DagsterRunStatus, RunsFilter
+    from dagster import RunsFilter
+    from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
     from phlo_core.orphans import PID_TAG, process_gone
     from phlo_core.progress import CANCEL_MESSAGE
 
-    unfinished = [
-        DagsterRunStatus.NOT_STARTED,
-        DagsterRunStatus.QUEUED,
-        DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED,
-        DagsterRunStatus.CANCELING,
-    ]
     records = instance.get_run_records(
-        RunsFilter(tags={BACKFILL_TAG: backfill_id}, statuses=unfinished)
+        RunsFilter(tags={BACKFILL_TAG: backfill_id}, statuses=NOT_FINISHED_STATUSES)
     )
     marked = 0
     for record in records:

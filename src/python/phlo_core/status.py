@@ -120,6 +120,7 @@ def cells(status: AssetDays, width: int) -> list[str]:
 def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[str, AssetKey]]:
     """(location, asset) of every daily-partitioned asset the selection means (all of the
     workspace's when None), in dependency order."""
+    from phlo_core.engine import only_part
     from phlo_core.selection import LocationPlan, plan_selection
     from phlo_core.workspace import load_definitions, location_refs
 
@@ -132,11 +133,10 @@ def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[st
     else:
         plans = plan_selection(selection, settings)
     found = []
-    for plan in plans:
+    for plan in only_part(plans, daily=True):
         graph = plan.definitions.resolve_asset_graph()
-        daily = [key for key in plan.keys if graph.get(key).partitions_def is not None]
         order = {key: i for i, key in enumerate(graph.toposorted_asset_keys)}
-        daily.sort(key=lambda key: (order.get(key, len(order)), key.to_user_string()))
+        daily = sorted(plan.keys, key=lambda k: (order.get(k, len(order)), k.to_user_string()))
         found += [(plan.location.name, key) for key in daily]
     return found
 
