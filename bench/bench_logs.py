@@ -10,9 +10,13 @@ other runs are copies with new ids, spread over the last 3 days (about 1 in 50 f
 with its events padded to size with its own log lines and engine events, written straight into
 the run storage, the per-run event shards and the index shard.
 
+Then the same instance copied into PostgreSQL (a server started as `phlo services up` starts
+it; Dagster's production storage: one event_logs table) and every case again.
+
 Results go to bench/results/<date>-logs.json.
 
     .venv/bin/python bench/bench_logs.py [--repeat 3] [--runs 2000] [--events 1000000]
+                                         [--no-postgres]
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import random
 import shutil
 import sqlite3
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from locations.weather.sample_server import SampleOpenMeteoServer
+from phlo_core import services
 from phlo_core.calendar import parse_day_range
 from phlo_core.engine import materialize
 from phlo_core.runlogs import (
@@ -49,7 +53,7 @@ from phlo_core.runlogs import (
     read_entries,
     resolve_run_id,
 )
-from phlo_core.settings import load_settings
+from phlo_core.settings import PhloSettings, load_settings
 from ratios import Ratios, command, timed
 
 if TYPE_CHECKING:
@@ -297,6 +301,50 @@ def counts(dagster_home: Path) -> tuple[int, int]:
     return runs, events
 
 
+def copy_to_postgres(dagster_home: Path, connection: Any) -> None:
+    """The SQLite instance's runs, tags, snapshots, asset keys and every run's events into a
+    PostgreSQL instance Dagster created (dagster-postgres: one event_logs table), events run
+    after run in the order they were written."""
+    import csv
+    import io
+
+    history = dagster_home / "history"
+
+    def copy_table(source: Path, table: str) -> None:
+        with closing(sqlite3.connect(f"file:{source}?mode=ro", uri=True)) as con:
+            cursor = con.execute(f"select * from {table} order by id")
+            names = [d[0] for d in cursor.description if d[0] != "id"]
+            every = [d[0] for d in cursor.description]
+            rows = [dict(zip(every, row, strict=True)) for row in cursor]
+        with connection.cursor() as pg:
+            pg.execute(f"select * from {table} limit 0")
+            wanted = [n for n in names if n in {d[0] for d in pg.description}]
+            quoted = ", ".join(f'"{n}"' for n in wanted)
+            pg.executemany(
+                f"insert into {table} ({quoted}) values ({', '.join('%s' for _ in wanted)})",
+                [[row[n] for n in wanted] for row in rows],
+            )
+
+    copy_table(history / "runs.db", "snapshots")
+    copy_table(history / "runs.db", "runs")
+    copy_table(history / "runs.db", "run_tags")
+    copy_table(history / "runs" / "index.db", "asset_keys")
+    with closing(sqlite3.connect(history / "runs.db")) as con:
+        order = [r for (r,) in con.execute("select run_id from runs order by create_timestamp")]
+    columns = "run_id, event, dagster_event_type, timestamp, step_key, asset_key, partition"
+    for start in range(0, len(order), 100):
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        for run_id in order[start : start + 100]:
+            with closing(sqlite3.connect(history / "runs" / f"{run_id}.db")) as shard:
+                writer.writerows(shard.execute(f"select {columns} from event_logs order by id"))
+        buffer.seek(0)
+        with connection.cursor() as pg:
+            pg.copy_expert(f"copy event_logs ({columns}) from stdin with (format csv)", buffer)
+    with connection.cursor() as pg:
+        pg.execute("analyze")
+
+
 def level_of(entry: EventLogEntry) -> int:
     """The level `phlo logs` shows an entry at."""
     event = entry.dagster_event
@@ -423,26 +471,106 @@ def cli_rows(args: Sequence[str], env: dict[str, str]) -> list[Row]:
     return [(e["timestamp"], e["run_id"], e["event_type"], e["level"]) for e in entries]
 
 
+def measure(
+    ratios: Ratios,
+    storage: str,
+    settings: PhloSettings,
+    env: dict[str, str],
+    run_ids: Sequence[str],
+    repeat: int,
+) -> list[str]:
+    """Every case at the command line and in process, against loading every event through
+    the instance; the CLI's answers checked against the ones computed from every event. What
+    was wrong, if anything."""
+    from phlo_core.instance import instance_for
+
+    record = ratios.record
+    instance = instance_for(settings)
+    chosen = next(
+        r
+        for r in run_ids[len(run_ids) // 2 :]
+        if not any(o != r and o.startswith(r[:8]) for o in run_ids)
+    )
+    all_cases = cases(chosen, parse_since("1d"))
+    open_only = timed(command(sys.executable, "-c", OPEN_INSTANCE, env=env), repeat)
+    cli: dict[str, float] = {}
+    in_process: dict[str, float] = {}
+    for case in all_cases:
+        cli[case.label] = timed(
+            command(PHLO, "logs", *case.args, "--limit", "100", env=env), repeat
+        )
+
+        def query(case: Case = case) -> None:
+            source = open_logs(settings)
+            if case.logs.run_ids:
+                resolve_run_id(source, case.logs.run_ids[0][:8])
+            read_entries(source, case.logs)
+
+        in_process[case.label] = timed(query, repeat)
+
+    one_run = timed(lambda: instance.all_logs(chosen), 1)
+    loading = load_everything(instance, all_cases)
+    print(f"{storage}: all_logs of every run: {loading:.1f} s")
+    answers = {case.label: case.answer(100) for case in all_cases}
+    baseline = "all_logs of every run + Python filter"
+    for case in all_cases:
+        seconds = cli[case.label]
+        python = loading + case.python_seconds
+        record(f"{storage}: phlo logs {case.label}", seconds, baseline, python)
+        record(
+            f"{storage}: phlo logs {case.label}",
+            seconds,
+            "python: open Dagster's instance",
+            open_only,
+        )
+        record(f"{storage}: read_entries {case.label}", in_process[case.label], baseline, python)
+    run_case = all_cases[3]
+    record(
+        f"{storage}: read_entries {run_case.label}",
+        in_process[run_case.label],
+        "instance.all_logs(that run)",
+        one_run,
+    )
+
+    wrong = []
+    for case in all_cases:
+        got = cli_rows(case.args, env)
+        want = answers[case.label]
+        print(
+            f"{storage}: {case.label:<44} {len(got):4} entries, from every event {len(want):4}: "
+            f"{'same' if got == want else 'DIFFERENT'}"
+        )
+        if got != want and case is not all_cases[2]:
+            wrong.append(f"{storage}: {case.label}: {len(got)} entries, {len(want)} expected")
+        if case is run_case and not ({r[1] for r in got} == {chosen} and len(got) == 100):
+            wrong.append(f"{storage}: {case.label}: entries of other runs, or not 100")
+        if case is all_cases[2] and not (got and all(r[3] == "ERROR" for r in got)):
+            levels = sorted({r[3] for r in got})
+            wrong.append(f"{storage}: {case.label}: none, or not all ERROR: {levels}")
+    return wrong
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--no-postgres", action="store_true", help="SQLite only (no PostgreSQL server started)"
+    )
     args = parser.parse_args()
     ratios = Ratios()
-    record = ratios.record
 
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         dagster_home = home / "dagster"
         started = time.perf_counter()
         real_runs(home)
-        from phlo_core.instance import instance_for
+        from phlo_core.instance import connect_dagster_postgres, instance_for
 
         settings = load_settings(phlo_home=home)
-        instance = instance_for(settings)
         real_seconds = time.perf_counter() - started
-        run_ids = build(instance, dagster_home, args.runs, args.events)
+        run_ids = build(instance_for(settings), dagster_home, args.runs, args.events)
         build_seconds = time.perf_counter() - started
         runs, events = counts(dagster_home)
         size = sum(f.stat().st_size for f in dagster_home.rglob("*.db")) / 1e9
@@ -450,70 +578,41 @@ def main() -> None:
             f"built {runs} runs, {events} events ({size:.2f} GB) in {build_seconds:.0f} s "
             f"({real_seconds:.0f} s of it the 3 real runs)"
         )
-
-        record(
+        ratios.record(
             f"build {runs} runs, {events} events", build_seconds, "the 3 real runs", real_seconds
         )
-
-        env = {**os.environ, "PHLO_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
-        chosen = next(
-            r
-            for r in run_ids[len(run_ids) // 2 :]
-            if not any(o != r and o.startswith(r[:8]) for o in run_ids)
+        ratios.record(
+            "python -c 'import dagster'",
+            timed(command(sys.executable, "-c", "import dagster"), args.repeat),
+            "python -c 'pass'",
+            timed(command(sys.executable, "-c", "pass"), args.repeat),
         )
-        all_cases = cases(chosen, parse_since("1d"))
-        import_dagster = timed(command(sys.executable, "-c", "import dagster"), args.repeat)
-        open_only = timed(command(sys.executable, "-c", OPEN_INSTANCE, env=env), args.repeat)
-        cli: dict[str, float] = {}
-        in_process: dict[str, float] = {}
-        for case in all_cases:
-            cli[case.label] = timed(
-                command(PHLO, "logs", *case.args, "--limit", "100", env=env), args.repeat
-            )
+        env = {"PHLO_HOME": str(home), "DAGSTER_HOME": str(dagster_home)}
+        wrong = measure(ratios, "sqlite", settings, env, run_ids, args.repeat)
 
-            def query(case: Case = case) -> None:
-                source = open_logs(settings)
-                if case.logs.run_ids:
-                    resolve_run_id(source, case.logs.run_ids[0][:8])
-                read_entries(source, case.logs)
-
-            in_process[case.label] = timed(query, args.repeat)
-
-        one_run = timed(lambda: instance.all_logs(chosen), 1)
-        loading = load_everything(instance, all_cases)
-        print(f"all_logs of every run: {loading:.1f} s")
-        answers = {case.label: case.answer(100) for case in all_cases}
-        baseline = "all_logs of every run + Python filter"
-        for case in all_cases:
-            seconds = cli[case.label]
-            python = loading + case.python_seconds
-            record(f"phlo logs {case.label}", seconds, baseline, python)
-            record(f"phlo logs {case.label}", seconds, "python -c 'import dagster'", import_dagster)
-            record(f"phlo logs {case.label}", seconds, "python: open Dagster's instance", open_only)
-            record(f"read_entries {case.label}", in_process[case.label], baseline, python)
-        run_case = all_cases[3]
-        record(
-            f"read_entries {run_case.label}",
-            in_process[run_case.label],
-            "instance.all_logs(that run)",
-            one_run,
-        )
-
-        # The CLI's answers against the ones computed from every event.
-        wrong = []
-        for case in all_cases:
-            got = cli_rows(case.args, env)
-            want = answers[case.label]
-            print(
-                f"{case.label:<44} {len(got):4} entries, from every event {len(want):4}: "
-                f"{'same' if got == want else 'DIFFERENT'}"
-            )
-            if got != want and case is not all_cases[2]:
-                wrong.append(f"{case.label}: {len(got)} entries, {len(want)} expected")
-            if case is run_case and not ({r[1] for r in got} == {chosen} and len(got) == 100):
-                wrong.append(f"{case.label}: entries of other runs, or not 100")
-            if case is all_cases[2] and not (got and all(r[3] == "ERROR" for r in got)):
-                wrong.append(f"{case.label}: none, or not all ERROR: {sorted({r[3] for r in got})}")
+        if not args.no_postgres:
+            # The same instance in PostgreSQL (Dagster's production storage), from a server
+            # started as `phlo services up` starts it.
+            servers = load_settings(phlo_home=Path(tmp) / "services")
+            services.up(servers)
+            try:
+                profile = services.provision(servers, "bench")
+                pg_home = Path(tmp) / "pg-home"
+                pg = load_settings(
+                    phlo_home=pg_home, **{key.lower(): value for key, value in profile.items()}
+                )
+                instance_for(pg).get_run_records(limit=1)  # Dagster creates its tables
+                started = time.perf_counter()
+                copy_to_postgres(dagster_home, connect_dagster_postgres(pg))
+                print(f"copied into PostgreSQL in {time.perf_counter() - started:.0f} s")
+                env = {
+                    "PHLO_HOME": str(pg_home),
+                    "DAGSTER_HOME": str(pg_home / "dagster"),
+                    **profile,
+                }
+                wrong += measure(ratios, "postgresql", pg, env, run_ids, args.repeat)
+            finally:
+                services.down(servers)
     ratios.write("logs")
     assert not wrong, wrong
 

@@ -208,11 +208,12 @@ def recorded(settings: PhloSettings) -> list[Backfill] | None:
     if settings.dagster_postgres_url is not None:
         import psycopg2
 
-        url = settings.dagster_postgres_url.replace("+psycopg2", "", 1)
+        from phlo_core.instance import InstanceError, connect_dagster_postgres
+
         try:
-            connection = psycopg2.connect(url, connect_timeout=5)
-        except psycopg2.Error:
-            return None  # Dagster's own path reports it, redacted
+            connection = connect_dagster_postgres(settings)
+        except InstanceError:
+            return None  # Dagster's own path reports it
         try:
             with connection.cursor() as cursor:
                 cursor.execute("select to_regclass('kvs') is not null")

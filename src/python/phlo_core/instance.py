@@ -10,7 +10,7 @@ template's first line; a file of your own is left alone.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from phlo_core.locks import file_lock, write_atomically
 from phlo_core.orphans import fail_orphaned_runs
@@ -75,18 +75,26 @@ def sync_instance_config(settings: PhloSettings) -> None:
 def check_dagster_postgres(settings: PhloSettings) -> None:
     """Connect once to Dagster's PostgreSQL, so that a wrong URL or a server that is down is
     one line naming it (Dagster itself retries for a while, then says "too many retries")."""
-    if settings.phlo_dagster_postgres_url is None:
-        return
+    if settings.phlo_dagster_postgres_url is not None:
+        connect_dagster_postgres(settings).close()
+
+
+def connect_dagster_postgres(settings: PhloSettings) -> Any:
+    """A psycopg2 connection (autocommit) to Dagster's PostgreSQL; InstanceError naming the
+    URL (redacted) when it cannot be made."""
     import psycopg2
 
+    assert settings.phlo_dagster_postgres_url is not None
     url = settings.phlo_dagster_postgres_url.get_secret_value()
     try:
-        psycopg2.connect(url.replace("+psycopg2", "", 1), connect_timeout=5).close()
+        connection = psycopg2.connect(url.replace("+psycopg2", "", 1), connect_timeout=5)
     except psycopg2.Error as exc:
         raise InstanceError(
             f"cannot connect to Dagster's PostgreSQL (PHLO_DAGSTER_POSTGRES_URL {redact(url)}): "
             f"{redact(_reason(exc))}"
         ) from None
+    connection.autocommit = True
+    return connection
 
 
 def keep_connections_open(instance: DagsterInstance) -> None:

@@ -19,8 +19,6 @@ import re
 from collections.abc import MutableMapping
 from typing import Any
 
-import structlog
-
 from phlo_core.redact import redact
 
 ROOT = "phlo"
@@ -65,6 +63,8 @@ def configure() -> None:
     global _configured
     if _configured:
         return
+    import structlog  # here, not at the top: `phlo logs` reads fields back without it
+
     structlog.configure(
         processors=[structlog.stdlib.filter_by_level, render],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -76,6 +76,8 @@ def configure() -> None:
 
 def get_logger(name: str) -> Any:
     """A structlog logger writing to the `logging` logger `phlo.<module>`."""
+    import structlog
+
     configure()
     short = name.split(".", 1)[-1] if name.startswith(("phlo_core.", "locations.")) else name
     return structlog.get_logger(f"{ROOT}.{short}")
