@@ -239,6 +239,37 @@ def test_phlo_logs_reads_the_postgres_instance(
     assert errors.returncode == 0 and errors.stdout == "", errors.stderr
 
 
+def test_follow_prints_a_run_started_after_it_on_postgres(
+    built: tuple[PhloSettings, dict[str, str]], server: SampleNightscoutServer
+) -> None:
+    settings, profile = built
+    follower = subprocess.Popen(
+        [PHLO, "logs", "--follow", "--job", "glucose_pipeline", "--limit", "1"],
+        env=environment(settings.home, profile, server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert follower.stdout is not None
+        first = follower.stdout.readline()  # the newest entry so far: the follower is reading
+        assert "glucose_pipeline" in first, first
+        [later] = materialize("dlt_glucose_entries", parse_day_range("2024-03-10"), settings)
+        deadline = time.monotonic() + 60
+        seen: list[str] = []
+        while time.monotonic() < deadline:
+            line = follower.stdout.readline()
+            seen.append(line)
+            if later.run_id[:8] in line and "Finished execution" in line:
+                break
+        assert any(later.run_id[:8] in line and "Finished" in line for line in seen), seen
+        assert len([x for x in seen if "Started execution" in x]) == 1, "each entry once"
+    finally:
+        follower.send_signal(signal.SIGINT)
+        follower.wait(timeout=30)
+    assert follower.returncode == 0, follower.stderr.read() if follower.stderr else ""
+
+
 def test_logs_read_with_sql_equal_logs_read_through_dagster(
     built: tuple[PhloSettings, dict[str, str]],
 ) -> None:
