@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from phlo_core.settings import PhloSettings
-from phlo_core.workspace import REPO_ROOT, location_refs, workspace_file
+from phlo_core.workspace import DBT_ROOT, location_refs, workspace_file
 
 if TYPE_CHECKING:
     from dagster import Definitions
@@ -82,7 +82,7 @@ def _cache_path(settings: PhloSettings) -> Path:
 
 
 def _source_folders(settings: PhloSettings) -> list[Path]:
-    folders = [REPO_ROOT / "src" / "dbt", Path(__file__).parent]
+    folders = [DBT_ROOT, Path(__file__).parent]
     for ref in location_refs(settings):
         spec = importlib.util.find_spec(ref.package.split(".")[0])
         if spec is not None and spec.submodule_search_locations:

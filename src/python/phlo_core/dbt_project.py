@@ -15,8 +15,9 @@ from phlo_core.dbt_runner import invoke_dbt, remember_manifest, target_path
 from phlo_core.lakehouse import ensure_extensions
 from phlo_core.locks import file_lock
 from phlo_core.settings import PhloSettings
+from phlo_core.workspace import DBT_ROOT
 
-SHARED_PACKAGE = Path(__file__).resolve().parents[2] / "dbt" / "packages" / "phlo_shared"
+SHARED_PACKAGE = DBT_ROOT / "packages" / "phlo_shared"
 
 
 def _newest_source_mtime(*folders: Path) -> float:

@@ -14,8 +14,21 @@ from phlo_core.settings import PhloSettings
 if TYPE_CHECKING:
     from dagster import Definitions
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+
+def _repo_root() -> Path:
+    """The folder holding `infra/` and `src/dbt/`: the checkout (this file is
+    src/python/phlo_core/workspace.py in it) or, in a PEX, the folder the code was placed in,
+    where the packaged dbt projects and instance template keep their paths from the checkout."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[3], here.parents[1]):
+        if (candidate / "infra" / "dagster").is_dir() or (candidate / "src" / "dbt").is_dir():
+            return candidate
+    return here.parents[3]
+
+
+REPO_ROOT = _repo_root()
 DEFAULT_WORKSPACE = REPO_ROOT / "infra" / "dagster" / "workspace.yaml"
+DBT_ROOT = REPO_ROOT / "src" / "dbt"  # every location's dbt project, and the shared package
 
 
 class WorkspaceError(RuntimeError):

@@ -8,8 +8,6 @@ crosses locations, and `phlo materialize dlt_weather_observations+` reaches its 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dagster import (
     AssetSelection,
     DefaultScheduleStatus,
@@ -23,8 +21,9 @@ from dagster import (
 from locations.insights.settings import insights_settings
 from phlo_core.dbt_assets import build_dbt_assets
 from phlo_core.settings import PhloSettings, get_settings
+from phlo_core.workspace import DBT_ROOT
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "insights"
+DBT_PROJECT_DIR = DBT_ROOT / "insights"
 
 
 def build_definitions(settings: PhloSettings | None = None) -> Definitions:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dagster import (
     AssetSelection,
     Definitions,
@@ -18,8 +16,9 @@ from locations.nightscout.settings import nightscout_settings
 from phlo_core.dbt_assets import build_dbt_assets
 from phlo_core.partitions import daily_schedule
 from phlo_core.settings import PhloSettings, SettingsError, get_settings
+from phlo_core.workspace import DBT_ROOT
 
-DBT_PROJECT_DIR = Path(__file__).resolve().parents[3] / "dbt" / "nightscout"
+DBT_PROJECT_DIR = DBT_ROOT / "nightscout"
 
 
 def build_definitions(settings: PhloSettings | None = None) -> Definitions:
