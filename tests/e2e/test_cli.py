@@ -108,6 +108,23 @@ def test_unknown_asset_lists_the_known_ones(tmp_path: Path) -> None:
     assert "dlt_glucose_entries" in result.stderr
 
 
+def test_instance_writes_dagster_yaml_and_leaves_a_users_own(tmp_path: Path) -> None:
+    env = {"PHLO_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster")}
+    result = phlo("instance", env=env)
+    assert result.returncode == 0, result.stderr
+    config = tmp_path / "dagster" / "dagster.yaml"
+    assert result.stdout.strip() == str(config)
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert "PooledSqliteEventLogStorage" in config.read_text()
+    assert (tmp_path / "dagster" / "history" / "runs.db").exists(), "the storage is created"
+
+    own = "".join(config.read_text().splitlines(keepends=True)[1:])  # phlo's first line gone
+    config.write_text(own)
+    again = phlo("instance", env=env)
+    assert again.returncode == 0 and "left as it is" in again.stderr
+    assert config.read_text() == own
+
+
 def test_materialize_then_query_in_every_format(tmp_path: Path) -> None:
     with SampleNightscoutServer(timezone="Europe/Oslo", api_secret=TEST_SECRET) as server:
         env = {

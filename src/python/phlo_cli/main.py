@@ -894,6 +894,31 @@ def services_status(*, as_json: Annotated[bool, Parameter(name="--json")] = Fals
 
 
 @app.command
+def instance() -> int:
+    """Create the Dagster instance for the settings and print its dagster.yaml's path.
+
+    What a deployment's `dagster-webserver`, `dagster-daemon` and code servers read
+    (DAGSTER_HOME): SQLite storage under it by default, PostgreSQL when
+    PHLO_DAGSTER_POSTGRES_URL is set; run monitoring; phlo's log lines captured into the event
+    log. phlo rewrites the file when the settings change; a dagster.yaml of your own (without
+    phlo's first line) is left as it is.
+    """
+    from phlo_core.instance import InstanceError, instance_config, instance_for
+
+    settings = _settings()
+    try:
+        instance_for(settings).dispose()
+    except InstanceError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    config = settings.resolved_dagster_home / "dagster.yaml"
+    print(config)
+    if config.read_text() != instance_config(settings):
+        print(f"{_shown(config)} is your own (no phlo first line): left as it is", file=sys.stderr)
+    return 0
+
+
+@app.command
 def maintenance(*, retention_days: int | None = None) -> int:
     """Lakehouse housekeeping: expire old snapshots, delete unreferenced files, merge small ones.
 
