@@ -4,7 +4,8 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 UV_VERSION := 0.13.9
-UV := $(PYTHON) -m uv
+# The Nix dev shell (flake.nix) sets UV to its own uv.
+UV ?= $(PYTHON) -m uv
 VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
