@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: all install demo test test-slow test-all lint format bench clean
+.PHONY: all install demo test test-slow test-all lint format bench clean pex pants-test pants-lock
 
 all: install
 
@@ -32,16 +32,29 @@ demo: install
 test: install
 	$(BIN)/pytest -q --durations=15 -m "not slow"
 
-test-slow: install
+# The slow half includes the deployment smoke test, which serves the locations from their PEXes.
+test-slow: install pex
 	$(BIN)/pytest -q --durations=15 -m slow
 
-test-all: install
+test-all: install pex
 	$(BIN)/pytest -q --durations=15
+
+# Pants (./pants bootstraps 2.17.1 into ~/.cache/phlo-pants): the PEXes into dist/, the suite in
+# Pants' sandboxes, and its lock regenerated from uv's after `uv lock`.
+pex:
+	./pants package ::
+
+pants-test:
+	./pants test ::
+
+pants-lock:
+	build-support/update_lock.sh
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/basedpyright
+	$(PYTHON) build-support/pants_lock.py check
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -56,4 +69,4 @@ bench: install
 	$(BIN)/python bench/bench_backfill.py
 
 clean:
-	rm -rf $(VENV) .phlo src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs
+	rm -rf $(VENV) .phlo dist .pants.d .pids src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs
