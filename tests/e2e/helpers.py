@@ -10,6 +10,7 @@ import httpx
 
 from phlo_core.calendar import DayRange, epoch_ms, minutes_in_day, utc_bounds
 from phlo_core.lakehouse import query
+from phlo_core.runlogs import LEVELS, LogFilter, LogSource, read_entries
 from phlo_core.settings import PhloSettings
 
 TABLES = [
@@ -104,3 +105,20 @@ def expected_daily_metrics(
         "tar_very_high_pct": pct(lambda v: v > 250),
         "gmi_pct": 3.31 + 0.02392 * mean if coverage >= 70 else None,
     }
+
+
+def assert_same_entries(source: LogSource, storage: LogSource, run_id: str) -> None:
+    """Two readers of one instance (phlo's SQL and Dagster's storage classes) give the same
+    entries whatever the filter, and resolve a run id prefix alike."""
+    for filters in [
+        LogFilter(limit=1000),
+        LogFilter(limit=7),
+        LogFilter(level=LEVELS["WARNING"]),
+        LogFilter(job="glucose_pipeline", level=LEVELS["INFO"]),
+        LogFilter(asset="stg_glucose_entries"),
+        LogFilter(run_ids=[run_id], since=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)),
+    ]:
+        mine = read_entries(source, filters)
+        assert mine, filters
+        assert mine == read_entries(storage, filters), filters
+    assert source.resolve(run_id[:8]) == storage.resolve(run_id[:8]) == run_id

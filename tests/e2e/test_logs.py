@@ -30,6 +30,7 @@ from phlo_core.runlogs import (
 )
 from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
+from tests.e2e.helpers import assert_same_entries
 
 PHLO = str(Path(sys.executable).with_name("phlo"))
 DAY = parse_day_range("2024-02-01")
@@ -96,19 +97,7 @@ def test_the_files_and_dagsters_storage_classes_give_the_same_entries(home: Home
     files = open_logs(home.settings)
     assert isinstance(files, SqliteFiles)
     storage = InstanceStorage(instance_for(home.settings))
-    failed = home.runs["failed"].run_id
-    for filters in [
-        LogFilter(limit=1000),
-        LogFilter(limit=7),
-        LogFilter(level=LEVELS["WARNING"]),
-        LogFilter(job="glucose_pipeline", level=LEVELS["INFO"]),
-        LogFilter(asset="stg_glucose_entries"),
-        LogFilter(run_ids=[failed], since=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)),
-    ]:
-        mine = read_entries(files, filters)
-        assert mine, filters
-        assert mine == read_entries(storage, filters), filters
-    assert files.resolve(failed[:8]) == storage.resolve(failed[:8]) == failed
+    assert_same_entries(files, storage, home.runs["failed"].run_id)
     assert files.has_asset("dlt_weather_observations") and not files.has_asset("nope")
 
 
