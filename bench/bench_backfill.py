@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -90,20 +89,17 @@ def main() -> None:
     first, last = f"{args.year}-01-01", f"{args.year}-12-31"
     ratios = Ratios()
     with tempfile.TemporaryDirectory() as tmp, SampleNightscoutServer(timezone="UTC") as server:
-        warm = Path(tmp) / "warm"
-        env = {
-            "PHLO_HOME": str(warm),
-            "DAGSTER_HOME": str(warm / "dagster"),
-            "NIGHTSCOUT_URL": server.url,
-            "PHLO_PARTITION_START": f"{args.year - 1}-12-01",
-        }
-        # Warm: the dbt project parsed, the instance created, the asset index written.
-        run_measured([PHLO, "materialize", SELECTION, "--partition", f"{args.year - 1}-12-01"], env)
+        env = {"NIGHTSCOUT_URL": server.url, "PHLO_PARTITION_START": f"{args.year - 1}-12-01"}
 
         def fresh(name: str) -> dict[str, str]:
+            """A new home, warm: the instance created, the dbt projects parsed, the asset index
+            written, as after a first `phlo materialize` there (dbt's saved parse state names
+            the home's paths, so a copied home would parse again)."""
             home = Path(tmp) / name
-            shutil.copytree(warm, home, symlinks=True)
-            return {**env, "PHLO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+            home_env = {**env, "PHLO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+            warm_up = [PHLO, "materialize", SELECTION, "--partition", f"{args.year - 1}-12-01"]
+            subprocess.run(warm_up, env={**os.environ, **home_env}, check=True, capture_output=True)
+            return home_env
 
         year = [PHLO, "backfill", "glucose_entries", "--start-date", first, "--end-date", last]
         results = {}

@@ -107,3 +107,76 @@ def test_the_event_log_is_dagsters_sqlite_format(
     assert stock.get_latest_materialization_events([numbers.key])[numbers.key] is not None
     instance.event_log_storage.dispose()  # closes the engines it kept open
     assert instance.get_latest_materialization_event(numbers.key) is not None
+
+
+def test_a_range_run_stores_its_asset_events_in_batches_as_dagster_would_one_by_one(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    """A run over five days records a materialization per day; phlo's storage writes them as
+    one batch per step, and the index reads back as Dagster's stock storage writes it."""
+    from dagster import (
+        BackfillPolicy,
+        DagsterEventType,
+        DagsterInstance,
+        DailyPartitionsDefinition,
+        asset,
+        materialize,
+    )
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from phlo_core.dagster_sqlite import PooledSqliteEventLogStorage
+    from phlo_core.instance import instance_for
+
+    days = DailyPartitionsDefinition(start_date="2024-01-01")
+
+    @asset(partitions_def=days, backfill_policy=BackfillPolicy.single_run())
+    def readings(context) -> None:  # noqa: ANN001 (Dagster reads the name)
+        context.log.info(f"{len(context.partition_keys)} days")
+
+    keys = [f"2024-01-0{day}" for day in range(2, 7)]
+    batches: list[int] = []
+    original = PooledSqliteEventLogStorage.store_event_batch
+
+    def counted(storage: PooledSqliteEventLogStorage, events: list) -> None:  # type: ignore[type-arg]
+        batches.append(len(events))
+        original(storage, events)
+
+    def run(instance: DagsterInstance) -> dict[str, object]:
+        materialize(
+            [readings],
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+            },
+        )
+        storage = instance.event_log_storage
+        records = instance.fetch_materializations(readings.key, limit=100).records
+        return {
+            "partitions": storage.get_materialized_partitions(readings.key),
+            "materializations": sorted(r.partition_key or "" for r in records),
+            "by_partition": sorted(
+                storage.get_latest_storage_id_by_partition(
+                    readings.key, DagsterEventType.ASSET_MATERIALIZATION
+                )
+            ),
+            "latest": storage.get_latest_materialization_events([readings.key])[
+                readings.key
+            ].dagster_event.partition,  # type: ignore[union-attr]
+        }
+
+    settings = make_settings()
+    PooledSqliteEventLogStorage.store_event_batch = counted  # type: ignore[method-assign]
+    try:
+        ours = run(instance_for(settings))
+    finally:
+        PooledSqliteEventLogStorage.store_event_batch = original  # type: ignore[method-assign]
+    assert max(batches, default=0) == len(keys)  # the five materializations, stored at once
+
+    (settings.phlo_home / "stock").mkdir()
+    with DagsterInstance.local_temp(str(settings.phlo_home / "stock")) as stock:
+        assert isinstance(stock.event_log_storage, SqliteEventLogStorage)
+        assert not isinstance(stock.event_log_storage, PooledSqliteEventLogStorage)
+        assert ours == run(stock)
+    assert ours["partitions"] == set(keys)
+    assert ours["materializations"] == keys

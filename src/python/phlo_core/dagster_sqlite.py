@@ -7,24 +7,35 @@ materialization of every partition, each to its run's database and again to the 
 keeps one engine (and its pooled connection) per database for the life of the process, the
 most recently used ones only, and otherwise is Dagster's storage: same files, same schema,
 same locking. The embedded default's dagster.yaml names it (`phlo_core.instance`).
+
+It also stores a step's asset events as one batch: a run over a range of days records a
+materialization per day and asset, each an insert into the run's database and another into the
+index with its tags, two transactions apiece. Dagster hands such events over in batches when
+DAGSTER_EVENT_BATCH_SIZE is set (its storages then loop over them); this class sets it when
+unset and writes a batch in one transaction per database.
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from dagster._core.events import ASSET_EVENTS
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from sqlalchemy import create_engine
 
 if TYPE_CHECKING:
+    from dagster._core.events.log import EventLogEntry
     from dagster._serdes import ConfigurableClassData
     from sqlalchemy.engine import Connection, Engine
 
 KEEP_OPEN = 8  # databases with an open connection: the index and the latest runs'
+EVENT_BATCH_SIZE = "1000"  # asset events Dagster buffers per step before storing them at once
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
@@ -32,6 +43,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engines: OrderedDict[str, Engine] = OrderedDict()
+        os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", EVENT_BATCH_SIZE)
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -67,6 +79,32 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             engine = self._engine(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        """A step's asset events (one run's): what `store_event` does for each, in one
+        transaction on the run's database and one on the index. Anything else: one by one."""
+        run_ids = {event.run_id for event in events}
+        if len(run_ids) != 1 or not all(
+            event.dagster_event is not None
+            and event.dagster_event_type in ASSET_EVENTS
+            and event.dagster_event.asset_key is not None
+            for event in events
+        ):
+            for event in events:
+                self.store_event(event)
+            return
+        statements = [self.prepare_insert_event(event) for event in events]
+        with self.run_connection(run_ids.pop()) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        with self.index_transaction() as conn:
+            event_ids = []
+            for statement in statements:
+                with db_result(conn, statement) as result:
+                    event_ids.append(result.inserted_primary_key[0])
+            self._store_asset_event_tags(conn, events, event_ids)
+            for event, event_id in zip(events, event_ids, strict=True):
+                self._store_asset_event(conn, event, event_id)
 
     def _close_all(self) -> None:
         with self._db_lock:

@@ -18,6 +18,7 @@ from phlo_core.settings import PhloSettings
 from phlo_core.workspace import DBT_ROOT
 
 SHARED_PACKAGE = DBT_ROOT / "packages" / "phlo_shared"
+PARTIAL_PARSE = "partial_parse.msgpack"  # dbt's saved parse state
 
 
 def _newest_source_mtime(*folders: Path) -> float:
@@ -73,6 +74,10 @@ def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
             scratch = target / f".parse-{os.getpid()}"
             try:
                 parsed = invoke_dbt(["parse", "--target-path", str(scratch)], project_dir, settings)
+                # dbt's saved parse state too: without it every process parses the project
+                # in full (about 2 s) instead of checking it unchanged (under 0.1 s).
+                with suppress(FileNotFoundError):
+                    os.replace(scratch / PARTIAL_PARSE, target / PARTIAL_PARSE)
                 os.replace(scratch / "manifest.json", manifest)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
