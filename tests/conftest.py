@@ -25,6 +25,8 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     for name in list(os.environ):
         if name == "DAGSTER_HOME" or name.startswith(SETTING_PREFIXES):
             monkeypatch.delenv(name, raising=False)
+    # Commands run directly: a test of the warm server (tests/e2e/test_server.py) turns it on.
+    monkeypatch.setenv("PHLO_SERVER", "0")
     use_settings(None)
     yield
     use_settings(None)

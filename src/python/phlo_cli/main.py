@@ -893,6 +893,37 @@ def services_status(*, as_json: Annotated[bool, Parameter(name="--json")] = Fals
     return 0 if all(s.answers for s in set_up) else EXIT_FAILED
 
 
+server_app = App(
+    name="server",
+    help="The warm process that runs `phlo materialize` and `phlo backfill` without their "
+    "start-up cost (PHLO_SERVER=0 turns it off).",
+)
+app.command(server_app)
+
+
+@server_app.command(name="status")
+def server_status() -> int:
+    """This user's phlo servers: process id and socket. Each serves one set of code, settings
+    and environment, and exits after PHLO_SERVER_IDLE_SECONDS (600) without a command."""
+    from phlo_cli import server
+
+    servers = server.running()
+    for pid, path in servers:
+        print(f"pid {pid}  {path}  (log: {path.with_suffix('.log')})")
+    if not servers:
+        print("no phlo server running")
+    return 0
+
+
+@server_app.command(name="stop")
+def server_stop() -> int:
+    """Stop this user's phlo servers (commands they are running finish first)."""
+    from phlo_cli import server
+
+    print(f"stopped {server.stop_all()} phlo server(s)")
+    return 0
+
+
 @app.command
 def instance() -> int:
     """Create the Dagster instance for the settings and print its dagster.yaml's path.
@@ -1043,6 +1074,13 @@ def _exit_now(code: int) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        from phlo_cli import server
+
+        if server.wanted(sys.argv[1:]):
+            served = server.run_through(sys.argv[1:])
+            if served is not None:
+                sys.exit(served)
     tokens = _resume_alone(_sql_as_positional(sys.argv[1:] if argv is None else argv))
     try:
         code = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")

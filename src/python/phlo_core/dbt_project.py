@@ -19,6 +19,7 @@ from phlo_core.workspace import DBT_ROOT
 
 SHARED_PACKAGE = DBT_ROOT / "packages" / "phlo_shared"
 PARTIAL_PARSE = "partial_parse.msgpack"  # dbt's saved parse state
+_prepared: list[Path] = []  # projects prepared in this process, in order
 
 
 def _newest_source_mtime(*folders: Path) -> float:
@@ -82,4 +83,11 @@ def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
             remember_manifest(project_dir, settings, parsed.result)
+    if project_dir not in _prepared:
+        _prepared.append(project_dir)
     return manifest
+
+
+def prepared_projects() -> list[Path]:
+    """The dbt projects this process has prepared (those of the locations it loaded)."""
+    return list(_prepared)

@@ -1,0 +1,437 @@
+"""A warm process that runs `phlo materialize` and `phlo backfill` without their start-up cost.
+
+Every such command imports Dagster, dbt, DuckDB and the code locations, builds the locations'
+definitions and checks each dbt project's parse: about half of a one-day run. The first command
+starts a server in the background (and runs as before); the server does that work once, then
+listens on a Unix socket. Later commands connect, hand over their arguments, environment,
+folder and standard streams (the file descriptors themselves, so a terminal stays a terminal),
+and the server forks a child that runs the command as the `phlo` process would, from where the
+imports left off. The client forwards Ctrl-C and other signals to the child's process group and
+exits with the child's exit code; if the client is killed, the child kills its process group.
+
+A server serves one key: the Python, the environment, the folder, the settings and every file
+of the code locations, the dbt projects and phlo itself (modification times and sizes). Change
+any and the next command starts a new server; the old one exits after PHLO_SERVER_IDLE_SECONDS
+without a command. PHLO_SERVER=0 turns it off. Only the same user can connect (the folder is
+private and the peer's uid is checked). Linux only (pidfd); elsewhere commands run directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+SERVED = ("materialize", "backfill")
+OFF = {"0", "false", "no", "off"}
+# Environment variables that differ between shells without changing what a command does.
+VOLATILE = {"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "PHLO_SERVER"}
+HEADER = struct.Struct("!I")
+DEFAULT_IDLE_SECONDS = 600.0
+
+
+def wanted(tokens: Sequence[str]) -> bool:
+    """Whether this command line goes through a server."""
+    if os.environ.get("PHLO_SERVER", "1").strip().lower() in OFF:
+        return False
+    if not tokens or tokens[0] not in SERVED:
+        return False
+    if any(token in ("-h", "--help", "--version") for token in tokens):
+        return False
+    return hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
+
+
+def folder() -> Path:
+    """The user's private folder of sockets, locks and server logs."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    path = Path(base) / f"phlo-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_uid != os.getuid() or path.stat().st_mode & 0o077:
+        raise OSError(f"{path} is not private to this user")
+    return path
+
+
+def _idle_seconds() -> float:
+    try:
+        return float(os.environ.get("PHLO_SERVER_IDLE_SECONDS", DEFAULT_IDLE_SECONDS))
+    except ValueError:
+        return DEFAULT_IDLE_SECONDS
+
+
+def server_key() -> str:
+    """What a server's warm state depends on (see the module's doc), hashed."""
+    from phlo_core.asset_index import fingerprint
+    from phlo_core.settings import get_settings
+
+    digest = hashlib.sha256()
+    digest.update(fingerprint(get_settings()).encode())  # workspace, code, dbt, settings
+    for root, dirs, files in os.walk(Path(__file__).parent):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                stat = os.stat(os.path.join(root, name))
+                digest.update(f"{root}/{name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE)
+    digest.update(json.dumps([sys.executable, os.getcwd(), env]).encode())
+    with contextlib.suppress(OSError):
+        stat = os.stat(".env")
+        digest.update(f".env:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    return digest.hexdigest()[:20]
+
+
+# --- the client ----------------------------------------------------------------------------------
+
+
+def run_through(tokens: Sequence[str]) -> int | None:
+    """Run the command in a warm server: its exit code, or None when there is none to use (one
+    is then started for the next command, and the caller runs this one itself)."""
+    try:
+        key = server_key()
+        path = folder() / f"{key}.sock"
+    except Exception:  # the caller's own run reports bad settings properly
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        _start_server(path)
+        return None
+    with sock:
+        return _converse(sock, tokens)
+
+
+def _start_server(path: Path) -> None:
+    log = path.with_suffix(".log")
+    with open(os.devnull, "rb") as null, open(log, "ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "phlo_cli.server", str(path)],
+            stdin=null,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # not in the terminal's process group: Ctrl-C is ours
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # a PEX's too
+            close_fds=True,
+        )
+
+
+def _standard_fds() -> list[int]:
+    fds = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:
+            fds.append(os.open(os.devnull, os.O_RDWR))
+    return fds
+
+
+def _converse(sock: socket.socket, tokens: Sequence[str]) -> int:
+    payload = json.dumps({"argv": list(tokens), "env": dict(os.environ), "cwd": os.getcwd()})
+    data = payload.encode()
+    socket.send_fds(sock, [HEADER.pack(len(data)) + data], _standard_fds())
+    reader = sock.makefile("rb")
+    first = reader.readline()
+    if not first:
+        return _server_gone()
+    pid = int(json.loads(first)["pid"])
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            os.killpg(pid, signum)  # the child leads its own process group (its workers too)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+        signal.signal(signum, forward)
+    last = reader.readline()
+    if not last:
+        return _server_gone()
+    return int(json.loads(last)["exit"])
+
+
+def _server_gone() -> int:
+    print("phlo: error: the phlo server ended before the command did", file=sys.stderr)
+    return 1
+
+
+# --- `phlo server` -------------------------------------------------------------------------------
+
+
+def running() -> list[tuple[int, Path]]:
+    """The servers of this user: (pid, socket path). Files of servers gone are removed."""
+    found = []
+    for lock_path in sorted(folder().glob("*.lock")):
+        with open(lock_path, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held: the server is alive
+                lock.seek(0)
+                text = lock.read().strip()
+                if text.isdigit():
+                    found.append((int(text), lock_path.with_suffix(".sock")))
+                continue
+            for suffix in (".sock", ".log", ".lock"):
+                with contextlib.suppress(FileNotFoundError):
+                    lock_path.with_suffix(suffix).unlink()
+    return found
+
+
+def stop_all() -> int:
+    """Ask every server of this user to stop (running commands finish first); how many."""
+    servers = running()
+    for pid, _ in servers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    return len(servers)
+
+
+# --- the server ----------------------------------------------------------------------------------
+
+
+def _preload() -> None:
+    """Everything a command imports and checks before its first run starts."""
+    handlers = logging.root.handlers[:]
+    import dagster  # noqa: F401
+    import dbt.cli.main  # noqa: F401
+    import duckdb  # noqa: F401
+
+    import phlo_cli.main  # noqa: F401
+    import phlo_core.backfill  # noqa: F401
+    import phlo_core.engine  # noqa: F401
+    from phlo_core.dbt_project import prepared_projects
+    from phlo_core.dbt_runner import parsed_manifest
+    from phlo_core.settings import check_home, get_settings
+    from phlo_core.workspace import load_definitions, location_refs
+
+    settings = get_settings()
+    check_home(settings)
+    for ref in location_refs(settings):
+        load_definitions(ref, settings)
+    for project_dir in prepared_projects():
+        parsed_manifest(project_dir, settings)
+    # dbt's telemetry package calls logging.basicConfig() when imported, which a command does
+    # not always do: children start with the logging a fresh `phlo` process has.
+    logging.root.handlers[:] = handlers
+
+
+def serve(path: Path) -> int:
+    """Preload, then serve commands on `path` until idle for PHLO_SERVER_IDLE_SECONDS."""
+    lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115 (held for the server's life)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return 0  # another server has this key
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    started = time.perf_counter()
+    try:
+        _preload()
+    except BaseException as exc:  # noqa: BLE001 (reported, and the commands run directly)
+        from phlo_core.redact import redact
+
+        print(f"preload failed: {redact(str(exc).splitlines()[0] if str(exc) else '')}")
+        return 1
+    # Python threads would not survive the fork (a lock one held stays held in the child).
+    # Native pools of the libraries loaded (OpenBLAS's, jemalloc's) prepare for fork themselves.
+    if threading.active_count() > 1:
+        names = ", ".join(thread.name for thread in threading.enumerate())
+        print(f"not serving: threads running after preload ({names}); forking would be unsafe")
+        return 1
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        scratch.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(scratch))
+    listener.listen(16)
+    os.replace(scratch, path)  # clients see the socket only once the server is warm
+    ours = path.stat().st_ino
+    print(f"serving {path.name} (pid {os.getpid()}; warm in {time.perf_counter() - started:.1f}s)")
+    sys.stdout.flush()
+    try:
+        _loop(listener, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_ino == ours:  # not a newer server's
+                path.unlink()
+        listener.close()
+    return 0
+
+
+def _loop(listener: socket.socket, path: Path) -> None:
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ, "accept")
+    wake_read, wake_write = socket.socketpair()
+    wake_read.setblocking(False)
+    wake_write.setblocking(False)
+    signal.set_wakeup_fd(wake_write.fileno())  # a signal makes select() return
+    selector.register(wake_read, selectors.EVENT_READ, "signal")
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, client connection)
+    idle = _idle_seconds()
+    while not (stopping and not children):
+        if stopping and listener.fileno() != -1:
+            selector.unregister(listener)  # no new commands; the running ones finish
+            listener.close()
+        events = selector.select(None if children or stopping else idle)
+        if not events and not children:
+            break  # idle
+        for key, _ in events:
+            if key.data == "signal":
+                with contextlib.suppress(OSError):
+                    wake_read.recv(64)
+            elif key.data == "accept":
+                inherited = [wake_read, wake_write, *(conn for _, conn in children.values())]
+                child = _accept(listener, selector, inherited)
+                if child is not None:
+                    pidfd, pid, conn = child
+                    children[pidfd] = (pid, conn)
+                    selector.register(pidfd, selectors.EVENT_READ, pid)
+            else:
+                pidfd = key.fd
+                selector.unregister(pidfd)
+                pid, conn = children.pop(pidfd)
+                os.close(pidfd)
+                _, status = os.waitpid(pid, 0)
+                code = os.waitstatus_to_exitcode(status)
+                code = 128 - code if code < 0 else code  # killed by a signal: as shells say
+                with contextlib.suppress(OSError):
+                    conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
+                conn.close()
+                print(f"pid {pid} exited {code}")
+                sys.stdout.flush()
+
+
+def _accept(
+    listener: socket.socket,
+    selector: selectors.BaseSelector,
+    inherited: list[socket.socket],
+) -> tuple[int, int, socket.socket] | None:
+    """Take a command: check the peer is this user, read its request and standard streams, and
+    fork the child that runs it (`inherited`: the server's sockets, closed in the child)."""
+    conn, _ = listener.accept()
+    fds: list[int] = []
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        if struct.unpack("3i", creds)[1] != os.getuid():
+            conn.close()
+            return None
+        conn.settimeout(10)
+        data, fds, _, _ = socket.recv_fds(conn, 1 << 16, 3)
+        (size,) = HEADER.unpack_from(data)
+        while len(data) < HEADER.size + size:
+            more = conn.recv(1 << 16)
+            if not more:
+                raise OSError("client went away")
+            data += more
+        request = json.loads(data[HEADER.size : HEADER.size + size])
+        if len(fds) != 3:
+            raise OSError("expected three file descriptors")
+        conn.settimeout(None)
+    except (OSError, ValueError, struct.error) as exc:
+        print(f"bad request: {exc}")
+        for fd in fds:
+            os.close(fd)
+        conn.close()
+        return None
+    pid = os.fork()
+    if pid == 0:
+        signal.set_wakeup_fd(-1)
+        for own in (listener, *inherited):
+            own.close()
+        for key in list(selector.get_map().values()):
+            if isinstance(key.data, int):  # another child's pidfd
+                os.close(key.fd)
+        selector.close()
+        _child(conn, fds, request)  # never returns
+    for fd in fds:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)  # also done by the child: whichever runs first
+    print(f"pid {pid}: phlo {' '.join(request['argv'][:1])}")
+    sys.stdout.flush()
+    try:
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+    return os.pidfd_open(pid), pid, conn
+
+
+def _child(conn: socket.socket, fds: list[int], request: dict) -> None:  # type: ignore[type-arg]
+    """In the forked child: become the caller's `phlo` process and run its command."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        encoding = sys.__stdout__.encoding if sys.__stdout__ else "utf-8"
+        sys.stdin = open(0, encoding=encoding, closefd=False)  # noqa: SIM115
+        sys.stdout = open(  # noqa: SIM115
+            1, "w", buffering=1 if os.isatty(1) else -1, encoding=encoding, closefd=False
+        )
+        sys.stderr = open(  # noqa: SIM115
+            2, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False
+        )
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        from phlo_core.settings import use_settings
+
+        use_settings(None)  # read again from the caller's environment
+        threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
+        from phlo_cli.main import main
+
+        sys.argv = ["phlo", *request["argv"]]
+        main(list(request["argv"]))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 (main reports its own errors; this is a last resort)
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _die_with_client(conn: socket.socket) -> None:
+    """The client sends nothing after its request: end of file means it is gone (killed), and
+    so is this command, with its process group (backfill workers), as a killed `phlo` would."""
+    try:
+        while conn.recv(1024):
+            pass
+    except OSError:
+        pass
+    os.killpg(0, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(serve(Path(sys.argv[1])))

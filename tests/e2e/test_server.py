@@ -1,0 +1,202 @@
+"""The warm server behind `phlo materialize` and `phlo backfill`: real `phlo` processes against
+a local Nightscout-compatible server, with the server on (the rest of the suite turns it off).
+
+What a user must not be able to tell apart from a direct run: output, exit codes, Ctrl-C, a
+killed command, the tables. And what they can: it starts in the background, serves the next
+command, follows changed settings, stops when asked or idle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from locations.nightscout.sample_server import SampleNightscoutServer
+from phlo_core.lakehouse import query
+from phlo_core.settings import load_settings
+from tests.conftest import TEST_SECRET
+from tests.e2e.helpers import served_readings
+
+PHLO = str(Path(sys.executable).with_name("phlo"))
+ZONE = "UTC"
+UTC = ZoneInfo(ZONE)
+SELECTION = "dlt_glucose_entries,stg_glucose_entries"
+
+
+@pytest.fixture(scope="module")
+def nightscout() -> Iterator[SampleNightscoutServer]:
+    with SampleNightscoutServer(timezone=ZONE, api_secret=TEST_SECRET) as server:
+        yield server
+
+
+@pytest.fixture
+def env(tmp_path: Path, nightscout: SampleNightscoutServer) -> Iterator[dict[str, str]]:
+    """A user's shell with the server on; its sockets in a folder of this test's own."""
+    values = {
+        **os.environ,
+        "PHLO_SERVER": "1",
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "PHLO_HOME": str(tmp_path / "home"),
+        "PHLO_TIMEZONE": ZONE,
+        "PHLO_PARTITION_START": "2024-01-01",
+        "NIGHTSCOUT_URL": nightscout.url,
+        "NIGHTSCOUT_API_SECRET": TEST_SECRET,
+    }
+    (tmp_path / "run").mkdir(mode=0o700)
+    yield values
+    phlo(values, "server", "stop")
+    for lock in (tmp_path / "run" / f"phlo-{os.getuid()}").glob("*.lock"):
+        pid = lock.read_text().strip()
+        if pid.isdigit():
+            wait_until(lambda p=int(pid): not alive(p), f"server {pid} to stop")
+
+
+def phlo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PHLO, *args],
+        env=env,
+        cwd=env["PHLO_HOME"].rsplit("/", 1)[0],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(condition, what: str, seconds: float = 120) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def folder(env: dict[str, str]) -> Path:
+    return Path(env["XDG_RUNTIME_DIR"]) / f"phlo-{os.getuid()}"
+
+
+def sockets(env: dict[str, str]) -> list[Path]:
+    return sorted(folder(env).glob("*.sock"))
+
+
+def served(env: dict[str, str]) -> list[tuple[int, str]]:
+    """(child pid, exit code) of every command the servers ran, from their logs."""
+    found = []
+    for log in folder(env).glob("*.log"):
+        found += [(int(p), c) for p, c in re.findall(r"pid (\d+) exited (-?\d+)", log.read_text())]
+    return found
+
+
+def day_rows(env: dict[str, str], day: str) -> int:
+    settings = load_settings(phlo_home=Path(env["PHLO_HOME"]), phlo_timezone=ZONE)
+    dt.date.fromisoformat(day)  # a date, not SQL
+    sql = f"select count(*) from bronze.stg_glucose_entries where reading_date = '{day}'"
+    return int(query(sql, settings).rows[0][0])
+
+
+def test_the_first_command_starts_a_server_that_runs_the_next_ones_as_phlo_would(
+    env: dict[str, str],
+) -> None:
+    first = phlo(env, "materialize", SELECTION, "--partition", "2024-01-02")
+    assert first.returncode == 0, first.stderr
+    wait_until(lambda: sockets(env), "the server to listen")
+    assert served(env) == []  # the first command ran itself
+
+    second = phlo(env, "materialize", SELECTION, "--partition", "2024-01-03")
+    assert second.returncode == 0, second.stderr
+    assert "nightscout: succeeded: 2 asset(s) for 2024-01-03" in second.stdout
+    assert "materialized stg_glucose_entries [2024-01-03]" in second.stderr  # progress
+    assert [code for _, code in served(env)] == ["0"]
+    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
+    for day in ("2024-01-02", "2024-01-03"):  # each day exactly as the server holds it
+        readings = served_readings(
+            env["NIGHTSCOUT_URL"], secret_sha1, dt.date.fromisoformat(day), UTC
+        )
+        assert day_rows(env, day) == len(readings) > 250
+    assert TEST_SECRET not in "".join(p.read_text() for p in folder(env).glob("*.log"))
+
+    # Bad input: the same one line and exit code 2, from the served command.
+    bad = phlo(env, "materialize", "nosuch", "--partition", "2024-01-03")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("phlo: error: unknown asset 'nosuch'")
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert [code for _, code in served(env)] == ["0", "2"]
+
+    # Other settings: another server (the first keeps its own); `phlo server` lists and stops.
+    other = {**env, "PHLO_SERVER_IDLE_SECONDS": "300"}
+    assert phlo(other, "materialize", "nosuch", "--partition", "2024-01-03").returncode == 2
+    wait_until(lambda: len(sockets(env)) == 2, "a second server for other settings")
+    listed = phlo(env, "server", "status")
+    assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 2
+    stopped = phlo(env, "server", "stop")
+    assert stopped.stdout.strip() == "stopped 2 phlo server(s)"
+    wait_until(lambda: not sockets(env), "the servers to stop")
+    assert phlo(env, "server", "status").stdout.strip() == "no phlo server running"
+
+
+def start_served(env: dict[str, str], partition: str) -> subprocess.Popen[str]:
+    """A served `phlo materialize`, as a terminal's foreground job, once a step is running."""
+    process = subprocess.Popen(
+        [PHLO, "materialize", SELECTION, "--partition", partition, "--verbose"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "running dlt_glucose_entries" in line:
+            return process
+    pytest.fail(f"no step started: exit {process.wait()}")
+
+
+def test_ctrl_c_and_kill_reach_the_command_the_server_runs(env: dict[str, str]) -> None:
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    phlo(env, "materialize", "nosuch", "--partition", "2024-01-03")  # starts the server
+    wait_until(lambda: sockets(env), "the server to listen")
+
+    interrupted = start_served(env, "2024-02-01..2024-02-20")
+    os.killpg(interrupted.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground job
+    _, stderr = interrupted.communicate(timeout=120)
+    assert interrupted.returncode == 130, stderr
+    assert "interrupted" in stderr
+    [(child, code)] = served(env)
+    assert code == "130"
+    with DagsterInstance.from_config(str(Path(env["PHLO_HOME"]) / "dagster")) as instance:
+        statuses = {record.dagster_run.status for record in instance.get_run_records()}
+    assert DagsterRunStatus.STARTED not in statuses and DagsterRunStatus.CANCELED in statuses
+
+    killed = start_served(env, "2024-03-01..2024-03-20")
+    os.killpg(killed.pid, signal.SIGKILL)  # the command, killed: so is what it was running
+    killed.wait(timeout=30)
+    wait_until(lambda: len(served(env)) == 2, "the served command to end")
+    child, code = served(env)[1]
+    assert code == "137" and not alive(child)
+
+
+def test_an_idle_server_exits(env: dict[str, str]) -> None:
+    idle = {**env, "PHLO_SERVER_IDLE_SECONDS": "1"}
+    assert phlo(idle, "materialize", "nosuch", "--partition", "2024-01-03").returncode == 2
+    logs = lambda: "".join(log.read_text() for log in folder(env).glob("*.log"))  # noqa: E731
+    wait_until(lambda: "serving" in logs(), "the server to be warm")
+    wait_until(lambda: not sockets(env), "the idle server to exit")
+    assert phlo(env, "server", "status").stdout.strip() == "no phlo server running"
