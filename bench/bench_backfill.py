@@ -6,7 +6,8 @@ after a first `phlo materialize`). In the same run, the way the tool this projec
 worked: one `dagster asset materialize --partition D` process per day, timed over a few days
 and extrapolated to the year. Also `--parallel 1` against `--parallel 2`, the peak memory of
 the whole process tree, and one day with `phlo materialize` against `dagster asset
-materialize` of the same selection. Results: bench/results/<date>-backfill.json.
+materialize` of the same assets, with phlo run directly (PHLO_SERVER=0) and through its warm
+server (the default after a first command). Results: bench/results/<date>-backfill.json.
 
     .venv/bin/python bench/bench_backfill.py [--per-day-samples 5] [--year 2024]
 """
@@ -81,6 +82,30 @@ def run_measured(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     return seconds, peak
 
 
+def same_selection(home: Path) -> str:
+    """The assets `dagster asset materialize -m locations.nightscout.definitions --select
+    'dlt_glucose_entries*'` runs (one location: the Dagster CLI loads one), as a phlo
+    selection; `dlt_glucose_entries+` would add the insights location's mart."""
+    from dagster import AssetKey, AssetSelection
+
+    from locations.nightscout.definitions import build_definitions
+    from phlo_core.settings import load_settings
+
+    graph = build_definitions(load_settings(phlo_home=home)).resolve_asset_graph()
+    keys = AssetSelection.assets(AssetKey("dlt_glucose_entries")).downstream().resolve(graph)
+    return ",".join(sorted(key.to_user_string() for key in keys))
+
+
+def wait_for_server(env: dict[str, str]) -> None:
+    """Until the phlo server the last command started listens (it warms up in the background)."""
+    folder = Path(env["XDG_RUNTIME_DIR"]) / f"phlo-{os.getuid()}"
+    deadline = time.monotonic() + 120
+    while not list(folder.glob("*.sock")):
+        if time.monotonic() > deadline:
+            raise SystemExit("the phlo server did not start: see its log in " + str(folder))
+        time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--per-day-samples", type=int, default=5)
@@ -89,16 +114,27 @@ def main() -> None:
     first, last = f"{args.year}-01-01", f"{args.year}-12-31"
     ratios = Ratios()
     with tempfile.TemporaryDirectory() as tmp, SampleNightscoutServer(timezone="UTC") as server:
-        env = {"NIGHTSCOUT_URL": server.url, "PHLO_PARTITION_START": f"{args.year - 1}-12-01"}
+        env = {
+            "NIGHTSCOUT_URL": server.url,
+            "PHLO_PARTITION_START": f"{args.year - 1}-12-01",
+            "PHLO_SERVER": "0",  # direct unless said otherwise: the process tree is the command's
+            "XDG_RUNTIME_DIR": str(Path(tmp) / "run"),  # this bench's phlo servers
+        }
+        (Path(tmp) / "run").mkdir(mode=0o700)
 
-        def fresh(name: str) -> dict[str, str]:
+        def fresh(name: str, served: bool = False) -> dict[str, str]:
             """A new home, warm: the instance created, the dbt projects parsed, the asset index
             written, as after a first `phlo materialize` there (dbt's saved parse state names
-            the home's paths, so a copied home would parse again)."""
+            the home's paths, so a copied home would parse again). `served`: with the phlo
+            server on, and that first command having started it."""
             home = Path(tmp) / name
             home_env = {**env, "PHLO_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+            if served:
+                home_env["PHLO_SERVER"] = "1"
             warm_up = [PHLO, "materialize", SELECTION, "--partition", f"{args.year - 1}-12-01"]
             subprocess.run(warm_up, env={**os.environ, **home_env}, check=True, capture_output=True)
+            if served:
+                wait_for_server(home_env)
             return home_env
 
         year = [PHLO, "backfill", "glucose_entries", "--start-date", first, "--end-date", last]
@@ -111,6 +147,10 @@ def main() -> None:
             ratios.note(f"year, --parallel {parallel}: wall", round(seconds, 1), "s")
             ratios.note(f"year, --parallel {parallel}: peak RSS (process tree)", round(peak), "MB")
         ratios.record("year, --parallel 2", results[2], "year, --parallel 1", results[1])
+        served_year, _ = run_measured([*year, "--parallel", "2"], fresh("p2-served", served=True))
+        ratios.note(
+            "year, --parallel 2, through a warm phlo server: wall", round(served_year, 1), "s"
+        )
 
         # The original way: one `dagster asset materialize` process per day.
         per_day_env = fresh("per-day")
@@ -139,16 +179,38 @@ def main() -> None:
             "year, phlo backfill (best parallel)", best, "366 x one-day process", 366 * per_day
         )
 
-        one_day = [
-            run_measured([PHLO, "materialize", SELECTION, "--partition", day], per_day_env)[0]
-            for day in days[:3]
+        # One day, the same assets both ways: phlo directly, then through its warm server.
+        same = same_selection(Path(tmp) / "selection")
+        later = [f"{args.year - 1}-12-{day:02d}" for day in range(20, 23)]
+        direct = [
+            run_measured([PHLO, "materialize", same, "--partition", day], per_day_env)[0]
+            for day in later[:2]
         ]
         ratios.record(
-            "phlo materialize, one day",
+            "phlo materialize, one day, direct (PHLO_SERVER=0)",
+            statistics.median(direct),
+            "dagster asset materialize, one day",
+            per_day,
+        )
+        served_env = {**per_day_env, "PHLO_SERVER": "1"}
+        starting, _ = run_measured(
+            [PHLO, "materialize", same, "--partition", f"{args.year - 1}-12-25"], served_env
+        )
+        ratios.note(
+            "phlo materialize, one day, first call (starts the server)", round(starting, 2), "s"
+        )
+        wait_for_server(served_env)
+        one_day = [
+            run_measured([PHLO, "materialize", same, "--partition", day], served_env)[0]
+            for day in [f"{args.year - 1}-12-{day:02d}" for day in range(26, 29)]
+        ]
+        ratios.record(
+            "phlo materialize, one day (warm server)",
             statistics.median(one_day),
             "dagster asset materialize, one day",
             per_day,
         )
+        subprocess.run([PHLO, "server", "stop"], env={**os.environ, **env}, check=False)
     ratios.write("backfill")
 
 

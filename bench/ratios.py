@@ -13,6 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# `phlo` commands run directly unless a benchmark says otherwise (bench_backfill measures the
+# warm server too): each measures what it names, and none leaves a server behind.
+os.environ.setdefault("PHLO_SERVER", "0")
 
 
 def timed(action: Callable[[], object], repeat: int) -> float:

@@ -11,9 +11,11 @@ import datetime as dt
 import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,23 +44,25 @@ def nightscout() -> Iterator[SampleNightscoutServer]:
 @pytest.fixture
 def env(tmp_path: Path, nightscout: SampleNightscoutServer) -> Iterator[dict[str, str]]:
     """A user's shell with the server on; its sockets in a folder of this test's own."""
+    # In /tmp, not tmp_path: a socket's path must fit in 107 bytes.
+    run = Path(tempfile.mkdtemp(prefix="phlo-test-", dir="/tmp"))
     values = {
         **os.environ,
         "PHLO_SERVER": "1",
-        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "XDG_RUNTIME_DIR": str(run),
         "PHLO_HOME": str(tmp_path / "home"),
         "PHLO_TIMEZONE": ZONE,
         "PHLO_PARTITION_START": "2024-01-01",
         "NIGHTSCOUT_URL": nightscout.url,
         "NIGHTSCOUT_API_SECRET": TEST_SECRET,
     }
-    (tmp_path / "run").mkdir(mode=0o700)
     yield values
     phlo(values, "server", "stop")
-    for lock in (tmp_path / "run" / f"phlo-{os.getuid()}").glob("*.lock"):
+    for lock in (run / f"phlo-{os.getuid()}").glob("*.lock"):
         pid = lock.read_text().strip()
         if pid.isdigit():
             wait_until(lambda p=int(pid): not alive(p), f"server {pid} to stop")
+    shutil.rmtree(run, ignore_errors=True)
 
 
 def phlo(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -57,6 +57,8 @@ def wanted(tokens: Sequence[str]) -> bool:
 def folder() -> Path:
     """The user's private folder of sockets, locks and server logs."""
     base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    if len(base) > 60:  # a socket's path has at most 107 bytes
+        base = "/tmp"
     path = Path(base) / f"phlo-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)
     if path.stat().st_uid != os.getuid() or path.stat().st_mode & 0o077:

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 BACKFILL_TAG = "dagster/backfill"
 _KEY = "phlo/backfill/"
-_INDEX = "phlo/backfills"
 MIN_CHUNK_DAYS, MAX_CHUNK_DAYS = 31, 92
 
 
@@ -156,12 +155,9 @@ def new_id() -> str:
 
 
 def save(instance: DagsterInstance, backfill: Backfill) -> None:
-    storage = instance.run_storage
-    index = storage.get_cursor_values({_INDEX}).get(_INDEX)
-    ids = json.loads(index) if index else []
-    if backfill.id not in ids:
-        ids.append(backfill.id)
-    storage.set_cursor_values({_KEY + backfill.id: backfill.to_json(), _INDEX: json.dumps(ids)})
+    """Write the record: one key per backfill, so that backfills started at once cannot lose
+    each other's (an index read, extended and written back could)."""
+    instance.run_storage.set_cursor_values({_KEY + backfill.id: backfill.to_json()})
 
 
 def load(instance: DagsterInstance, backfill_id: str | None = None) -> Backfill | None:
@@ -183,8 +179,19 @@ def load(instance: DagsterInstance, backfill_id: str | None = None) -> Backfill 
 
 
 def all_ids(instance: DagsterInstance) -> list[str]:
-    index = instance.run_storage.get_cursor_values({_INDEX}).get(_INDEX)
-    return json.loads(index) if index else []
+    """Every backfill's id, oldest first (an id begins with its time): the keys of the records
+    in the run storage's key-value table."""
+    from dagster._core.storage.runs.schema import KeyValueStoreTable
+    from dagster._core.storage.runs.sql_run_storage import SqlRunStorage
+    from dagster._core.storage.sqlalchemy_compat import db_select
+
+    storage = instance.run_storage
+    if not isinstance(storage, SqlRunStorage):
+        raise BackfillError(f"backfills need Dagster's SQL run storage, not {type(storage)}")
+    column = KeyValueStoreTable.c.key
+    with storage.connect() as conn:
+        keys = conn.execute(db_select([column]).where(column.like(_KEY + "%"))).fetchall()
+    return sorted(key[0][len(_KEY) :] for key in keys)
 
 
 def all_backfills(instance: DagsterInstance) -> list[Backfill]:
@@ -222,8 +229,6 @@ def recorded(settings: PhloSettings) -> list[Backfill] | None:
                     return []
                 cursor.execute("select key, value from kvs where key like %s", (_KEY + "%",))
                 values = dict(cursor.fetchall())
-                cursor.execute("select value from kvs where key = %s", (_INDEX,))
-                index = cursor.fetchone()
         except psycopg2.Error:
             return None
         finally:
@@ -239,13 +244,11 @@ def recorded(settings: PhloSettings) -> list[Backfill] | None:
             values = dict(
                 connection.execute("select key, value from kvs where key like ?", (_KEY + "%",))
             )
-            index = connection.execute("select value from kvs where key = ?", (_INDEX,)).fetchone()
         except sqlite3.OperationalError as exc:
             return [] if "no such table" in str(exc) else None
         finally:
             connection.close()
-    ids = json.loads(index[0]) if index and index[0] else []
-    return [Backfill.from_json(values[_KEY + i]) for i in ids if _KEY + i in values]
+    return [Backfill.from_json(values[key]) for key in sorted(values)]  # oldest first
 
 
 def last_storage_id(instance: DagsterInstance) -> int:
