@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -365,3 +366,57 @@ def test_a_worker_killed_fails_its_ranges_and_the_backfill_resumes(
     resumed = phlo(home, server, "backfill", "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert snapshot(settings) == clean_build
+
+
+def test_processes_building_the_same_days_at_once_keep_each_row_once(
+    tmp_path: Path, server: SampleNightscoutServer, clean_build: dict[str, list[tuple]]
+) -> None:
+    """dbt's daily models are built without the lakehouse's writer lock (backfill workers build
+    their days at once): three processes rebuilding the same ten days at the same time all
+    succeed (a commit that meets another's is built again) and each reading is there once."""
+    home = tmp_path / "home"
+    ingested = phlo(home, server, "materialize", "dlt_glucose_entries", "-p", f"{FIRST}..{LAST}")
+    assert ingested.returncode == 0, ingested.stderr
+    processes = [
+        subprocess.Popen(
+            [PHLO, "materialize", "stg_glucose_entries+", "--partition", f"{FIRST}..{LAST}"],
+            env=environment(home, server),
+            cwd=home.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr
+        assert "nightscout: succeeded: 7 asset(s) for 2024-03-01..2024-03-10" in stdout
+    assert snapshot(settings_for(home, server)) == clean_build
+
+
+def test_workers_die_with_a_backfill_killed_with_sigkill(
+    tmp_path: Path, server: SampleNightscoutServer, clean_build: dict[str, list[tuple]]
+) -> None:
+    """Only the `phlo backfill` process killed (not its process group): its worker does not go
+    on alone; --resume then completes the backfill."""
+    home = tmp_path / "home"
+    process = start_backfill(home, server, "--chunk-size", "1", "--parallel", "2")
+    wait_for_first_range(process)
+    [worker] = worker_pids(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+
+    def running(pid: int) -> bool:  # a zombie (killed, not yet reaped by init) is not
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 5  # its ranges left would take it longer than this
+    while running(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(worker), "the worker outlived the backfill"
+    resumed = phlo(home, server, "backfill", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert snapshot(settings_for(home, server)) == clean_build

@@ -172,3 +172,23 @@ def test_dagster_itself_loads_every_location_of_the_workspace_file(tmp_path: Pat
     assert result.returncode == 0, output[-3000:]
     for location in ("nightscout", "weather", "insights", "lakehouse"):
         assert f"Validation successful for code location {location}." in output
+
+
+def test_a_workspace_file_names_locations_by_their_package_and_bad_yaml_is_one_line(
+    tmp_path: Path, make_settings: Callable[..., PhloSettings]
+) -> None:
+    from phlo_core.workspace import WorkspaceError
+
+    listed = tmp_path / "workspace.yaml"
+    listed.write_text(
+        "load_from:\n  - python_module: locations.weather.definitions\n  - python_module: orders\n"
+    )
+    refs = location_refs(make_settings(phlo_workspace=listed))
+    assert [(ref.name, ref.module) for ref in refs] == [
+        ("weather", "locations.weather.definitions"),
+        ("orders", "orders"),
+    ]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("load_from: [\n")
+    with pytest.raises(WorkspaceError, match=r"broken.yaml is not valid YAML \(line 2\)"):
+        location_refs(make_settings(phlo_workspace=broken))

@@ -909,7 +909,8 @@ def server_status() -> int:
 
     servers = server.running()
     for pid, path in servers:
-        print(f"pid {pid}  {path}  (log: {path.with_suffix('.log')})")
+        state = "" if path.exists() else "  stopping (no new commands)"
+        print(f"pid {pid}  {path}  (log: {path.with_suffix('.log')}){state}")
     if not servers:
         print("no phlo server running")
     return 0
@@ -917,7 +918,8 @@ def server_status() -> int:
 
 @server_app.command(name="stop")
 def server_stop() -> int:
-    """Stop this user's phlo servers (commands they are running finish first)."""
+    """Stop this user's phlo servers (commands they are running finish first), and forget the
+    settings a server could not serve (its log says why), so that the next command tries again."""
     from phlo_cli import server
 
     print(f"stopped {server.stop_all()} phlo server(s)")

@@ -38,8 +38,13 @@ from pathlib import Path
 SERVED = ("materialize", "backfill")
 OFF = {"0", "false", "no", "off"}
 # Environment variables that differ between shells without changing what a command does.
-VOLATILE = {"_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "PHLO_SERVER"}
+VOLATILE = {
+    *("_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "PHLO_SERVER", "WINDOWID", "STY"),
+    *("SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "TMUX_PANE", "TERM_SESSION_ID", "GPG_TTY"),
+    *("ITERM_SESSION_ID", "XDG_SESSION_ID", "KITTY_WINDOW_ID", "WEZTERM_PANE"),
+}
 HEADER = struct.Struct("!I")
+_lock_fd: int | None = None  # the server's lock on its key
 DEFAULT_IDLE_SECONDS = 600.0
 
 
@@ -87,6 +92,9 @@ def server_key() -> str:
                 stat = os.stat(os.path.join(root, name))
                 digest.update(f"{root}/{name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
     env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE)
+    for entry in sys.path:  # packages installed or upgraded change their folder's time
+        with contextlib.suppress(OSError):
+            digest.update(f"{entry}:{os.stat(entry).st_mtime_ns}".encode())
     digest.update(json.dumps([sys.executable, os.getcwd(), env]).encode())
     with contextlib.suppress(OSError):
         stat = os.stat(".env")
@@ -110,17 +118,31 @@ def run_through(tokens: Sequence[str]) -> int | None:
         sock.connect(str(path))
     except OSError:
         sock.close()
-        _start_server(path)
+        if not _failed_lately(path):
+            _start_server(path)
         return None
     with sock:
-        return _converse(sock, tokens)
+        try:
+            return _converse(sock, tokens)
+        except (ConnectionError, ValueError):  # the server was stopping: nothing ran
+            return None
+
+
+def _failed_lately(path: Path) -> bool:
+    """A server could not serve this key in the last PHLO_SERVER_IDLE_SECONDS (its log says
+    why): run directly rather than start one that fails again."""
+    try:
+        return time.time() - path.with_suffix(".failed").stat().st_mtime < _idle_seconds()
+    except OSError:
+        return False
 
 
 def _start_server(path: Path) -> None:
     log = path.with_suffix(".log")
     with open(os.devnull, "rb") as null, open(log, "ab") as out:
         subprocess.Popen(
-            [sys.executable, "-m", "phlo_cli.server", str(path)],
+            # -P: not the current folder first on sys.path (a `json.py` there would run)
+            [sys.executable, "-P", "-m", "phlo_cli.server", str(path)],
             stdin=null,
             stdout=out,
             stderr=out,
@@ -141,14 +163,17 @@ def _standard_fds() -> list[int]:
     return fds
 
 
-def _converse(sock: socket.socket, tokens: Sequence[str]) -> int:
-    payload = json.dumps({"argv": list(tokens), "env": dict(os.environ), "cwd": os.getcwd()})
+def _converse(sock: socket.socket, tokens: Sequence[str]) -> int | None:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    request = {"argv": list(tokens), "env": dict(os.environ), "cwd": os.getcwd(), "umask": umask}
+    payload = json.dumps(request)
     data = payload.encode()
     socket.send_fds(sock, [HEADER.pack(len(data)) + data], _standard_fds())
     reader = sock.makefile("rb")
     first = reader.readline()
     if not first:
-        return _server_gone()
+        return None  # the server ended before starting it: the caller runs it itself
     pid = int(json.loads(first)["pid"])
 
     def forward(signum: int, _frame: object) -> None:
@@ -160,10 +185,19 @@ def _converse(sock: socket.socket, tokens: Sequence[str]) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(signum, forward)
-    last = reader.readline()
+    try:
+        last = reader.readline()
+    except ConnectionError:
+        last = b""
     if not last:
         return _server_gone()
-    return int(json.loads(last)["exit"])
+    ended = json.loads(last)
+    if ended.get("signal"):  # killed by a signal: so is this process, as a shell reports it
+        signum = int(ended["signal"])
+        signal.signal(signum, signal.SIG_DFL)
+        sys.stdout.flush()
+        os.kill(os.getpid(), signum)
+    return int(ended["exit"])
 
 
 def _server_gone() -> int:
@@ -194,7 +228,11 @@ def running() -> list[tuple[int, Path]]:
 
 
 def stop_all() -> int:
-    """Ask every server of this user to stop (running commands finish first); how many."""
+    """Ask every server of this user to stop (running commands finish first); how many. Also
+    forgets which keys could not be served, so that the next command tries again."""
+    for failed in folder().glob("*.failed"):
+        with contextlib.suppress(FileNotFoundError):
+            failed.unlink()
     servers = running()
     for pid, _ in servers:
         with contextlib.suppress(ProcessLookupError):
@@ -233,28 +271,29 @@ def _preload() -> None:
 
 def serve(path: Path) -> int:
     """Preload, then serve commands on `path` until idle for PHLO_SERVER_IDLE_SECONDS."""
-    lock = open(path.with_suffix(".lock"), "w")  # noqa: SIM115 (held for the server's life)
+    global _lock_fd
+    lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return 0  # another server has this key
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+        os.close(lock)
+        return 0  # another server has this key (its pid stays in the file)
+    _lock_fd = lock  # held for the server's life; children close it
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()}\n".encode())
     started = time.perf_counter()
     try:
         _preload()
     except BaseException as exc:  # noqa: BLE001 (reported, and the commands run directly)
         from phlo_core.redact import redact
 
-        print(f"preload failed: {redact(str(exc).splitlines()[0] if str(exc) else '')}")
-        return 1
+        reason = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return _refuse(path, f"preload failed: {reason}")
     # Python threads would not survive the fork (a lock one held stays held in the child).
     # Native pools of the libraries loaded (OpenBLAS's, jemalloc's) prepare for fork themselves.
     if threading.active_count() > 1:
         names = ", ".join(thread.name for thread in threading.enumerate())
-        print(f"not serving: threads running after preload ({names}); forking would be unsafe")
-        return 1
+        return _refuse(path, f"threads running after preload ({names}): forking is unsafe")
     scratch = path.with_name(f".{path.name}.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         scratch.unlink()
@@ -266,16 +305,30 @@ def serve(path: Path) -> int:
     print(f"serving {path.name} (pid {os.getpid()}; warm in {time.perf_counter() - started:.1f}s)")
     sys.stdout.flush()
     try:
-        _loop(listener, path)
+        _loop(listener, path, ours)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_ino == ours:  # not a newer server's
-                path.unlink()
+        _unlink_if_ours(path, ours)
         listener.close()
     return 0
 
 
-def _loop(listener: socket.socket, path: Path) -> None:
+def _refuse(path: Path, reason: str) -> int:
+    """Not serving this key: said in its log and in `<key>.failed`, which tells clients to run
+    directly rather than start a server that fails again (a change of code or settings is a
+    new key)."""
+    print(f"not serving: {reason}")
+    path.with_suffix(".failed").write_text(reason + "\n")
+    return 1
+
+
+def _unlink_if_ours(path: Path, inode: int) -> None:
+    """Remove the socket file unless a newer server has put its own there."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_ino == inode:
+            path.unlink()
+
+
+def _loop(listener: socket.socket, path: Path, ours: int) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ, "accept")
     wake_read, wake_write = socket.socketpair()
@@ -294,8 +347,9 @@ def _loop(listener: socket.socket, path: Path) -> None:
     idle = _idle_seconds()
     while not (stopping and not children):
         if stopping and listener.fileno() != -1:
-            selector.unregister(listener)  # no new commands; the running ones finish
-            listener.close()
+            _unlink_if_ours(path, ours)  # no new commands (clients then run directly) ...
+            selector.unregister(listener)
+            listener.close()  # ... and the running ones finish
         events = selector.select(None if children or stopping else idle)
         if not events and not children:
             break  # idle
@@ -317,9 +371,10 @@ def _loop(listener: socket.socket, path: Path) -> None:
                 os.close(pidfd)
                 _, status = os.waitpid(pid, 0)
                 code = os.waitstatus_to_exitcode(status)
-                code = 128 - code if code < 0 else code  # killed by a signal: as shells say
+                ended = {"exit": 128 - code, "signal": -code} if code < 0 else {"exit": code}
+                code = ended["exit"]  # killed by a signal: 128 + its number, as shells say
                 with contextlib.suppress(OSError):
-                    conn.sendall(json.dumps({"exit": code}).encode() + b"\n")
+                    conn.sendall(json.dumps(ended).encode() + b"\n")
                 conn.close()
                 print(f"pid {pid} exited {code}")
                 sys.stdout.flush()
@@ -360,6 +415,8 @@ def _accept(
     pid = os.fork()
     if pid == 0:
         signal.set_wakeup_fd(-1)
+        if _lock_fd is not None:
+            os.close(_lock_fd)
         for own in (listener, *inherited):
             own.close()
         for key in list(selector.get_map().values()):
@@ -391,15 +448,25 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:  # type:
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
+        # As Python sets them up for the caller: line-buffered on a terminal or when
+        # PYTHONUNBUFFERED is set (then also written through), the same encoding and errors.
         encoding = sys.__stdout__.encoding if sys.__stdout__ else "utf-8"
-        sys.stdin = open(0, encoding=encoding, closefd=False)  # noqa: SIM115
+        errors = sys.__stdout__.errors if sys.__stdout__ else "strict"
+        unbuffered = bool(request["env"].get("PYTHONUNBUFFERED"))
+        sys.stdin = open(0, encoding=encoding, errors=errors, closefd=False)  # noqa: SIM115
         sys.stdout = open(  # noqa: SIM115
-            1, "w", buffering=1 if os.isatty(1) else -1, encoding=encoding, closefd=False
+            1,
+            "w",
+            buffering=1 if os.isatty(1) or unbuffered else -1,
+            encoding=encoding,
+            errors=errors,
+            closefd=False,
         )
         sys.stderr = open(  # noqa: SIM115
             2, "w", buffering=1, encoding=encoding, errors="backslashreplace", closefd=False
         )
         os.chdir(request["cwd"])
+        os.umask(int(request["umask"]))
         os.environ.clear()
         os.environ.update(request["env"])
         from phlo_core.settings import use_settings

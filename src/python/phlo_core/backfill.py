@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from phlo_core.selection import LocationPlan
 
 BACKFILL_TAG = "dagster/backfill"
+PARENT_PID = "PHLO_BACKFILL_PARENT_PID"  # a worker's parent, for it to die with
 _KEY = "phlo/backfill/"
 MIN_CHUNK_DAYS, MAX_CHUNK_DAYS = 31, 92
 
@@ -174,7 +175,9 @@ def load(instance: DagsterInstance, backfill_id: str | None = None) -> Backfill 
         ids = matching
     if not ids:
         return None
-    text = instance.run_storage.get_cursor_values({_KEY + ids[-1]}).get(_KEY + ids[-1])
+    if len(ids) > 1:  # the latest: by the time it was created (ids of one second tie)
+        return all_backfills(instance)[-1]
+    text = instance.run_storage.get_cursor_values({_KEY + ids[0]}).get(_KEY + ids[0])
     return Backfill.from_json(text) if text else None
 
 
@@ -197,7 +200,8 @@ def all_ids(instance: DagsterInstance) -> list[str]:
 def all_backfills(instance: DagsterInstance) -> list[Backfill]:
     ids = all_ids(instance)
     values = instance.run_storage.get_cursor_values({_KEY + i for i in ids})
-    return [Backfill.from_json(values[_KEY + i]) for i in ids if _KEY + i in values]
+    found = [Backfill.from_json(values[_KEY + i]) for i in ids if _KEY + i in values]
+    return sorted(found, key=lambda backfill: (backfill.created, backfill.id))  # oldest first
 
 
 def recorded(settings: PhloSettings) -> list[Backfill] | None:
@@ -248,7 +252,8 @@ def recorded(settings: PhloSettings) -> list[Backfill] | None:
             return [] if "no such table" in str(exc) else None
         finally:
             connection.close()
-    return [Backfill.from_json(values[key]) for key in sorted(values)]  # oldest first
+    found = [Backfill.from_json(value) for value in values.values()]
+    return sorted(found, key=lambda backfill: (backfill.created, backfill.id))  # oldest first
 
 
 def last_storage_id(instance: DagsterInstance) -> int:
@@ -458,7 +463,7 @@ def run_in_workers(
     import sys
     import threading
 
-    env = {**os.environ, **worker_environment(settings)}
+    env = {**os.environ, **worker_environment(settings), PARENT_PID: str(os.getpid())}
     shares = [list(todo[i::workers]) for i in range(workers)]
     results: list[RangeResult] = []
     lock = threading.Lock()
@@ -696,8 +701,30 @@ def submitted_state(instance: DagsterInstance, backfill: Backfill) -> str | None
     return found.status.value.lower() if found is not None else "unknown"
 
 
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when the process that started it dies (Linux's
+    PR_SET_PDEATHSIG): a backfill killed with SIGKILL leaves no worker running on its own,
+    writing days a `--resume` would run again. Elsewhere: nothing."""
+    import ctypes
+    import os
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(137)
+
+
 def _worker_main(argv: list[str]) -> int:
     """`python -m phlo_core.backfill ID START..END ...`: run ranges, one JSON line each."""
+    import os
+
+    parent = os.environ.get(PARENT_PID)
+    if parent and parent.isdigit():
+        _die_with_parent(int(parent))
     from phlo_core.instance import instance_for
     from phlo_core.settings import get_settings
 

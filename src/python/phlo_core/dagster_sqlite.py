@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.events import ASSET_EVENTS
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlalchemy_compat import db_result
@@ -82,7 +83,11 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
         """A step's asset events (one run's): what `store_event` does for each, in one
-        transaction on the run's database and one on the index. Anything else: one by one."""
+        transaction on the index and then one on the run's database. Anything else: one by one.
+
+        The index (shared by every process) comes first: if it cannot be written, nothing is,
+        and Dagster's fallback (`store_event` for each) stores each event once. Only the run's
+        own database, which no other process writes, could then fail after the index."""
         run_ids = {event.run_id for event in events}
         if len(run_ids) != 1 or not all(
             event.dagster_event is not None
@@ -94,17 +99,20 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self.store_event(event)
             return
         statements = [self.prepare_insert_event(event) for event in events]
-        with self.run_connection(run_ids.pop()) as conn:
-            for statement in statements:
-                conn.execute(statement)
         with self.index_transaction() as conn:
             event_ids = []
             for statement in statements:
                 with db_result(conn, statement) as result:
-                    event_ids.append(result.inserted_primary_key[0])
+                    event_id = result.inserted_primary_key[0]
+                if event_id is None:
+                    raise DagsterInvariantViolationError("an asset event stored without an id")
+                event_ids.append(event_id)
             self._store_asset_event_tags(conn, events, event_ids)
             for event, event_id in zip(events, event_ids, strict=True):
                 self._store_asset_event(conn, event, event_id)
+        with self.run_connection(run_ids.pop()) as conn:
+            for statement in statements:
+                conn.execute(statement)
 
     def _close_all(self) -> None:
         with self._db_lock:

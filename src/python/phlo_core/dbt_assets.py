@@ -7,6 +7,7 @@ become asset check results here, from dbt's own run results.
 
 import contextlib
 import json
+import random
 import shutil
 import time
 from collections.abc import Iterator, Mapping
@@ -26,9 +27,9 @@ from dagster import (
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from phlo_core.dbt_project import prepare_project
-from phlo_core.dbt_runner import cause_line, invoke_dbt, parsed_manifest, target_path
+from phlo_core.dbt_runner import DbtError, cause_line, invoke_dbt, parsed_manifest, target_path
 from phlo_core.lakehouse import query
-from phlo_core.locks import lakehouse_writer
+from phlo_core.locks import lakehouse_building, lakehouse_writer
 from phlo_core.log import get_logger
 from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
@@ -70,6 +71,60 @@ def _failing_rows(compiled_sql: str | None, settings: PhloSettings, limit: int =
         for row in found.rows
     ]
     return f" (e.g. {'; '.join(shown)})" if shown else ""
+
+
+# How DuckLake and SQLite say that another writer's commit came first (DuckLake retries a
+# commit a few times itself before it gives up with the last of these).
+_CONFLICTS = (
+    "database is locked",
+    "transaction conflict",
+    "failed to commit ducklake transaction",
+    "exceeded the maximum retry count",
+)
+
+
+def is_conflict(message: object) -> bool:
+    text = str(message or "").lower()
+    return any(marker in text for marker in _CONFLICTS)
+
+
+def conflicted(result: "dbtRunnerResult") -> list[str]:
+    """The nodes dbt could not commit because another writer's commit came first: errors worth
+    building again (any other error is dbt's answer)."""
+    return [
+        node_result.node.name
+        for node_result in getattr(result.result, "results", None) or []
+        if str(node_result.status) == "error" and is_conflict(node_result.message)
+    ]
+
+
+def build_retrying_conflicts(
+    args: list[str], project_dir: Path, settings: PhloSettings, manifest: Any, attempts: int = 8
+) -> "dbtRunnerResult":
+    """`dbt build` whose commits may meet other writers' (other processes building other days,
+    ingestion): when a node failed on a commit conflict, the whole build runs again after a
+    random pause (each model replaces its window, or its whole table, in one transaction, so a
+    build is safe to repeat). Other failures are dbt's answer, returned as they are."""
+    result = None
+    for attempt in range(1, attempts + 1):
+        try:
+            result = invoke_dbt(args, project_dir, settings, manifest=manifest)
+        except DbtError as exc:  # the connection itself (attaching the catalog) met a writer
+            if attempt == attempts or not is_conflict(exc):
+                raise
+            nodes = ["connection"]
+        else:
+            nodes = conflicted(result)
+            if not nodes or attempt == attempts:
+                return result
+        log.warning(
+            "dbt build met another writer's commit; building again",
+            project=project_dir.name,
+            nodes=",".join(nodes),
+            attempt=attempt,
+        )
+        time.sleep(random.uniform(0.05, min(2.0, 0.1 * 2**attempt)))
+    raise AssertionError("unreachable")
 
 
 def _build_events(
@@ -233,10 +288,17 @@ def _dbt_models(
         log.info("dbt build", project=project_dir.name, models=len(selected), days=label)
         try:
             run_target.mkdir(parents=True, exist_ok=True)
-            # One writer at a time per lakehouse: dbt does not retry a commit that meets
-            # another process's (`database is locked` on SQLite), nor share `__dbt_tmp` tables.
-            with lakehouse_writer(settings):
-                result = invoke_dbt(args, project_dir, settings, manifest=manifest)
+            if partitioned:
+                # Days at once from several processes (backfill workers): incremental models
+                # stage in per-connection temporary tables, and a commit that meets another
+                # process's is retried by building the window again. Maintenance waits.
+                with lakehouse_building(settings):
+                    result = build_retrying_conflicts(args, project_dir, settings, manifest)
+            else:
+                # Tables rebuilt whole stage in `<model>__dbt_tmp` and `__dbt_backup` tables
+                # of the lakehouse, names every process shares: one such build at a time.
+                with lakehouse_writer(settings):
+                    result = build_retrying_conflicts(args, project_dir, settings, manifest)
             models = {n: model_keys[n] for n in selected}
             yield from _build_events(result, checks, models, settings)
         finally:

@@ -2,10 +2,13 @@
 
 Many processes may work on one home at a time (`phlo materialize` in several terminals, backfill
 workers, runs launched from the UI). What they share and cannot share freely:
-- the lakehouse's writers: with a SQLite catalog, a commit fails with `database is locked`
-  whenever another process commits at the same moment, and dbt does not retry; two dbt builds
-  also trip over each other's `__dbt_tmp` relations. Writes are serialized per catalog
-  (`lakehouse_writer`); reads are not.
+- some of the lakehouse's writers: two dbt builds of tables rebuilt whole trip over each
+  other's `<model>__dbt_tmp` and `__dbt_backup` relations (names every process shares), and
+  maintenance rewrites files under everyone. Those, and phlo's own partition writes (short),
+  are serialized per catalog (`lakehouse_writer`). dbt's daily (incremental) builds are not:
+  backfill workers build their days at once, and a commit that meets another process's (`database
+  is locked` on SQLite, a DuckLake transaction conflict) is built again
+  (`dbt_assets.build_retrying_conflicts`). Reads never wait.
 - first-time set-up: creating Dagster's SQLite storage (two processes stamping its schema at
   once corrupted the instance for good) and preparing a dbt project (profile, manifest).
 
@@ -82,6 +85,30 @@ def lakehouse_writer_lock_path(settings: PhloSettings) -> Path:
 def lakehouse_writer(settings: PhloSettings) -> Iterator[None]:
     """Exclusive right, among this machine's processes, to write the lakehouse."""
     with file_lock(lakehouse_writer_lock_path(settings)):
+        yield
+
+
+@contextmanager
+def lakehouse_building(settings: PhloSettings) -> Iterator[None]:
+    """Shared among dbt's daily builds, which run at once from many processes; exclusive for
+    maintenance (`lakehouse_maintenance`), which expires snapshots and deletes the files of old
+    ones: never while a build reads or writes. A shared `flock` on a file of its own."""
+    path = lakehouse_writer_lock_path(settings).with_suffix(".maintenance")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def lakehouse_maintenance(settings: PhloSettings) -> Iterator[None]:
+    """The lakehouse to itself: no writer (`lakehouse_writer`) and no dbt build
+    (`lakehouse_building`) at the same time."""
+    path = lakehouse_writer_lock_path(settings).with_suffix(".maintenance")
+    with file_lock(path), lakehouse_writer(settings):
         yield
 
 

@@ -5,7 +5,8 @@ snapshots reference pile up. `maintain` folds rows inlined in the catalog into P
 small adjacent files, rewrites files that are mostly deleted rows, expires snapshots older
 than the retention (time travel reaches back that far), deletes the files nothing references
 any more, and removes orphaned files a killed writer left (older than an hour, so that a
-writer in flight elsewhere is never touched). It holds the lakehouse's writer lock.
+writer in flight elsewhere is never touched). It has the lakehouse to itself: it holds the
+writer lock and waits for dbt's builds to finish (`locks.lakehouse_maintenance`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 from phlo_core.lakehouse import CATALOG, lakehouse, retrying
-from phlo_core.locks import lakehouse_writer
+from phlo_core.locks import lakehouse_maintenance
 from phlo_core.settings import PhloSettings
 
 
@@ -45,7 +46,7 @@ def maintain(settings: PhloSettings, retention_days: int | None = None) -> Maint
     if retention < 0:
         raise ValueError("the retention is a number of days, 0 or more")
     started = time.perf_counter()
-    with lakehouse_writer(settings), lakehouse(settings) as con:
+    with lakehouse_maintenance(settings), lakehouse(settings) as con:
 
         def call(sql: str) -> list[tuple]:
             return retrying(lambda: con.execute(sql).fetchall())

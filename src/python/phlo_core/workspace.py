@@ -60,11 +60,18 @@ def location_refs(settings: PhloSettings) -> list[LocationRef]:
         document = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:
         raise WorkspaceError(f"cannot read workspace file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise WorkspaceError(f"workspace file {path} is not valid YAML{line}") from None
     refs = []
-    for entry in document.get("load_from", []):
+    entries = document.get("load_from", []) if isinstance(document, dict) else []
+    for entry in entries if isinstance(entries, list) else []:
         spec = entry.get("python_module") if isinstance(entry, dict) else None
         if isinstance(spec, str):
-            refs.append(LocationRef(spec.rsplit(".", 2)[-2], spec))
+            # `locations.orders.definitions` is location `orders`; a bare module its own name
+            parts = spec.split(".")
+            refs.append(LocationRef(parts[-2] if len(parts) > 1 else parts[0], spec))
         elif isinstance(spec, dict) and "module_name" in spec:
             module = spec["module_name"]
             refs.append(LocationRef(spec.get("location_name") or module, module))
