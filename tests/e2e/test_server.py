@@ -208,3 +208,47 @@ def test_an_idle_server_exits(env: dict[str, str]) -> None:
     wait_until(lambda: "serving" in logs(), "the server to be warm")
     wait_until(lambda: not sockets(env), "the idle server to stop listening")
     wait_until(lambda: none_running(env), "the idle server to exit")
+
+
+def test_a_served_backfill_forks_its_workers_in_the_server(env: dict[str, str]) -> None:
+    """`phlo backfill --parallel 2` through the server: its worker is forked warm by the
+    server, in the backfill's process group, so Ctrl-C reaches it as in a terminal."""
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    phlo(env, "materialize", "nosuch", "--partition", "2024-01-03")  # starts the server
+    wait_until(lambda: sockets(env), "the server to listen")
+    days = ["--start-date", "2024-01-05", "--end-date", "2024-01-08", "--only"]
+    done = phlo(env, "backfill", SELECTION, *days, "--chunk-size", "1", "--parallel", "2")
+    assert done.returncode == 0, done.stderr
+    assert "4 day(s) done, 0 skipped (done before), 0 failed" in done.stdout
+    logs = "".join(log.read_text() for log in folder(env).glob("*.log"))
+    assert re.search(r"pid \d+: backfill worker \d{8}-\d{6}-", logs), logs
+    assert [code for _, code in served(env)] == ["0", "0"]  # the worker, the backfill
+    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
+    for day in ("2024-01-05", "2024-01-06", "2024-01-07", "2024-01-08"):
+        readings = served_readings(
+            env["NIGHTSCOUT_URL"], secret_sha1, dt.date.fromisoformat(day), UTC
+        )
+        assert day_rows(env, day) == len(readings) > 250
+
+    process = subprocess.Popen(
+        [PHLO, "backfill", SELECTION, "--start-date", "2024-02-01", "--end-date", "2024-02-20"]
+        + ["--only", "--chunk-size", "2", "--parallel", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if " ok 2024-02-" in line:  # a range done: the worker is running its own
+            break
+    interrupted = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - interrupted < 30  # the worker stopped too (not killed after 60 s)
+    with DagsterInstance.from_config(str(Path(env["PHLO_HOME"]) / "dagster")) as instance:
+        statuses = {record.dagster_run.status for record in instance.get_run_records()}
+    assert DagsterRunStatus.STARTED not in statuses

@@ -437,7 +437,9 @@ def _run_backfill(plan: Plan, settings: PhloSettings, started: float) -> int:
                 print(f"    error: {error}", file=sys.stderr)
 
     try:
-        results = backfills.execute(plan, settings, on_range)
+        from phlo_cli import server
+
+        results = backfills.execute(plan, settings, on_range, server.worker_starter())
     except KeyboardInterrupt:
         from phlo_core.instance import instance_for
 

@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal, Protocol
 
 from phlo_core.calendar import DayRange, PartitionError, check_within, parse_day, today
 from phlo_core.settings import PhloSettings
@@ -447,23 +447,62 @@ def worker_environment(settings: PhloSettings) -> dict[str, str]:
     return env
 
 
+class WorkerProcess(Protocol):
+    """What `run_in_workers` uses of a worker: `subprocess.Popen`'s face."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def stdout(self) -> IO[str] | None: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+# Starts `python -m phlo_core.backfill ARGS` with ENV, its stdout a pipe of JSON lines.
+WorkerStarter = Callable[[list[str], dict[str, str]], WorkerProcess]
+
+
+def start_worker_process(args: list[str], env: dict[str, str]) -> WorkerProcess:
+    """A worker as a new Python process; the kernel kills it if this process dies."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "phlo_core.backfill", *args],
+        env={**env, PARENT_PID: str(os.getpid())},
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+
+
 def run_in_workers(
     backfill: Backfill,
     todo: Sequence[DayRange],
     settings: PhloSettings,
     workers: int,
     on_range: Callable[[RangeResult], None],
+    start_worker: WorkerStarter | None = None,
 ) -> list[RangeResult]:
     """`workers` at once: this process and `workers - 1` worker processes, each running its
     share of the ranges in turn (round robin, so that every one starts on an early range);
     results as they come. This process has Dagster and the locations loaded already, so it
-    takes a share itself rather than idle beside a worker that loads them again."""
+    takes a share itself rather than idle beside a worker that loads them again.
+    `start_worker` starts each worker: a new process by default; the phlo server forks them
+    with everything loaded when it runs the backfill."""
     import os
     import subprocess
-    import sys
     import threading
 
-    env = {**os.environ, **worker_environment(settings), PARENT_PID: str(os.getpid())}
+    env = {**os.environ, **worker_environment(settings)}
+    start_worker = start_worker or start_worker_process
     shares = [list(todo[i::workers]) for i in range(workers)]
     results: list[RangeResult] = []
     lock = threading.Lock()
@@ -477,13 +516,10 @@ def run_in_workers(
     for share in shares[1:]:
         if not share:
             continue
-        args = [sys.executable, "-m", "phlo_core.backfill", backfill.id]
-        args += [f"{r.start.isoformat()}..{r.end.isoformat()}" for r in share]
-        processes.append(
-            subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True, bufsize=1)
-        )
+        args = [backfill.id, *(f"{r.start.isoformat()}..{r.end.isoformat()}" for r in share)]
+        processes.append(start_worker(args, env))
 
-    def collect(process: subprocess.Popen[str]) -> None:
+    def collect(process: WorkerProcess) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             if line.startswith("{"):
@@ -560,14 +596,17 @@ def plan_backfill(
 
 
 def execute(
-    plan: Plan, settings: PhloSettings, on_range: Callable[[RangeResult], None]
+    plan: Plan,
+    settings: PhloSettings,
+    on_range: Callable[[RangeResult], None],
+    start_worker: WorkerStarter | None = None,
 ) -> list[RangeResult]:
     """Run the plan's ranges (in this process, or in `parallel` workers), then, when every
     range succeeded, the assets rebuilt whole once over everything."""
     backfill = plan.backfill
     workers = min(backfill.parallel, len(plan.ranges))
     if workers > 1:
-        results = run_in_workers(backfill, plan.ranges, settings, workers, on_range)
+        results = run_in_workers(backfill, plan.ranges, settings, workers, on_range, start_worker)
     else:
         results = []
         for days in plan.ranges:
@@ -718,7 +757,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(137)
 
 
-def _worker_main(argv: list[str]) -> int:
+def worker_main(argv: list[str]) -> int:
     """`python -m phlo_core.backfill ID START..END ...`: run ranges, one JSON line each."""
     import os
 
@@ -746,4 +785,4 @@ def _worker_main(argv: list[str]) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(_worker_main(sys.argv[1:]))
+    sys.exit(worker_main(sys.argv[1:]))

@@ -74,12 +74,15 @@ def _failing_rows(compiled_sql: str | None, settings: PhloSettings, limit: int =
 
 
 # How DuckLake and SQLite say that another writer's commit came first (DuckLake retries a
-# commit a few times itself before it gives up with the last of these).
+# commit a few times itself before it gives up with the last of these). `already exists`: on
+# a new lakehouse two processes both find a model's table missing and both create it; the
+# second build, run again, finds the table and appends.
 _CONFLICTS = (
     "database is locked",
     "transaction conflict",
     "failed to commit ducklake transaction",
     "exceeded the maximum retry count",
+    "already exists",
 )
 
 
