@@ -80,7 +80,13 @@ def invoke_dbt(args: list[str], project_dir: Path, settings: PhloSettings, **run
 
     log_dir = target_path(project_dir, settings) / "logs"
     full = [
-        "--quiet",
+        # Nothing on the console: phlo reports dbt's results itself (a model's error, a failing
+        # test), and a build met by another writer's commit is built again, not an error to
+        # show. Everything still goes to the log file.
+        "--log-level",
+        "none",
+        "--log-level-file",
+        "debug",
         "--no-use-colors",
         "--no-send-anonymous-usage-stats",
         "--log-path",
