@@ -119,6 +119,50 @@ def day_rows(env: dict[str, str], day: str) -> int:
     return int(query(sql, settings).rows[0][0])
 
 
+def start_served(env: dict[str, str], args: list[str], until: str) -> subprocess.Popen[str]:
+    """A served `phlo ARGS`, as a terminal's foreground job, once its stderr says `until`."""
+    process = subprocess.Popen(
+        [PHLO, *args],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if until in line:
+            return process
+    pytest.fail(f"{until!r} never came: exit {process.wait()}")
+
+
+def start_server(env: dict[str, str]) -> None:
+    """A command (bad input, run directly) that starts the server; until it listens."""
+    phlo(env, "materialize", "nosuch", "--partition", "2024-01-03")
+    wait_until(lambda: sockets(env), "the server to listen")
+
+
+def server_logs(env: dict[str, str]) -> str:
+    return "".join(log.read_text() for log in folder(env).glob("*.log"))
+
+
+def assert_days_as_served(env: dict[str, str], days: list[str]) -> None:
+    """stg_glucose_entries holds each day's readings exactly as the server holds them."""
+    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
+    for day in days:
+        readings = served_readings(
+            env["NIGHTSCOUT_URL"], secret_sha1, dt.date.fromisoformat(day), UTC
+        )
+        assert day_rows(env, day) == len(readings) > 250
+
+
+def run_statuses(env: dict[str, str]) -> set[object]:
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(Path(env["PHLO_HOME"]) / "dagster")) as instance:
+        return {record.dagster_run.status for record in instance.get_run_records()}
+
+
 def test_the_first_command_starts_a_server_that_runs_the_next_ones_as_phlo_would(
     env: dict[str, str],
 ) -> None:
@@ -132,13 +176,8 @@ def test_the_first_command_starts_a_server_that_runs_the_next_ones_as_phlo_would
     assert "nightscout: succeeded: 2 asset(s) for 2024-01-03" in second.stdout
     assert "materialized stg_glucose_entries [2024-01-03]" in second.stderr  # progress
     assert [code for _, code in served(env)] == ["0"]
-    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
-    for day in ("2024-01-02", "2024-01-03"):  # each day exactly as the server holds it
-        readings = served_readings(
-            env["NIGHTSCOUT_URL"], secret_sha1, dt.date.fromisoformat(day), UTC
-        )
-        assert day_rows(env, day) == len(readings) > 250
-    assert TEST_SECRET not in "".join(p.read_text() for p in folder(env).glob("*.log"))
+    assert_days_as_served(env, ["2024-01-02", "2024-01-03"])
+    assert TEST_SECRET not in server_logs(env)
 
     # Bad input: the same one line and exit code 2, from the served command.
     bad = phlo(env, "materialize", "nosuch", "--partition", "2024-01-03")
@@ -159,41 +198,23 @@ def test_the_first_command_starts_a_server_that_runs_the_next_ones_as_phlo_would
     wait_until(lambda: none_running(env), "the servers to exit")
 
 
-def start_served(env: dict[str, str], partition: str) -> subprocess.Popen[str]:
-    """A served `phlo materialize`, as a terminal's foreground job, once a step is running."""
-    process = subprocess.Popen(
-        [PHLO, "materialize", SELECTION, "--partition", partition, "--verbose"],
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "running dlt_glucose_entries" in line:
-            return process
-    pytest.fail(f"no step started: exit {process.wait()}")
-
-
 def test_ctrl_c_and_kill_reach_the_command_the_server_runs(env: dict[str, str]) -> None:
-    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster import DagsterRunStatus
 
-    phlo(env, "materialize", "nosuch", "--partition", "2024-01-03")  # starts the server
-    wait_until(lambda: sockets(env), "the server to listen")
-
-    interrupted = start_served(env, "2024-02-01..2024-02-20")
+    start_server(env)
+    step = "running dlt_glucose_entries"
+    materialize = ["materialize", SELECTION, "--verbose", "--partition"]
+    interrupted = start_served(env, [*materialize, "2024-02-01..2024-02-20"], step)
     os.killpg(interrupted.pid, signal.SIGINT)  # what Ctrl-C sends to the foreground job
     _, stderr = interrupted.communicate(timeout=120)
     assert interrupted.returncode == 130, stderr
     assert "interrupted" in stderr
     [(child, code)] = served(env)
     assert code == "130"
-    with DagsterInstance.from_config(str(Path(env["PHLO_HOME"]) / "dagster")) as instance:
-        statuses = {record.dagster_run.status for record in instance.get_run_records()}
+    statuses = run_statuses(env)
     assert DagsterRunStatus.STARTED not in statuses and DagsterRunStatus.CANCELED in statuses
 
-    killed = start_served(env, "2024-03-01..2024-03-20")
+    killed = start_served(env, [*materialize, "2024-03-01..2024-03-20"], step)
     os.killpg(killed.pid, signal.SIGKILL)  # the command, killed: so is what it was running
     killed.wait(timeout=30)
     wait_until(lambda: len(served(env)) == 2, "the served command to end")
@@ -204,8 +225,7 @@ def test_ctrl_c_and_kill_reach_the_command_the_server_runs(env: dict[str, str]) 
 def test_an_idle_server_exits(env: dict[str, str]) -> None:
     idle = {**env, "PHLO_SERVER_IDLE_SECONDS": "1"}
     assert phlo(idle, "materialize", "nosuch", "--partition", "2024-01-03").returncode == 2
-    logs = lambda: "".join(log.read_text() for log in folder(env).glob("*.log"))  # noqa: E731
-    wait_until(lambda: "serving" in logs(), "the server to be warm")
+    wait_until(lambda: "serving" in server_logs(env), "the server to be warm")
     wait_until(lambda: not sockets(env), "the idle server to stop listening")
     wait_until(lambda: none_running(env), "the idle server to exit")
 
@@ -213,42 +233,25 @@ def test_an_idle_server_exits(env: dict[str, str]) -> None:
 def test_a_served_backfill_forks_its_workers_in_the_server(env: dict[str, str]) -> None:
     """`phlo backfill --parallel 2` through the server: its worker is forked warm by the
     server, in the backfill's process group, so Ctrl-C reaches it as in a terminal."""
-    from dagster import DagsterInstance, DagsterRunStatus
+    from dagster import DagsterRunStatus
 
-    phlo(env, "materialize", "nosuch", "--partition", "2024-01-03")  # starts the server
-    wait_until(lambda: sockets(env), "the server to listen")
+    start_server(env)
     days = ["--start-date", "2024-01-05", "--end-date", "2024-01-08", "--only"]
     done = phlo(env, "backfill", SELECTION, *days, "--chunk-size", "1", "--parallel", "2")
     assert done.returncode == 0, done.stderr
     assert "4 day(s) done, 0 skipped (done before), 0 failed" in done.stdout
-    logs = "".join(log.read_text() for log in folder(env).glob("*.log"))
+    logs = server_logs(env)
     assert re.search(r"pid \d+: backfill worker \d{8}-\d{6}-", logs), logs
     assert [code for _, code in served(env)] == ["0", "0"]  # the worker, the backfill
-    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
-    for day in ("2024-01-05", "2024-01-06", "2024-01-07", "2024-01-08"):
-        readings = served_readings(
-            env["NIGHTSCOUT_URL"], secret_sha1, dt.date.fromisoformat(day), UTC
-        )
-        assert day_rows(env, day) == len(readings) > 250
+    assert_days_as_served(env, ["2024-01-05", "2024-01-06", "2024-01-07", "2024-01-08"])
 
-    process = subprocess.Popen(
-        [PHLO, "backfill", SELECTION, "--start-date", "2024-02-01", "--end-date", "2024-02-20"]
-        + ["--only", "--chunk-size", "2", "--parallel", "2"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    backfill = ["backfill", SELECTION, "--start-date", "2024-02-01", "--end-date", "2024-02-20"]
+    process = start_served(  # once a range is done: the worker is running its own
+        env, [*backfill, "--only", "--chunk-size", "2", "--parallel", "2"], " ok 2024-02-"
     )
-    assert process.stderr is not None
-    for line in process.stderr:
-        if " ok 2024-02-" in line:  # a range done: the worker is running its own
-            break
     interrupted = time.monotonic()
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert time.monotonic() - interrupted < 30  # the worker stopped too (not killed after 60 s)
-    with DagsterInstance.from_config(str(Path(env["PHLO_HOME"]) / "dagster")) as instance:
-        statuses = {record.dagster_run.status for record in instance.get_run_records()}
-    assert DagsterRunStatus.STARTED not in statuses
+    assert DagsterRunStatus.STARTED not in run_statuses(env)

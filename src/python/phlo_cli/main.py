@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # for annotations only: these modules load inside the command
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+SERVED = ("materialize", "backfill")  # run through a warm phlo server (phlo_cli.server)
 
 app = App(
     name="phlo",
@@ -1078,8 +1079,8 @@ def _exit_now(code: int) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
-    if argv is None:
-        from phlo_cli import server
+    if argv is None and sys.argv[1:2] and sys.argv[1] in SERVED:
+        from phlo_cli import server  # only here: the other commands start without it
 
         if server.wanted(sys.argv[1:]):
             served = server.run_through(sys.argv[1:])

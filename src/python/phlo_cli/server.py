@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from phlo_core.backfill import WorkerProcess, WorkerStarter
 
-SERVED = ("materialize", "backfill")
 OFF = {"0", "false", "no", "off"}
 # Environment variables that differ between shells without changing what a command does.
 VOLATILE = {
@@ -55,10 +54,9 @@ DEFAULT_IDLE_SECONDS = 600.0
 
 
 def wanted(tokens: Sequence[str]) -> bool:
-    """Whether this command line goes through a server."""
+    """Whether this command line (of a command phlo serves: `phlo_cli.main.SERVED`) goes
+    through a server."""
     if os.environ.get("PHLO_SERVER", "1").strip().lower() in OFF:
-        return False
-    if not tokens or tokens[0] not in SERVED:
         return False
     if any(token in ("-h", "--help", "--version") for token in tokens):
         return False
@@ -86,17 +84,12 @@ def _idle_seconds() -> float:
 
 def server_key() -> str:
     """What a server's warm state depends on (see the module's doc), hashed."""
-    from phlo_core.asset_index import fingerprint
+    from phlo_core.asset_index import digest_files, fingerprint
     from phlo_core.settings import get_settings
 
     digest = hashlib.sha256()
     digest.update(fingerprint(get_settings()).encode())  # workspace, code, dbt, settings
-    for root, dirs, files in os.walk(Path(__file__).parent):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(files):
-            if name.endswith(".py"):
-                stat = os.stat(os.path.join(root, name))
-                digest.update(f"{root}/{name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    digest_files(digest, Path(__file__).parent)  # and phlo's CLI
     env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE)
     for entry in sys.path:  # packages installed or upgraded change their folder's time
         with contextlib.suppress(OSError):

@@ -90,6 +90,17 @@ def _source_folders(settings: PhloSettings) -> list[Path]:
     return sorted(set(folders))
 
 
+def digest_files(digest: hashlib._Hash, folder: Path) -> None:
+    """Add the path, modification time and size of every source file under `folder` (Python,
+    SQL, YAML; not caches, build output or hidden folders) to `digest`."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_FOLDERS and not d.startswith("."))
+        for name in sorted(files):
+            if name.endswith((".py", ".sql", ".yml", ".yaml")):
+                stat = os.stat(os.path.join(root, name))
+                digest.update(f"{root}/{name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+
+
 def fingerprint(settings: PhloSettings) -> str:
     """A hash of what decides the asset names: the workspace file, the modification times and
     sizes of the locations' and dbt projects' files, and the settings (secrets excluded)."""
@@ -98,12 +109,7 @@ def fingerprint(settings: PhloSettings) -> str:
     digest.update(str(workspace).encode())
     digest.update(workspace.read_bytes() if workspace.exists() else b"")
     for folder in _source_folders(settings):
-        for root, dirs, files in os.walk(folder):
-            dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_FOLDERS and not d.startswith("."))
-            for name in sorted(files):
-                if name.endswith((".py", ".sql", ".yml", ".yaml")):
-                    stat = os.stat(os.path.join(root, name))
-                    digest.update(f"{root}/{name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+        digest_files(digest, folder)
     fields = settings.model_dump(mode="json", include=set(type(settings).model_fields))
     digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
     return digest.hexdigest()

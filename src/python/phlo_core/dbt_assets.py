@@ -7,7 +7,6 @@ become asset check results here, from dbt's own run results.
 
 import contextlib
 import json
-import random
 import shutil
 import time
 from collections.abc import Iterator, Mapping
@@ -28,7 +27,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_
 
 from phlo_core.dbt_project import prepare_project
 from phlo_core.dbt_runner import DbtError, cause_line, invoke_dbt, parsed_manifest, target_path
-from phlo_core.lakehouse import query
+from phlo_core.lakehouse import query, retrying
 from phlo_core.locks import lakehouse_building, lakehouse_writer
 from phlo_core.log import get_logger
 from phlo_core.orphans import claim_run
@@ -101,33 +100,42 @@ def conflicted(result: "dbtRunnerResult") -> list[str]:
     ]
 
 
+class _ConflictError(Exception):
+    """A build some of whose nodes met another writer's commit (`result` is dbt's)."""
+
+    def __init__(self, result: "dbtRunnerResult") -> None:
+        super().__init__("dbt build met another writer's commit")
+        self.result = result
+
+
 def build_retrying_conflicts(
     args: list[str], project_dir: Path, settings: PhloSettings, manifest: Any, attempts: int = 8
 ) -> "dbtRunnerResult":
     """`dbt build` whose commits may meet other writers' (other processes building other days,
     ingestion): when a node failed on a commit conflict, the whole build runs again after a
-    random pause (each model replaces its window, or its whole table, in one transaction, so a
-    build is safe to repeat). Other failures are dbt's answer, returned as they are."""
-    result = None
-    for attempt in range(1, attempts + 1):
-        try:
-            result = invoke_dbt(args, project_dir, settings, manifest=manifest)
-        except DbtError as exc:  # the connection itself (attaching the catalog) met a writer
-            if attempt == attempts or not is_conflict(exc):
-                raise
-            nodes = ["connection"]
-        else:
-            nodes = conflicted(result)
-            if not nodes or attempt == attempts:
-                return result
-        log.warning(
-            "dbt build met another writer's commit; building again",
-            project=project_dir.name,
-            nodes=",".join(nodes),
-            attempt=attempt,
-        )
-        time.sleep(random.uniform(0.05, min(2.0, 0.1 * 2**attempt)))
-    raise AssertionError("unreachable")
+    random pause (`lakehouse.retrying`; each model replaces its window, or its whole table, in
+    one transaction, so a build is safe to repeat). Other failures are dbt's answer, returned
+    as they are; so is the last attempt's result."""
+
+    def build() -> "dbtRunnerResult":
+        result = invoke_dbt(args, project_dir, settings, manifest=manifest)
+        nodes = conflicted(result)
+        if nodes:
+            log.warning(
+                "dbt build met another writer's commit",
+                project=project_dir.name,
+                nodes=",".join(nodes),
+            )
+            raise _ConflictError(result)
+        return result
+
+    def again(exc: BaseException) -> bool:  # the connection itself (attaching) may meet one too
+        return isinstance(exc, _ConflictError) or (isinstance(exc, DbtError) and is_conflict(exc))
+
+    try:
+        return retrying(build, attempts=attempts, retry_on=again)
+    except _ConflictError as exc:
+        return exc.result
 
 
 def _build_events(
@@ -291,17 +299,13 @@ def _dbt_models(
         log.info("dbt build", project=project_dir.name, models=len(selected), days=label)
         try:
             run_target.mkdir(parents=True, exist_ok=True)
-            if partitioned:
-                # Days at once from several processes (backfill workers): incremental models
-                # stage in per-connection temporary tables, and a commit that meets another
-                # process's is retried by building the window again. Maintenance waits.
-                with lakehouse_building(settings):
-                    result = build_retrying_conflicts(args, project_dir, settings, manifest)
-            else:
-                # Tables rebuilt whole stage in `<model>__dbt_tmp` and `__dbt_backup` tables
-                # of the lakehouse, names every process shares: one such build at a time.
-                with lakehouse_writer(settings):
-                    result = build_retrying_conflicts(args, project_dir, settings, manifest)
+            # Daily models: days at once from several processes (backfill workers); they
+            # stage in per-connection temporary tables, and maintenance waits for them. Tables
+            # rebuilt whole stage in `<model>__dbt_tmp` and `__dbt_backup` tables of the
+            # lakehouse, names every process shares: one such build at a time.
+            lock = lakehouse_building(settings) if partitioned else lakehouse_writer(settings)
+            with lock:
+                result = build_retrying_conflicts(args, project_dir, settings, manifest)
             models = {n: model_keys[n] for n in selected}
             yield from _build_events(result, checks, models, settings)
         finally:

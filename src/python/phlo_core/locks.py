@@ -88,12 +88,16 @@ def lakehouse_writer(settings: PhloSettings) -> Iterator[None]:
         yield
 
 
+def _maintenance_lock_path(settings: PhloSettings) -> Path:
+    return lakehouse_writer_lock_path(settings).with_suffix(".maintenance")
+
+
 @contextmanager
 def lakehouse_building(settings: PhloSettings) -> Iterator[None]:
     """Shared among dbt's daily builds, which run at once from many processes; exclusive for
     maintenance (`lakehouse_maintenance`), which expires snapshots and deletes the files of old
     ones: never while a build reads or writes. A shared `flock` on a file of its own."""
-    path = lakehouse_writer_lock_path(settings).with_suffix(".maintenance")
+    path = _maintenance_lock_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -107,8 +111,7 @@ def lakehouse_building(settings: PhloSettings) -> Iterator[None]:
 def lakehouse_maintenance(settings: PhloSettings) -> Iterator[None]:
     """The lakehouse to itself: no writer (`lakehouse_writer`) and no dbt build
     (`lakehouse_building`) at the same time."""
-    path = lakehouse_writer_lock_path(settings).with_suffix(".maintenance")
-    with file_lock(path), lakehouse_writer(settings):
+    with file_lock(_maintenance_lock_path(settings)), lakehouse_writer(settings):
         yield
 
 
