@@ -13,6 +13,9 @@ import pytest
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.settings import PhloSettings, load_settings, use_settings
 
+# `second_user`: an unprivileged local user for tests of what other users can reach.
+pytest_plugins = ["tests.other_user"]
+
 TEST_SECRET = "test-api-secret-do-not-log"
 # Environment variables that configure Phlo or one of its locations: none leaks into a test.
 SETTING_PREFIXES = ("PHLO_", "HTTP_", "NIGHTSCOUT_", "OPEN_METEO_", "WEATHER_", "INSIGHTS_")
