@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import pytest
 
 NAME = "phlo-other"
+RUNUSER = shutil.which("runuser") or "/usr/sbin/runuser"
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,13 @@ class OtherUser:
         cwd: str = "/",
     ) -> subprocess.CompletedProcess[str]:
         """Run `command` as this user (runuser), with a minimal environment of its own."""
-        base = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
+        base = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "HOME": "/tmp",
+            "LANG": "C.UTF-8",
+        }
         return subprocess.run(
-            ["runuser", "-u", self.name, "--", *command],
+            [RUNUSER, "-u", self.name, "--", *command],
             env={**base, **(env or {})},
             cwd=cwd,
             capture_output=True,
