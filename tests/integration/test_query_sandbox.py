@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -169,3 +173,91 @@ def test_the_catalogs_own_tables_and_settings_views_are_refused(
 )
 def test_ordinary_reading_queries_are_allowed(lake: PhloSettings, sql: str) -> None:
     assert run_query(sql, lake).columns
+
+
+@pytest.fixture
+def http_listener(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A local HTTP server in its own process (a thread here would make the sandbox spawn
+    instead of fork), logging every request it receives to a file: (port, log)."""
+    log = tmp_path / "requests.log"
+    with log.open("w") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=sink,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (started := re.search(r"port (\d+)", log.read_text())):
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        port = int(started[1])
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/").close()  # its log works
+        assert "GET / " in log.read_text()
+        log.write_text("")
+        yield port, log
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select * from read_parquet('{url}/lake.parquet')",
+        "select * from read_parquet(['{url}/a.parquet', '{url}/b.parquet'])",
+        "select * from read_parquet('{url}/col/delete?collection=lake')",
+        "select * from parquet_metadata('{url}/m.parquet')",
+        "select * from parquet_schema('{url}/s.parquet')",
+        "select * from glob('{url}/*')",
+        "select * from read_parquet('{url}/' || 'built.parquet')",
+        "select count(*) from raw.readings where exists "
+        "(select 1 from read_parquet('{url}/sub.parquet'))",
+    ],
+)
+def test_a_refused_url_receives_no_request(
+    lake: PhloSettings, http_listener: tuple[int, Path], sql: str
+) -> None:
+    port, log = http_listener
+    with pytest.raises(QueryRefusedError, match="not allowed"):
+        run_query(sql.format(url=f"http://127.0.0.1:{port}"), lake)
+    assert log.read_text() == ""
+
+
+def test_refusing_a_file_outside_the_lake_does_not_say_whether_it_exists(
+    lake: PhloSettings, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.parquet"
+    query(f"copy (select 42 as answer) to '{outside}'", lake)  # a real Parquet file
+    inside_then_out = f"{lake.lake_data_path.rstrip('/')}/raw/../../../{outside.name}"
+    env = {**os.environ, "PHLO_HOME": str(lake.home)}
+    answers = []
+    for path in (
+        str(outside),
+        str(tmp_path / "missing.parquet"),
+        "/etc/passwd",
+        "/etc/no-such-file",
+        inside_then_out,
+    ):
+        with pytest.raises(QueryRefusedError) as refused:
+            run_query(f"select * from read_parquet('{path}')", lake)
+        cli = subprocess.run(
+            [PHLO, "query", f"select * from parquet_metadata('{path}')"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        answers.append((str(refused.value), cli.returncode, cli.stdout, cli.stderr))
+    assert answers[0][1] == 2
+    assert path_free(answers[0][3])
+    assert all(answer == answers[0] for answer in answers), answers
+
+
+def path_free(message: str) -> bool:
+    return "/" not in message and message.count("\n") == 1
+
+
+def test_a_pattern_matching_nothing_in_the_lake_is_a_query_error(lake: PhloSettings) -> None:
+    with pytest.raises(QueryError, match="No files found"):
+        run_query(f"select * from read_parquet('{lake.lake_data_path}nothing/*.parquet')", lake)

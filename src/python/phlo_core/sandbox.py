@@ -10,10 +10,13 @@ How, in layers, because no single DuckDB setting covers it all:
 - its syntax tree may only call table functions that read (an allow-list), and may not name
   the catalog's own metadata database: the sqlite scanner, loaded for the catalog, reads any
   file through SQLite's own I/O, past DuckDB's file checks;
+- then the connection is locked down (external access off, file access limited to the lake's
+  data folder, configuration locked) BEFORE anything binds the statement: binding opens what it
+  names (a Parquet footer, an HTTP HEAD and ranged GET), and a URL can be a request that deletes
+  (a SeaweedFS master's /col/delete). Every refusal of a path or URL reads the same, whether
+  it exists or not;
 - its bound plan may only scan what a lakehouse query scans (an allow-list of scan operators):
   views such as `pg_settings` hide table functions that the syntax tree does not show;
-- DuckDB then runs it with external access off, file access limited to the lake's data folder
-  and the configuration locked;
 - in a child process the parent watches: DuckDB's memory limit does not cover the planner
   (a 20,000-way UNION ALL grew past 6 GB and ignored an interrupt for 40 s), so the parent kills
   the child when its resident memory or its wall time passes the limits.
@@ -97,6 +100,10 @@ ALLOWED_SCANS = frozenset(
         *(name.upper() for name in ALLOWED_TABLE_FUNCTIONS),
     }
 )
+OUTSIDE_THE_LAKE = (
+    "not allowed: phlo query reads the lake's own tables and files only "
+    "(no other files or URLs, no settings, no extensions)"
+)
 _METADATA_PREFIX = "__ducklake_metadata"
 _POLL_SECONDS = 0.05
 
@@ -171,6 +178,13 @@ def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> None:
                 f"{name} is the catalog's own database and is not allowed: use "
                 "ducklake_snapshots('lake') or ducklake_table_info('lake') for its facts"
             )
+
+
+def check_plan(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Raise QueryRefusedError unless the bound plan only scans what a lakehouse query scans.
+
+    Binding opens what the statement names (files, URLs: DuckDB reads a Parquet file's footer
+    to learn its columns), so this runs only once the connection is locked down."""
     for scan in _plan_leaves(con, sql):
         if scan not in ALLOWED_SCANS:
             raise QueryRefusedError(
@@ -216,14 +230,22 @@ def _run_in_child(sender: Connection, sql: str, settings: PhloSettings) -> None:
         with lakehouse(settings, read_only=True) as con:
             check_statement(con, sql)
             _lock_down(con, settings)
+            check_plan(con, sql)
             relation = con.sql(sql)
             columns = [] if relation is None else list(relation.columns)
             rows = [] if relation is None else relation.fetchall()
         sender.send(("ok", columns, rows))
     except QueryRefusedError as exc:
         sender.send(("refused", str(exc)))
-    except duckdb.PermissionException as exc:
-        sender.send(("refused", f"not allowed: {first_line(exc)}"))
+    except duckdb.PermissionException:
+        # One message whatever DuckDB said: its text names the path, and whether a file outside
+        # the lake exists must not show.
+        sender.send(("refused", OUTSIDE_THE_LAKE))
+    except duckdb.IOException as exc:
+        # A pattern that matches nothing in the lake is the query's mistake (exit 2), as a
+        # missing table is; other I/O errors (the bucket unreachable) are the lakehouse's.
+        kind = "invalid" if "No files found" in str(exc) else "error"
+        sender.send((kind, first_line(exc)))
     except duckdb.OutOfMemoryException:
         sender.send(("memory", ""))
     except (
