@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -138,7 +139,7 @@ def test_an_s3_data_path_needs_keys_and_a_catalog_needs_a_known_kind(tmp_path: P
         "invalid configuration: PHLO_LAKE_DATA_PATH is s3://lake/ducklake/: set "
         "PHLO_S3_ACCESS_KEY_ID and PHLO_S3_SECRET_ACCESS_KEY"
     )
-    with pytest.raises(SettingsError, match="PHLO_LAKE_CATALOG: 'mysql:x' is not a DuckLake"):
+    with pytest.raises(SettingsError, match="PHLO_LAKE_CATALOG: 'mysql' is not a DuckLake"):
         load_settings(phlo_home=tmp_path, phlo_lake_catalog="mysql:x")
     with pytest.raises(SettingsError) as error:
         load_settings(phlo_home=tmp_path, phlo_dagster_postgres_url="mysql://u:hidden-pw@h/d")
@@ -162,3 +163,97 @@ def test_services_env_lies_beneath_the_environment_and_dotenv(
     assert settings.lake_data_path == "/from/services/"
     assert settings.phlo_snapshot_retention_days == 4  # .env wins over services.env
     assert settings.phlo_query_timeout_seconds == 6  # the environment wins over both
+
+
+# Passwords a user pastes as they are: each holds a character that ends a URL's user
+# information for some parser (libpq, SQLAlchemy or urlsplit), which then quotes the rest.
+RAW_PASSWORDS = ["s3cr@t-tail9", "s3cr/t@tail9", "s3cr?t@tail9", "s3cr#t@tail9", "s3cr[t]tail9"]
+URL_SETTINGS = {
+    "PHLO_LAKE_CATALOG": "postgres:postgresql://phlo:{}@127.0.0.1:5432/phlo_lake",
+    "PHLO_DAGSTER_POSTGRES_URL": "postgresql://phlo:{}@127.0.0.1:5432/phlo_dagster",
+    "PHLO_PUBLISH_POSTGRES_URL": "postgresql://phlo:{}@127.0.0.1:5432/phlo_marts",
+}
+
+
+def assert_no_part_of(password: str, message: str) -> None:
+    """Neither the password nor any run of 4 of its characters is in `message`."""
+    assert password not in message
+    for i in range(len(password) - 3):
+        assert password[i : i + 4] not in message, password[i : i + 4]
+
+
+@pytest.mark.parametrize("password", RAW_PASSWORDS)
+@pytest.mark.parametrize("variable", sorted(URL_SETTINGS))
+def test_a_postgres_url_with_an_unencoded_password_is_refused_without_showing_it(
+    variable: str, password: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libpq reads `postgresql://phlo:s3cr@t-tail9@127.0.0.1/db` as host `t-tail9@127.0.0.1`
+    and says so in its error; such a URL is refused when the settings are read."""
+    url = URL_SETTINGS[variable].format(password)
+    monkeypatch.setenv(variable, url)
+    with pytest.raises(SettingsError) as error:
+        load_settings(phlo_home=tmp_path)
+    message = str(error.value)
+    assert variable in message and "percent-encode" in message
+    assert "\n" not in message
+    assert url not in message
+    assert_no_part_of(password, message)
+
+
+@pytest.mark.parametrize("password", RAW_PASSWORDS)
+@pytest.mark.parametrize("variable", sorted(URL_SETTINGS))
+def test_the_same_password_percent_encoded_is_read_as_it_is(
+    variable: str, password: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg2.extensions
+    from sqlalchemy.engine import make_url
+
+    from phlo_core.redact import redact
+
+    url = URL_SETTINGS[variable].format(quote(password, safe=""))
+    monkeypatch.setenv(variable, url)
+    settings = load_settings(phlo_home=tmp_path)
+    dsn = url.removeprefix("postgres:")
+    # What the drivers read: libpq (DuckLake's catalog, publishing) and SQLAlchemy (Dagster).
+    assert psycopg2.extensions.parse_dsn(dsn)["password"] == password
+    assert psycopg2.extensions.parse_dsn(dsn)["host"] == "127.0.0.1"
+    assert make_url(dsn).password == password
+    assert settings.on_servers or variable == "PHLO_PUBLISH_POSTGRES_URL"
+    assert redact(f"driver said: {password}") == "driver said: ***"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "secret"),
+    [
+        # An unquoted password with a space: libpq says `missing "=" after "tail-9"`.
+        (
+            "PHLO_LAKE_CATALOG",
+            "postgres:dbname=lake host=db user=phlo password=s3cr tail-9",
+            "tail-9",
+        ),
+        # ... or `invalid connection option "tail"`.
+        ("PHLO_LAKE_CATALOG", "postgres:dbname=lake password=s3cr tail=9x host=db", "s3cr"),
+        ("PHLO_LAKE_CATALOG", "postgres:dbname=lake password='s3cr-unclosed host=db", "s3cr"),
+        # No host: libpq takes `phlo` for the host and the password for the port.
+        ("PHLO_DAGSTER_POSTGRES_URL", "postgresql://phlo:s3cr3t-pw/phlo_dagster", "s3cr3t-pw"),
+        ("PHLO_PUBLISH_POSTGRES_URL", "postgresql://phlo:s3cr%zz-pw@db/marts", "s3cr%zz-pw"),
+        ("PHLO_PUBLISH_POSTGRES_URL", "postgresql://phlo@db/marts?password=s3cr&tail-9", "tail-9"),
+        # Not a PostgreSQL URL at all: only its scheme is named.
+        ("PHLO_DAGSTER_POSTGRES_URL", "mysql://phlo:s3cr/t-tail9@db/d", "t-tail9"),
+        ("PHLO_LAKE_CATALOG", "postgresql://phlo:s3cr/t-tail9@db/d", "t-tail9"),
+        # An S3 secret key holds '/': urlsplit no longer sees user information, so the whole
+        # value passed as a path (and showed in the next message).
+        ("PHLO_LAKE_DATA_PATH", "s3://AKIDEXAMPLE:wJalrX/tnFEMI@lake/ducklake/", "tnFEMI"),
+        ("PHLO_S3_ENDPOINT", "AKIDEXAMPLE:wJalrX/tnFEMI@127.0.0.1:9000", "tnFEMI"),
+        ("PHLO_S3_ENDPOINT", "http://AKIDEXAMPLE:wJalrX/tnFEMI@127.0.0.1:9000", "tnFEMI"),
+    ],
+)
+def test_other_malformed_urls_are_refused_without_showing_credentials(
+    variable: str, value: str, secret: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings(phlo_home=tmp_path)
+    message = str(error.value)
+    assert variable in message and "\n" not in message
+    assert secret not in message and value not in message

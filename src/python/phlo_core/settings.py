@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from phlo_core.redact import dsn_password, has_userinfo, redact, register_secret
+from phlo_core.redact import dsn_password, redact, register_secret
 
 # Written by `phlo services up` into PHLO_HOME: the settings of the local production profile.
 # Read beneath the environment and `.env`, which win where both set a value.
@@ -24,6 +26,137 @@ SERVICES_ENV = "services.env"
 
 class SettingsError(ValueError):
     """A configuration value is wrong; the message names the variable and says what is valid."""
+
+
+# How to write a password into a URL, said wherever a URL is refused for one.
+_PERCENT_ENCODE = (
+    "percent-encode the password (and user name): '@' as %40, '/' as %2F, '?' as %3F, "
+    "'#' as %23, '%' as %25"
+)
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,30}")
+# Kinds named back when written without `://` (`mysql:...`): anything else before a colon
+# may be a user name or a password, and is not shown.
+_KNOWN_KINDS = frozenset({"duckdb", "file", "http", "https", "mysql", "pg", "postgresql", "s3"})
+
+
+def _scheme_of(value: str) -> str:
+    """The scheme of a URL-like value, for a message that must not quote the rest of it
+    ('' when there is none worth naming)."""
+    scheme, sep, _ = value.partition("://")
+    if sep:
+        return scheme if _SCHEME.fullmatch(scheme) else ""
+    kind = value.partition(":")[0]
+    return kind if kind.lower() in _KNOWN_KINDS else ""
+
+
+# libpq's connection keywords (PostgreSQL 12 to 18). A key=value catalog DSN or a URL query
+# with any other key is refused without naming it: such a "key" is usually the tail of a
+# password holding a space or '&', and libpq's own error would quote it.
+# fmt: off
+_LIBPQ_KEYWORDS = frozenset({
+    "host", "hostaddr", "port", "dbname", "user", "password", "passfile", "require_auth",
+    "channel_binding", "connect_timeout", "client_encoding", "options", "application_name",
+    "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+    "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode",
+    "sslnegotiation", "requiressl", "sslcompression", "sslcert", "sslkey", "sslcertmode",
+    "sslpassword", "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer",
+    "ssl_min_protocol_version", "ssl_max_protocol_version", "min_protocol_version",
+    "max_protocol_version", "krbsrvname", "gsslib", "gssdelegation", "service",
+    "target_session_attrs", "load_balance_hosts", "scram_client_key", "scram_server_key",
+    "oauth_issuer", "oauth_client_id", "oauth_client_secret", "oauth_scope"
+})
+# fmt: on
+
+
+def _postgres_url_problem(url: str) -> str | None:
+    """Why a driver could misread the PostgreSQL URL `url` (None when none would), in words
+    that quote none of it.
+
+    Parsers disagree on where a URL's user information ends: libpq and SQLAlchemy (Dagster's
+    storage) at the FIRST '@', libpq even across '?', SQLAlchemy across '/' and '?', Python's
+    urlsplit at the last '@' before the first '/', '?' or '#'. A password holding any of these
+    unencoded is cut somewhere, its tail lands in the host name, port, database or a query
+    parameter, and the driver's error quotes it (`could not translate host name
+    "<tail>@127.0.0.1"`). So '@' may appear once, between the user information and the host,
+    and libpq's own refusals that quote a part (a bad %-escape, a port that is no number, a
+    query parameter it does not know) are made here first, quoting nothing."""
+    _, sep, rest = url.partition("://")
+    if not sep:
+        return "it is not a URL (postgresql:// followed by user:password@host:port/db)"
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    if netloc.count("@") > 1:
+        return "its user name or password holds an unencoded '@'"
+    if "@" in tail:
+        return "it holds an '@' after the host (a password holding '/', '?' or '#' is cut there)"
+    userinfo, _, hosts = netloc.rpartition("@")
+    if "[" in userinfo or "]" in userinfo:
+        return "its user name or password holds an unencoded '[' or ']'"
+    if re.search(r"%(?![0-9A-Fa-f]{2})|%00", url):
+        return "it holds a '%' that is not a %XX escape"
+    for host in hosts.split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        port = port.partition(":")[2]
+        if port and not port.isdigit():
+            return "its port is not a number"
+    query = tail.partition("?")[2]
+    for field in query.split("&") if query else ():
+        key, equals, value = field.partition("=")
+        if not equals or "=" in value or key not in _LIBPQ_KEYWORDS:
+            return (
+                "a query parameter is not key=value with a libpq key ('&' and '=' in a value "
+                "are written %26 and %3D)"
+            )
+    return None
+
+
+def _conninfo_problem(dsn: str) -> str | None:
+    """Why libpq would refuse the key=value DSN `dsn` with an error quoting part of it (None
+    when it would not), in words that quote none of it. Follows libpq's conninfo_parse:
+    `key = value`, a value single-quoted (with \\' and \\\\) when it holds spaces."""
+    i, n = 0, len(dsn)
+    while True:
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i >= n:
+            return None
+        start = i
+        while i < n and dsn[i] != "=" and not dsn[i].isspace():
+            i += 1
+        key = dsn[start:i]
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i >= n or dsn[i] != "=":
+            return (
+                "a word is not key=value: a value holding spaces must be single-quoted "
+                "('...', with \\' and \\\\ escaped)"
+            )
+        i += 1
+        while i < n and dsn[i].isspace():
+            i += 1
+        if i < n and dsn[i] == "'":
+            i += 1
+            while i < n and dsn[i] != "'":
+                i += 2 if dsn[i] == "\\" else 1
+            if i >= n:
+                return "a quoted value is not closed (a quote inside one is written \\')"
+            i += 1
+        else:
+            while i < n and not dsn[i].isspace():
+                i += 2 if dsn[i] == "\\" else 1
+        if key not in _LIBPQ_KEYWORDS:
+            return (
+                "it names a key libpq does not know (is a value holding spaces not single-quoted?)"
+            )
+
+
+def _register_password(dsn: str) -> None:
+    """Mask the password of a DSN or URL in every later message, as written and as drivers
+    read it (a URL's %-escapes decoded)."""
+    password = dsn_password(dsn)
+    register_secret(password)
+    if password is not None and "://" in dsn:
+        register_secret(unquote(password))
 
 
 class PhloSettings(BaseSettings):
@@ -115,41 +248,67 @@ class PhloSettings(BaseSettings):
     @field_validator("phlo_lake_data_path")
     @classmethod
     def _no_credentials_in_data_path(cls, value: str | None) -> str | None:
-        if value is not None and has_userinfo(value):
+        # Any '@' in a URL counts (no bucket name holds one): an S3 secret key may hold '/',
+        # which ends what urlsplit and redact() take for the user information, so the key
+        # would pass as a path and show. The value is never quoted back.
+        if value is not None and "://" in value and "@" in value:
             raise ValueError(
-                f"{redact(value)!r} carries credentials: object-store keys go in their own "
-                "settings, never in the path"
+                "carries credentials (value not shown): object-store keys go in "
+                "PHLO_S3_ACCESS_KEY_ID and PHLO_S3_SECRET_ACCESS_KEY, never in the path"
             )
         return value
 
     @field_validator("phlo_lake_catalog")
     @classmethod
     def _known_catalog_kind(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("sqlite:", "postgres:")):
+        """A catalog of a known kind; a PostgreSQL one as libpq will read it (see
+        `_postgres_url_problem`). Refusals name the kind at most, never the rest."""
+        if value is None or value.startswith("sqlite:"):
+            return value
+        if not value.startswith("postgres:"):
+            kind = _scheme_of(value)
+            shown = f"{kind!r} is not a DuckLake catalog kind" if kind else "not a catalog"
             raise ValueError(
-                f"{redact(value)!r} is not a DuckLake catalog: use 'sqlite:PATH' or "
-                "'postgres:dbname=... host=... user=...'"
+                f"{shown}: use 'sqlite:PATH' or 'postgres:dbname=... host=... user=...'"
             )
+        dsn = value.removeprefix("postgres:").strip()
+        if "://" in dsn:
+            problem = _postgres_url_problem(dsn)
+            if problem:
+                raise ValueError(f"{problem} (value not shown): {_PERCENT_ENCODE}")
+        else:
+            problem = _conninfo_problem(dsn)
+            if problem:
+                raise ValueError(f"{problem} (value not shown)")
         return value
 
     @field_validator("phlo_dagster_postgres_url", "phlo_publish_postgres_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """A PostgreSQL URL libpq reads as meant, or a refusal that quotes none of it (the
+        scheme at most): a password never shows, cut where it holds a reserved character."""
         if value is None or not value.get_secret_value().strip():
             return None
         url = value.get_secret_value().strip()
         if not url.startswith(("postgresql://", "postgres://", "postgresql+psycopg2://")):
+            scheme = _scheme_of(url)
+            shown = f"a {scheme!r} URL" if scheme else "the value"
             raise ValueError(
-                f"{redact(url)!r} is not a PostgreSQL URL (postgresql://user:password@host:port/db)"
+                f"{shown} is not a PostgreSQL URL (postgresql:// followed by "
+                "user:password@host:port/db)"
             )
+        problem = _postgres_url_problem(url)
+        if problem:
+            raise ValueError(f"{problem} (value not shown): {_PERCENT_ENCODE}")
         return SecretStr(url)
 
     @field_validator("phlo_s3_endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        if value is not None and has_userinfo(value if "://" in value else f"http://{value}"):
+        # host:port never holds an '@': one is credentials, cut wherever a key holds '/'.
+        if value is not None and "@" in value:
             raise ValueError(
-                f"{redact(value)!r} carries credentials: use PHLO_S3_ACCESS_KEY_ID and "
+                "carries credentials (value not shown): use PHLO_S3_ACCESS_KEY_ID and "
                 "PHLO_S3_SECRET_ACCESS_KEY"
             )
         return value or None
@@ -159,9 +318,9 @@ class PhloSettings(BaseSettings):
         for secret in (self.phlo_s3_secret_access_key, *self._postgres_urls()):
             register_secret(secret.get_secret_value() if secret else None)
             if secret is not None:
-                register_secret(dsn_password(secret.get_secret_value()))
+                _register_password(secret.get_secret_value())
         if self.phlo_lake_catalog:
-            register_secret(dsn_password(self.phlo_lake_catalog))
+            _register_password(self.phlo_lake_catalog.removeprefix("postgres:"))
         if self.lake_on_s3 and not (self.phlo_s3_access_key_id and self.phlo_s3_secret_access_key):
             raise ValueError(
                 f"PHLO_LAKE_DATA_PATH is {self.lake_data_path}: set PHLO_S3_ACCESS_KEY_ID and "
@@ -259,11 +418,32 @@ def check_home(settings: PhloSettings) -> Path:
     return home
 
 
+def _credential_fragments(value: object) -> list[str]:
+    """Pieces of a refused value that may be a credential, longest first: a URL's user
+    information up to its last '@', its password, and the password's parts between '@', '/',
+    '?' and '#' (where a parser that splits elsewhere would cut it)."""
+    if not isinstance(value, str) or "://" not in value or "@" not in value:
+        return []
+    rest = value.partition("://")[2]
+    userinfo = rest[: rest.rfind("@")]
+    password = userinfo.partition(":")[2]
+    pieces = {userinfo, password, *re.split(r"[@/?#]", password)}
+    return sorted((piece for piece in pieces if len(piece) >= 3), key=len, reverse=True)
+
+
+def _scrubbed(message: str, value: object) -> str:
+    """`message` with anything of `value` that may be a credential masked: the second line
+    behind validators that never quote one (a location's own model may)."""
+    for piece in _credential_fragments(value):
+        message = message.replace(piece, "***")
+    return redact(message)
+
+
 def _one_line(exc: ValidationError) -> SettingsError:
     """pydantic's multi-line report as one line naming each variable."""
     problems = []
     for error in exc.errors():
-        message = str(error["msg"]).removeprefix("Value error, ")
+        message = _scrubbed(str(error["msg"]).removeprefix("Value error, "), error.get("input"))
         if error["loc"]:
             message = f"{str(error['loc'][0]).upper()}: {message}"
         problems.append(message)
@@ -326,7 +506,10 @@ def with_overrides(settings: PhloSettings, **updates: object) -> PhloSettings:
     try:
         return PhloSettings.model_validate({**settings.model_dump(), **updates})
     except ValidationError as exc:
-        raise SettingsError(f"invalid configuration: {exc.errors()[0]['msg']}") from None
+        error = exc.errors()[0]
+        raise SettingsError(
+            f"invalid configuration: {_scrubbed(str(error['msg']), error.get('input'))}"
+        ) from None
 
 
 _active: PhloSettings | None = None
