@@ -77,20 +77,6 @@ class Backfill:
         return cls(**json.loads(text))
 
 
-@dataclass
-class Progress:
-    """How far a backfill is: days done, to do, failed, per the instance."""
-
-    backfill: Backfill
-    done: list[dt.date]
-    pending: list[dt.date]
-    failed: list[dt.date] = field(default_factory=list)
-
-    @property
-    def finished(self) -> bool:
-        return not self.pending
-
-
 # --- input ------------------------------------------------------------------------------------
 
 
@@ -272,29 +258,20 @@ def daily_keys(plans: Sequence[LocationPlan]) -> list[AssetKey]:
 
 
 def materialized_days(
-    instance: DagsterInstance, keys: Sequence[AssetKey], after_cursor: int | None
+    instance: DagsterInstance,
+    keys: Sequence[AssetKey],
+    after_cursor: int | None,
+    lake_created: dt.datetime | None,
 ) -> set[dt.date]:
-    """Days every one of `keys` has a successful materialization of (after the cursor)."""
+    """Days every one of `keys` has a successful materialization of (after the cursor) in this
+    lakehouse (created at `lake_created`)."""
+    from phlo_core.status import materialized_partitions
+
     common: set[str] | None = None
     for key in keys:
-        found = instance.get_materialized_partitions(key, after_cursor=after_cursor)
+        found = materialized_partitions(instance, key, lake_created, after_cursor)
         common = found if common is None else common & found
     return {dt.date.fromisoformat(day) for day in common or set()}
-
-
-def progress_of(
-    instance: DagsterInstance, backfill: Backfill, keys: Sequence[AssetKey]
-) -> Progress:
-    done = materialized_days(instance, keys, backfill.cursor)
-    dates = backfill.dates
-    failed_runs = failed_days(instance, backfill.id)
-    pending = [day for day in dates if day not in done]
-    return Progress(
-        backfill,
-        [day for day in dates if day in done],
-        pending,
-        [day for day in pending if day in failed_runs],
-    )
 
 
 def failed_days(instance: DagsterInstance, backfill_id: str) -> set[dt.date]:
@@ -573,6 +550,7 @@ def plan_backfill(
     `missing_only`: also skip days materialized before the backfill began."""
     from phlo_core.engine import only_part
     from phlo_core.instance import instance_for
+    from phlo_core.lakehouse import lakehouse_created
     from phlo_core.selection import plan_selection
 
     plans = plan_selection(backfill.selection, settings)
@@ -584,7 +562,8 @@ def plan_backfill(
         )
     keys = daily_keys(daily)
     instance = instance_for(settings)
-    done = materialized_days(instance, keys, None if missing_only else backfill.cursor)
+    after = None if missing_only else backfill.cursor
+    done = materialized_days(instance, keys, after, lakehouse_created(settings))
     todo = [day for day in backfill.dates if day not in done]
     return Plan(
         backfill,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from phlo_core.calendar import DayRange, check_within, today
 from phlo_core.instance import check_dagster_postgres, instance_for
-from phlo_core.lakehouse import lakehouse
+from phlo_core.lakehouse import lakehouse, refuse_orphaned_data
 from phlo_core.orphans import process_tags
 from phlo_core.progress import (
     ProgressCallback,
@@ -104,6 +104,8 @@ def materialize(
         check_dagster_postgres(settings)
         with lakehouse(settings):
             pass
+    else:
+        refuse_orphaned_data(settings)  # a lost catalog is one error, not a failed step
     plans = plan_selection(selection, settings)
     if part != "all":
         plans = only_part(plans, daily=part == "daily")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
 
 CATALOG = "lake"
 LAYERS = ("raw", "bronze", "silver", "gold", "marts")
+# One row: when this lakehouse was created. Dagster's history outlives a lakehouse that is
+# replaced; days materialized before its creation are not in it.
+IDENTITY_TABLE = f"{CATALOG}.main.phlo_lakehouse"
 DUCKDB_VERSION = "v1.5.5"
 # extension name -> python package of the wheel that ships it
 EXTENSIONS = {
@@ -140,6 +144,101 @@ def explain_object_store_error(text: str, settings: PhloSettings) -> str:
     return f"the object store at {endpoint} (PHLO_S3_ENDPOINT) failed: {redact(lines[0])}"
 
 
+def _first_file(folder: Path) -> Path | None:
+    """Any file below `folder` (the walk stops at the first), None when there is none."""
+    for root, _dirs, files in os.walk(folder):
+        if files:
+            return Path(root) / files[0]
+    return None
+
+
+def _sqlite_catalog_state(catalog_file: Path) -> str:
+    """ "missing", "empty" (no DuckLake tables: a new or replaced file) or "ok"."""
+    if not catalog_file.exists():
+        return "missing"
+    if catalog_file.stat().st_size == 0:
+        return "empty"
+    import sqlite3
+
+    try:
+        with closing(sqlite3.connect(f"{catalog_file.as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute(
+                "select count(*) from sqlite_master where name = 'ducklake_metadata'"
+            ).fetchone()
+    except sqlite3.Error:
+        return "ok"  # not readable as SQLite here: DuckLake's attach says what is wrong
+    return "ok" if found and found[0] else "empty"
+
+
+def refuse_orphaned_data(settings: PhloSettings) -> None:
+    """Raise LakehouseError when an embedded catalog is missing or empty while the data folder
+    already holds files: attaching would silently start a new lakehouse beside the old data,
+    and the old days, still counted as done by Dagster, would never be rebuilt.
+
+    Race-free with a process creating a new lakehouse: DuckLake writes no data file before
+    its catalog's tables are committed."""
+    if not settings.lake_catalog.startswith("sqlite:") or "://" in settings.lake_data_path:
+        return
+    data = Path(settings.lake_data_path)
+    catalog_file = Path(settings.lake_catalog.removeprefix("sqlite:"))
+    if not data.is_dir():
+        return
+    state = _sqlite_catalog_state(catalog_file)
+    if state == "ok" or _first_file(data) is None:
+        return
+    raise LakehouseError(
+        f"the lake's catalog {catalog_file} is {state} but its data folder {data} holds files "
+        "of a lakehouse: restore the catalog file (from a backup), or move the data folder "
+        "away to start a new lakehouse"
+    )
+
+
+def _ensure_identity(con: duckdb.DuckDBPyConnection) -> None:
+    """Give the lakehouse its birth record (IDENTITY_TABLE) unless it has one: a catalog
+    created now records now; one that already holds tables (made before phlo kept the
+    record) records the epoch, so every earlier materialization keeps counting."""
+    found = con.execute(
+        "select table_name from duckdb_tables() where database_name = ? and schema_name = 'main'",
+        [CATALOG],
+    ).fetchall()
+    if (IDENTITY_TABLE.rsplit(".", 1)[1],) in found:
+        return
+    has_tables = con.execute(
+        "select count(*) from duckdb_tables() where database_name = ?", [CATALOG]
+    ).fetchone()
+    born = "timestamptz 'epoch'" if has_tables and has_tables[0] else "now()"
+    con.execute("begin transaction")
+    try:
+        con.execute(f"create table if not exists {IDENTITY_TABLE} (created_at timestamptz)")
+        con.execute(f"insert into {IDENTITY_TABLE} select {born}")
+        con.execute("commit")
+    except BaseException:
+        with suppress(Exception):
+            con.execute("rollback")
+        raise
+
+
+def lakehouse_created(settings: PhloSettings) -> dt.datetime | None:
+    """When this lakehouse was created (its birth record), for counting only materializations
+    that wrote into it; None when there is no lakehouse yet (nothing is in it). A lakehouse
+    that has no record yet (never written since phlo keeps one) gives the epoch."""
+    import duckdb
+
+    catalog = settings.lake_catalog
+    if catalog.startswith("sqlite:") and _sqlite_catalog_state(Path(catalog[7:])) != "ok":
+        return None
+    try:
+        with lakehouse(settings, read_only=True) as con:
+            row = con.execute(f"select min(created_at) from {IDENTITY_TABLE}").fetchone()
+    except LakehouseError as exc:
+        if "lakehouse is empty" in str(exc):
+            return None
+        raise
+    except duckdb.CatalogException:
+        row = None
+    return row[0] if row and row[0] is not None else dt.datetime.fromtimestamp(0, dt.UTC)
+
+
 def _prepare_local_folders(settings: PhloSettings) -> None:
     settings.extension_directory.mkdir(parents=True, exist_ok=True)
     if settings.lake_catalog.startswith("sqlite:"):
@@ -160,6 +259,7 @@ def connect(
     import duckdb
 
     settings = settings or get_settings()
+    refuse_orphaned_data(settings)
     _prepare_local_folders(settings)
     con = duckdb.connect(
         config={
@@ -182,6 +282,8 @@ def connect(
             con.execute(attach_sql(settings, read_only=read_only))
             for layer in [] if read_only else LAYERS:
                 con.execute(f"create schema if not exists {CATALOG}.{layer}")
+            if not read_only:
+                _ensure_identity(con)
             con.execute(f"use {CATALOG}")
 
         # Processes attaching a PostgreSQL catalog nobody created yet all try to create its
@@ -359,7 +461,9 @@ class QueryError(ValueError):
 
 
 def check_catalog(settings: PhloSettings) -> None:
-    """Raise LakehouseError when an embedded catalog does not exist yet (nothing to query)."""
+    """Raise LakehouseError when an embedded catalog does not exist yet (nothing to query), or
+    is missing or empty beside a data folder that holds files."""
+    refuse_orphaned_data(settings)
     if not settings.lake_catalog.startswith("sqlite:"):
         return
     catalog_file = Path(settings.lake_catalog.removeprefix("sqlite:"))

@@ -1,6 +1,7 @@
 """Which days of each daily asset are materialized, missing, failed or running, per the
 Dagster instance (its asset index: the latest materialization and the latest planned
-materialization of each partition), for `phlo status`."""
+materialization of each partition) and the lakehouse (only materializations since it was
+created count), for `phlo status` and `phlo backfill --missing`."""
 
 from __future__ import annotations
 
@@ -54,8 +55,37 @@ class AssetDays:
         }
 
 
+def materialized_partitions(
+    instance: DagsterInstance,
+    key: AssetKey,
+    lake_created: dt.datetime | None,
+    after_cursor: int | None = None,
+) -> set[str]:
+    """The partitions of `key` materialized into THIS lakehouse (created at `lake_created`, None:
+    there is none), after `after_cursor` when given. Dagster's history outlives a lakehouse
+    that was replaced or moved away: what was written before it was created is not in it."""
+    from dagster import AssetRecordsFilter
+
+    if lake_created is None:
+        return set()
+    if lake_created.timestamp() > 0:
+        first = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, after_timestamp=lake_created.timestamp()),
+            limit=1,
+            ascending=True,
+        ).records
+        if not first:
+            return set()
+        after_cursor = max(after_cursor or 0, first[0].storage_id - 1)
+    return instance.get_materialized_partitions(key, after_cursor=after_cursor)
+
+
 def asset_days(
-    instance: DagsterInstance, key: AssetKey, location: str, days: DayRange
+    instance: DagsterInstance,
+    key: AssetKey,
+    location: str,
+    days: DayRange,
+    lake_created: dt.datetime | None,
 ) -> AssetDays:
     """The state of each of `days` for one asset."""
     from dagster import DagsterRunStatus, RunsFilter
@@ -73,7 +103,7 @@ def asset_days(
                 found.add(day)
         return found
 
-    done = dates(instance.get_materialized_partitions(key))
+    done = dates(materialized_partitions(instance, key, lake_created))
     attempts = instance.event_log_storage.get_latest_asset_partition_materialization_attempts_without_materializations(  # noqa: E501
         key
     )
@@ -143,9 +173,11 @@ def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[st
 
 def status_of(settings: PhloSettings, selection: str | None, days: DayRange) -> list[AssetDays]:
     from phlo_core.instance import instance_for
+    from phlo_core.lakehouse import lakehouse_created
 
     instance = instance_for(settings)
+    created = lakehouse_created(settings)
     return [
-        asset_days(instance, key, location, days)
+        asset_days(instance, key, location, days, created)
         for location, key in daily_assets(settings, selection)
     ]
