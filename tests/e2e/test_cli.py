@@ -59,6 +59,11 @@ def test_help_lists_the_commands_and_imports_nothing_heavy() -> None:
         (["materialize", "dlt_glucose_entries"], "--partition"),
         (["query", "select 1", "--format", "xml"], "table"),
         (["frobnicate"], "frobnicate"),
+        (["logs", "--since", "99999999999d"], "no run is that old"),
+        (["logs", "--limit", "100000000000000000000"], "--limit must be between 1 and"),
+        (["status", "--end-date", "9999-12-31"], "after the last day"),
+        (["materialize", "dlt_glucose_entries", "--partition", "2024-01-01..9999-12-31"], "last"),
+        (["backfill", "dlt_glucose_entries", "--partitions", "9999-12-31"], "after the last day"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
@@ -225,3 +230,22 @@ def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
         return stdout.split("\n== ", 1)[1].split("\ndemo finished")[0]
 
     assert tables(rerun.stdout) == tables(result.stdout), "the demo is deterministic"
+
+
+def test_parallel_is_capped_at_two_workers_a_core_and_says_so(tmp_path: Path) -> None:
+    result = phlo(
+        "backfill",
+        "dlt_glucose_entries",
+        "--start-date",
+        "2024-01-01",
+        "--end-date",
+        "2024-12-31",
+        "--parallel",
+        "1000",
+        "--dry-run",
+        env={"PHLO_HOME": str(tmp_path / "h")},
+    )
+    assert result.returncode == 0, result.stderr
+    most = 2 * len(os.sched_getaffinity(0))
+    assert f"--parallel 1000 lowered to {most}" in result.stderr
+    assert f" {most} worker(s)" in result.stdout

@@ -28,6 +28,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 SERVED = ("materialize", "backfill")  # run through a warm phlo server (phlo_cli.server)
+MAX_LOG_LIMIT = 1_000_000_000  # more entries than any instance holds; past 2**31 SQL drivers fail
 
 app = App(
     name="phlo",
@@ -245,6 +246,13 @@ def backfill(
                 f"{option} does not apply with --submit: Dagster makes the runs (the assets' "
                 "backfill policy) and its run launcher decides where they run"
             )
+    if parallel is not None and parallel > (most := backfills.max_parallel()):
+        print(
+            f"phlo: --parallel {parallel} lowered to {most}: two workers per CPU core "
+            f"({most // 2} here); more only wait for each other",
+            file=sys.stderr,
+        )
+        parallel = most
     settings = _settings()
     started = time.perf_counter()
     try:
@@ -738,8 +746,8 @@ def logs(
     )
     from phlo_core.runlogs import follow as follow_entries
 
-    if limit < 1:
-        raise UsageError("--limit must be 1 or more")
+    if not 1 <= limit <= MAX_LOG_LIMIT:
+        raise UsageError(f"--limit must be between 1 and {MAX_LOG_LIMIT:,}")
     settings = _settings()
     try:
         threshold = parse_level(level)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +45,13 @@ def default_chunk_size(days: int, parallel: int) -> int:
     58 s in 31-day ranges, 49 s in 92-day ones."""
     wanted = -(-days // (2 * max(1, parallel)))
     return min(MAX_CHUNK_DAYS, max(MIN_CHUNK_DAYS, wanted))
+
+
+def max_parallel() -> int:
+    """The most workers a backfill starts here: two per CPU core this process may use. Each
+    worker runs DuckDB and dbt (CPU-bound, about 0.6 GB): past that they only wait for each
+    other and for memory (1,000 asked for had planned 58 workers on 2 cores)."""
+    return 2 * max(1, len(os.sched_getaffinity(0)))
 
 
 class BackfillError(ValueError):

@@ -67,9 +67,12 @@ def parse_day(text: str) -> dt.date:
     try:
         if not _DAY.fullmatch(value):
             raise ValueError(value)
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise PartitionError(f"{text!r} is not a date: use YYYY-MM-DD (e.g. 2024-01-15)") from None
+    if day == dt.date.max:  # a day ends where the next begins: 9999-12-31 has no next
+        raise PartitionError(f"{text!r} is after the last day there is a partition for")
+    return day
 
 
 def parse_day_range(text: str) -> DayRange:

@@ -112,8 +112,11 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
     if not text.strip() or match is None or not any(match.groups()):
         raise LogsError(f"--since {text!r} is not a duration: use e.g. 30m, 1h, 2d or 1h30m")
     days, hours, minutes, seconds = (int(group or 0) for group in match.groups())
-    span = dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    return (now or dt.datetime.now(dt.UTC)) - span
+    try:
+        span = dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        return (now or dt.datetime.now(dt.UTC)) - span
+    except OverflowError:
+        raise LogsError(f"--since {text!r} reaches before the year 1: no run is that old") from None
 
 
 def parse_level(text: str) -> int:
