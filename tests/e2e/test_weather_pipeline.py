@@ -218,6 +218,66 @@ def test_order_and_repetition_do_not_change_the_result(
     assert snapshot(settings) == snapshot(built)
 
 
+def _count_by_place(settings: PhloSettings) -> dict[str, dict[str, int]]:
+    """Rows per place in every table that has places (the marts' too)."""
+    counts: dict[str, dict[str, int]] = {}
+    for table in TABLES:
+        rows = query(f"select place, count(*) from {table} group by all", settings).rows
+        counts[table] = dict(rows)
+    return counts
+
+
+def test_a_place_no_longer_listed_keeps_its_days_in_every_table(
+    built: PhloSettings, make: Callable[..., PhloSettings], server: SampleOpenMeteoServer
+) -> None:
+    """WEATHER_PLACES loses oslo (as the README's example of changing places does, or a typo
+    in its name): a run fetches berlin alone, so it replaces berlin's hours alone. Oslo's days
+    stay in the raw table and in every dbt layer, and every table is what a clean build of the
+    same fetched days (both places) gives."""
+    settings = make()
+    run(EVERYTHING, SPRING, settings)
+    berlin_only = weather_settings(
+        settings.phlo_home, server.url, weather_places="berlin=52.52,13.41"
+    )
+    run(EVERYTHING, SPRING, berlin_only)
+    counts = _count_by_place(berlin_only)
+    hours = 24 + 23 + 24
+    assert counts["raw.weather_observations"] == {"berlin": hours, "oslo": hours}
+    for table in TABLES[2:4]:
+        assert counts[table] == {"berlin": hours, "oslo": hours}, table
+    for table in TABLES[4:]:
+        assert counts[table] == {"berlin": len(SPRING), "oslo": len(SPRING)}, table
+    assert snapshot(berlin_only) == snapshot(built)
+
+
+def test_the_shrink_guard_weighs_only_the_places_a_run_fetched(
+    make: Callable[..., PhloSettings], server: SampleOpenMeteoServer
+) -> None:
+    """Dropping a place is no shrink, even with the strictest limit; a fetched place whose
+    source answers empty still is, and stops the write."""
+    day = parse_day_range("2024-03-30")
+    settings = make()
+    run("dlt_weather_observations", day, settings)
+    before = snapshot_raw(settings)
+    strict = {"weather_places": "berlin=52.52,13.41", "phlo_max_shrink_pct": 0}
+    run("dlt_weather_observations", day, weather_settings(settings.phlo_home, server.url, **strict))
+    assert snapshot_raw(settings) == before
+
+    def nothing(lat: float, lon: float, hour: dt.datetime) -> Mapping[str, float | None]:
+        return {}
+
+    with SampleOpenMeteoServer(values=nothing) as empty:
+        outcomes = materialize(
+            "dlt_weather_observations",
+            day,
+            weather_settings(settings.phlo_home, empty.url, **strict),
+        )
+    assert not outcomes[0].success
+    assert "dlt_weather_observations:no_unexpected_shrink" in outcomes[0].failed_checks
+    assert any("held 24 rows and would keep 0" in e for e in outcomes[0].errors), outcomes
+    assert snapshot_raw(settings) == before
+
+
 def test_a_source_failure_leaves_every_table_as_it_was(
     built: PhloSettings, server: SampleOpenMeteoServer
 ) -> None:

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
+
+import pyarrow as pa
+import pytest
 
 from locations.nightscout.ingest import prepare_batch
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
+from phlo_core.ingestion import TableWrite, write_tables
+from phlo_core.lakehouse import PartitionWrite, query
+from phlo_core.settings import PhloSettings
 
 UTC = ZoneInfo("UTC")
 DAY = DayRange(dt.date(2024, 1, 15), dt.date(2024, 1, 16))
@@ -83,3 +90,32 @@ def test_impossible_values_are_rejected_not_counted_as_error_codes() -> None:
     assert (stats.error_codes, stats.rejected, stats.loaded) == (0, 13, 0)
     assert stats.rejected_pct == 100.0
     assert all("sgv" in reason for reason in batch.rejected["reason"])
+
+
+def _keyed(rows: list[tuple[dt.date, str, int]], places: list[str]) -> TableWrite:
+    columns = {"day": "date", "place": "varchar", "value": "integer"}
+    data = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
+    day = DAY.start
+    write = PartitionWrite("raw.hours", columns, "day", day, day + dt.timedelta(days=1), data)
+    return TableWrite(write, {"place": places} if places else {})
+
+
+def test_a_write_replaces_the_keys_it_fetched_and_no_row_outside_them(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    """A run that fetched place a replaces a's rows of its days, never b's; a row it did not
+    fetch (place c) would be duplicated by the next run of those days, so it is refused whole."""
+    settings = make_settings()
+    day = DAY.start
+
+    def stored() -> list[tuple[object, ...]]:
+        return query("select * from raw.hours order by all", settings).rows
+
+    write_tables([_keyed([(day, "a", 1), (day, "b", 2)], ["a", "b"])], settings)
+    write_tables([_keyed([(day, "a", 10)], ["a"])], settings)
+    assert stored() == [(day, "a", 10), (day, "b", 2)]
+    with pytest.raises(ValueError, match=r"raw.hours \(place a\): 1 row\(s\) to write lie outside"):
+        write_tables([_keyed([(day, "a", 11), (day, "c", 3)], ["a"])], settings)
+    assert stored() == [(day, "a", 10), (day, "b", 2)]
+    write_tables([_keyed([(day, "c", 3)], [])], settings)  # no keys: the whole day
+    assert stored() == [(day, "c", 3)]

@@ -2,21 +2,24 @@
 knows (which UTC days to ask Open-Meteo for, the validation rules, the completeness warning)."""
 
 import datetime as dt
+from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition, MetadataValue
 
 from locations.weather.client import OpenMeteoClient
 from locations.weather.ingest import (
+    OBSERVATION_COLUMNS,
     OBSERVATIONS_TABLE,
+    REJECTED_COLUMNS,
     REJECTED_TABLE,
     WeatherBatch,
-    batch_writes,
     prepare_batch,
 )
-from locations.weather.settings import weather_settings
+from locations.weather.settings import Place, weather_settings
 from phlo_core.calendar import DayRange, today, utc_bounds
-from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, ingestion_asset
+from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, TableWrite, ingestion_asset
+from phlo_core.lakehouse import PartitionWrite
 from phlo_core.log import get_logger
 from phlo_core.settings import PhloSettings
 
@@ -36,6 +39,23 @@ def _day_table(batch: WeatherBatch) -> str:
             f"{s.rejected} ({s.rejected_pct:.1f}%) | {s.loaded} |"
         )
     return "\n".join(lines)
+
+
+def batch_writes(batch: WeatherBatch, places: Sequence[Place]) -> list[TableWrite]:
+    """The batch's days in both tables, observations first (the table a shrink is measured on),
+    each replacing the hours of the places fetched only: a place no longer in WEATHER_PLACES
+    (or misspelt there) keeps the days it has."""
+    keys: dict[str, Sequence[object]] = {"place": [place.name for place in places]}
+    return [
+        TableWrite(
+            PartitionWrite.of_days(OBSERVATIONS_TABLE, OBSERVATION_COLUMNS, batch.days, batch.rows),
+            keys,
+        ),
+        TableWrite(
+            PartitionWrite.of_days(REJECTED_TABLE, REJECTED_COLUMNS, batch.days, batch.rejected),
+            keys,
+        ),
+    ]
 
 
 def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
@@ -66,7 +86,7 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
         ]
         return Batch(
             days=days,
-            writes=batch_writes(batch),
+            writes=batch_writes(batch, places),
             loaded={day: s.loaded for day, s in batch.stats.items()},
             rejected={day: s.rejected for day, s in batch.stats.items()},
             rejected_reasons=[str(reason) for reason in batch.rejected["reason"]],

@@ -23,7 +23,6 @@ import pandera.pandas as pa
 
 from locations.weather.client import VARIABLES, Hour
 from phlo_core.calendar import DayRange, utc_bounds
-from phlo_core.lakehouse import PartitionWrite
 from phlo_core.quality import split_by_schema
 
 OBSERVATIONS_TABLE = "raw.weather_observations"
@@ -219,11 +218,3 @@ def prepare_batch(
         ignore_index=True,
     )
     return WeatherBatch(days, rows, rejected, stats)
-
-
-def batch_writes(batch: WeatherBatch) -> list[PartitionWrite]:
-    """The batch's days in both tables, observations first (the table a shrink is measured on)."""
-    return [
-        PartitionWrite.of_days(OBSERVATIONS_TABLE, OBSERVATION_COLUMNS, batch.days, batch.rows),
-        PartitionWrite.of_days(REJECTED_TABLE, REJECTED_COLUMNS, batch.days, batch.rejected),
-    ]
