@@ -293,7 +293,7 @@ def test_a_source_failure_leaves_every_table_as_it_was(
 
 
 def _with_bad_hours(
-    bad: Mapping[dt.datetime, dict[str, object]],
+    bad: Mapping[dt.datetime, Mapping[str, object]],
 ) -> Callable[[float, float, dt.datetime], Mapping[str, object]]:
     """Sample values, with `bad` ones at some hours of berlin only."""
 
@@ -310,7 +310,7 @@ def test_invalid_hours_are_rejected_and_too_many_block_the_day(
     day = parse_day_range("2024-03-30")
     start, _ = utc_bounds(day, ZoneInfo(TIMEZONE))
     one_bad = {start + dt.timedelta(hours=5): {"temperature_2m": 99.5}}
-    with SampleOpenMeteoServer(values=_with_bad_hours(one_bad)) as bad_server:  # type: ignore[arg-type]
+    with SampleOpenMeteoServer(values=_with_bad_hours(one_bad)) as bad_server:
         settings = make(bad_server.url)
         run("dlt_weather_observations", day, settings)
     assert query("select count(*) from raw.weather_observations", settings).rows == [(47,)]
@@ -323,12 +323,46 @@ def test_invalid_hours_are_rejected_and_too_many_block_the_day(
     before = snapshot_raw(settings)
     # 3 of berlin's and oslo's 48 hours: 6.25% > WEATHER_MAX_REJECTED_PCT (5).
     many_bad = {start + dt.timedelta(hours=h): {"relative_humidity_2m": 140} for h in range(3)}
-    with SampleOpenMeteoServer(values=_with_bad_hours(many_bad)) as bad_server:  # type: ignore[arg-type]
+    with SampleOpenMeteoServer(values=_with_bad_hours(many_bad)) as bad_server:
         blocked = weather_settings(settings.phlo_home, bad_server.url)
         outcomes = materialize("dlt_weather_observations", day, blocked)
     assert not outcomes[0].success
     assert "dlt_weather_observations:rejected_rows_within_limit" in outcomes[0].failed_checks
     assert snapshot_raw(settings) == before
+
+
+def test_numbers_beyond_any_range_are_rejected_hours_counted_once(
+    make: Callable[..., PhloSettings],
+) -> None:
+    """1e30 where a whole number is due overflowed the whole run; a temperature that is not a
+    number (NaN, a string) was counted as rejected and again as missing. Each is one rejected
+    hour now, and the day misses nothing."""
+    day = parse_day_range("2024-03-30")
+    start, _ = utc_bounds(day, ZoneInfo(TIMEZONE))
+    bad: dict[dt.datetime, dict[str, object]] = {
+        start + dt.timedelta(hours=2): {"relative_humidity_2m": 1e30},
+        start + dt.timedelta(hours=3): {"weather_code": -1e30},
+        start + dt.timedelta(hours=4): {"temperature_2m": "NaN"},
+        start + dt.timedelta(hours=5): {"temperature_2m": float("nan")},  # JSON's NaN token
+        start + dt.timedelta(hours=6): {"pressure_msl": float("-inf")},  # -Infinity
+    }
+    with SampleOpenMeteoServer(values=_with_bad_hours(bad)) as bad_server:
+        settings = make(
+            bad_server.url, weather_places="berlin=52.52,13.41", weather_max_rejected_pct=25
+        )
+        [outcome] = run("dlt_weather_observations", day, settings)
+    rejected = query(
+        "select observed_at, reason from raw.weather_observations_rejected order by 1", settings
+    ).rows
+    assert [moment for moment, _ in rejected] == sorted(bad)
+    reasons = [reason for _, reason in rejected]
+    assert reasons[0].startswith("relative_humidity_2m: ") and "1e+30" in reasons[0]
+    assert reasons[1].startswith("weather_code: ") and "-1e+30" in reasons[1]
+    assert [r.split(":")[0] for r in reasons[2:]] == ["temperature_2m"] * 2 + ["pressure_msl"]
+    assert query("select count(*) from raw.weather_observations", settings).rows == [(19,)]
+    summary = outcome.summaries["dlt_weather_observations"]
+    assert "19 hourly observations loaded for 1 place(s), 5 rejected, 0 hours missing" in summary
+    assert outcome.failed_checks == []  # hours_complete: no hour is missing, five are rejected
 
 
 def snapshot_raw(settings: PhloSettings) -> dict[str, list[tuple]]:

@@ -161,3 +161,42 @@ def test_hours_from_now_on_are_not_observations_yet() -> None:
     stats = batch.stats[day.start]
     assert (stats.loaded, stats.missing) == (11, 13)  # hours 0..10 have happened
     assert all(moment < now for moment in batch.rows["observed_at"])
+
+
+def test_numbers_no_column_can_hold_are_rejected_hours_never_missing_ones() -> None:
+    """1e30 where a whole number is due overflowed the whole run; a temperature that is no
+    number was counted as rejected and again as missing. Each is one rejected hour now."""
+    day = DayRange(dt.date(2024, 1, 10), dt.date(2024, 1, 11))
+    hours = _hours(day)
+    in_day = [h for h in hours if h.observed_at.astimezone(BERLIN).date() == day.start]
+    odd: dict[int, dict[str, object]] = {
+        1: {"relative_humidity_2m": 1e30},
+        2: {"weather_code": -1e30},
+        3: {"relative_humidity_2m": 10**400},  # JSON may write any integer out in full
+        4: {"precipitation": -(10**400)},
+        5: {"temperature_2m": float("nan")},
+        6: {"temperature_2m": "NaN"},
+        7: {"temperature_2m": None, "wind_speed_10m": float("inf")},
+        8: {"temperature_2m": -1e30},
+    }
+    changed = {
+        in_day[i].observed_at: Hour(PLACE, in_day[i].observed_at, {**PLAUSIBLE, **v}, "archive")
+        for i, v in odd.items()
+    }
+    batch = prepare_batch([changed.get(h.observed_at, h) for h in hours], day, BERLIN, places=1)
+    stats = batch.stats[day.start]
+    assert (stats.expected, stats.missing, stats.rejected, stats.loaded) == (24, 0, 8, 16)
+    reasons = dict(zip(batch.rejected["observed_at"], batch.rejected["reason"], strict=True))
+    assert [reasons[in_day[i].observed_at] for i in odd] == [
+        "relative_humidity_2m: out of range (got '1e+30')",
+        "weather_code: out of range (got '-1e+30')",
+        f"relative_humidity_2m: out of range (got {str(10**400)[:40]!r})",
+        f"precipitation: out of range (got {str(-(10**400))[:40]!r})",
+        "temperature_2m: not a number (got 'nan')",
+        "temperature_2m: not a number (got 'NaN')",
+        "wind_speed_10m: not a number (got 'inf')",
+        "temperature_2m: in_range(-90, 60) (got -1e+30)",
+    ]
+    # Whole numbers as sent stay exactly that, the rest of the day loads as before.
+    assert set(batch.rows["relative_humidity_2m"]) == {81}
+    assert set(batch.rows["weather_code"]) == {61}

@@ -4,7 +4,8 @@ A local day (PHLO_TIMEZONE) holds exactly its own hours: 24, or 23 / 25 on dayli
 days. Hours outside the window (the request covers whole UTC days) are not used. Hours the
 source has no value for at all (the archive's latest hours) are counted as missing, not loaded.
 The same place and hour twice keeps the first. Values are validated by a Pandera schema; failing
-hours go to `raw.weather_observations_rejected` with their reasons.
+hours (and values no column can hold: text, NaN, 1e30 where a whole number is due) go to
+`raw.weather_observations_rejected` with their reasons, counted once, as rejected.
 """
 
 from __future__ import annotations
@@ -101,18 +102,32 @@ class WeatherBatch:
         return total
 
 
-def _number(value: object, whole: bool) -> tuple[float | int | None, bool]:
-    """(value, ok): None is a missing value; anything not a finite number (or not whole where a
-    whole number is due) is not ok."""
+# Whole numbers at or beyond this size fit no integer column (1e30 is whole, and out of range).
+_WHOLE_LIMIT = 2**63
+
+
+def _number(value: object, whole: bool) -> tuple[float | int | None, str | None]:
+    """(value, problem): None is a missing value. Anything not a finite number (or not whole
+    where a whole number is due) is not a number; a number no column can hold (1e30 where a
+    whole number is due, an integer too long for a float) is out of range. Either rejects the
+    hour, as an implausible value does: one odd value must not fail the whole run."""
+    kind = "a whole number" if whole else "a number"
     if value is None:
-        return None, True
+        return None, None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return None, False
-    if not math.isfinite(value):
-        return None, False
-    if whole:
-        return (int(value), True) if value == int(value) else (None, False)
-    return float(value), True
+        return None, f"not {kind}"
+    try:
+        number = float(value)
+    except OverflowError:
+        return None, "out of range"
+    if not math.isfinite(number):
+        return None, f"not {kind}"
+    if not whole:
+        return number, None
+    if not number.is_integer():
+        return None, f"not {kind}"
+    exact = int(value)  # an integer as sent, not its float
+    return (exact, None) if -_WHOLE_LIMIT <= exact < _WHOLE_LIMIT else (None, "out of range")
 
 
 def _candidate(hour: Hour, day: dt.date) -> dict[str, Any]:
@@ -131,10 +146,9 @@ def _candidate(hour: Hour, day: dt.date) -> dict[str, Any]:
     problems = []
     for name in VARIABLES:
         raw = hour.values.get(name)
-        candidate[name], ok = _number(raw, name in _WHOLE)
-        if not ok:
-            kind = "a whole number" if name in _WHOLE else "a number"
-            problems.append(f"{name}: not {kind} (got {str(raw)[:40]!r})")
+        candidate[name], problem = _number(raw, name in _WHOLE)
+        if problem:
+            problems.append(f"{name}: {problem} (got {str(raw)[:40]!r})")
     candidate["reason"] = "; ".join(problems) or None
     return candidate
 
@@ -197,21 +211,18 @@ def prepare_batch(
             unparseable.append(candidate)
         else:
             candidates.append(candidate)
-    # Complete means a temperature for every hour, as `hours_observed` counts in dbt.
-    observed = Counter(
-        c["partition_date"]
-        for c in (*candidates, *unparseable)
-        if c.get("temperature_2m") is not None
-    )
-    for day, s in stats.items():
-        s.missing = max(0, s.expected - observed[day])
-
     frame = _frame(candidates, {**OBSERVATION_COLUMNS, "payload": "varchar"})
     split = split_by_schema(frame, observation_schema())
     for day in split.rejected["partition_date"]:
         stats[day].rejected += 1
     for day in split.valid["partition_date"]:
         stats[day].loaded += 1
+    # Complete means a temperature for every hour, as `hours_observed` counts in dbt. A rejected
+    # hour was sent: it counts once, as rejected, never also as missing (not available yet).
+    valid = split.valid
+    observed = Counter(valid.loc[valid["temperature_2m"].notna(), "partition_date"])
+    for day, s in stats.items():
+        s.missing = max(0, s.expected - observed[day] - s.rejected)
     rows = split.valid.loc[:, list(OBSERVATION_COLUMNS)].reset_index(drop=True)
     rejected = pd.concat(
         [_frame(unparseable, REJECTED_COLUMNS), split.rejected.loc[:, list(REJECTED_COLUMNS)]],

@@ -29,7 +29,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from locations.weather.sample_data import UNITS, VARIABLES, hourly_values
 
-ValueSource = Callable[[float, float, dt.datetime], Mapping[str, float | int | None]]
+# Any JSON value: tests serve what a broken source might (1e30, text, NaN and Infinity as
+# Python writes them) where numbers are due.
+ValueSource = Callable[[float, float, dt.datetime], Mapping[str, object]]
 Api = Literal["archive", "forecast"]
 
 ARCHIVE_FIRST_DAY = dt.date(1940, 1, 1)
@@ -274,10 +276,10 @@ class SampleOpenMeteoServer:
             if api == "archive"
             else None
         )
-        series: dict[str, list[float | int | None]] = {name: [] for name in variables}
+        series: dict[str, list[object]] = {name: [] for name in variables}
         for instant in instants:
             if available_until is not None and instant >= available_until:
-                row: Mapping[str, float | int | None] = {}
+                row: Mapping[str, object] = {}
             else:
                 row = self.values(latitude, longitude, instant)
             for name in variables:
