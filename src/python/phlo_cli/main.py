@@ -48,12 +48,13 @@ def _err(message: str) -> None:
     print(f"phlo: error: {redact(message)}", file=sys.stderr)
 
 
-def _settings() -> PhloSettings:
+def _settings(*, writes: bool = True) -> PhloSettings:
+    """The settings, PHLO_HOME checked: writable, unless the command only reads."""
     from phlo_core.settings import SettingsError, check_home, get_settings
 
     try:
         settings = get_settings()
-        check_home(settings)
+        check_home(settings, writes=writes)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
     return settings
@@ -571,7 +572,7 @@ def status(
     from phlo_core.status import status_of
     from phlo_core.workspace import WorkspaceError
 
-    settings = _settings()
+    settings = _settings(writes=False)
     try:
         first = parse_day(start_date) if start_date else settings.phlo_partition_start
         last = parse_day(end_date) if end_date else today(settings.timezone)
@@ -630,7 +631,7 @@ def query(
     from phlo_core.sandbox import QueryLimitError, QueryRefusedError, run_query
 
     text = _sql_text(sql, file)
-    settings = _settings()
+    settings = _settings(writes=False)
     try:
         result = run_query(text, settings)
     except QueryRefusedError as exc:
@@ -748,7 +749,7 @@ def logs(
 
     if not 1 <= limit <= MAX_LOG_LIMIT:
         raise UsageError(f"--limit must be between 1 and {MAX_LOG_LIMIT:,}")
-    settings = _settings()
+    settings = _settings(writes=False)
     try:
         threshold = parse_level(level)
         after = parse_since(since) if since is not None else None
@@ -898,7 +899,7 @@ def services_status(*, as_json: Annotated[bool, Parameter(name="--json")] = Fals
     """
     from phlo_core.services import status
 
-    statuses = status(_settings())
+    statuses = status(_settings(writes=False))
     _show_services(list(statuses), as_json=as_json)
     set_up = [s for s in statuses if s.state != "not set up"]
     return 0 if all(s.answers for s in set_up) else EXIT_FAILED

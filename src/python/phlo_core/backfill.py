@@ -273,11 +273,13 @@ def materialized_days(
 ) -> set[dt.date]:
     """Days every one of `keys` has a successful materialization of (after the cursor) in this
     lakehouse (created at `lake_created`)."""
+    from phlo_core.runlogs import InstanceStorage
     from phlo_core.status import materialized_partitions
 
+    source = InstanceStorage(instance)
     common: set[str] | None = None
     for key in keys:
-        found = materialized_partitions(instance, key, lake_created, after_cursor)
+        found = materialized_partitions(source, key.path, lake_created, after_cursor)
         common = found if common is None else common & found
     return {dt.date.fromisoformat(day) for day in common or set()}
 

@@ -18,6 +18,7 @@ so a killed process never leaves a lock behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -54,8 +55,19 @@ def file_lock(path: Path) -> Iterator[None]:
             with _held_guard:
                 _held[path] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES):
+            raise
+        # A folder this process may not write (a read-only home): it can only read here, and
+        # still waits for writers that hold the lock; with no lock file nobody ever wrote.
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            yield
+            return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with _held_guard:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import re
 import sqlite3
 import warnings
@@ -56,6 +57,10 @@ class LogsError(ValueError):
 
 class NoInstanceError(RuntimeError):
     """There is no Dagster instance where the settings point, or it cannot be read."""
+
+
+class InstanceNotCreatedError(NoInstanceError):
+    """Nothing was ever run with these settings: there is no instance to read yet."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +238,66 @@ class _Tables:
         """`rows` of each run, with its run id."""
         return [(r, row) for r in run_ids for row in self.rows(r, logs, after.get(r))]
 
+    # --- the asset index, for `phlo status` (what Dagster's storage answers for a partitioned
+    # asset, in the same SQL: latest events by partition, after the asset's last wipe) ---
+
+    def _wiped_after(self, key: str) -> str:
+        """Events at or before the asset's last wipe do not count (Dagster's wipe filter)."""
+        rows = self._fetch(
+            "index", "select asset_details from asset_keys where asset_key = :key", {"key": key}
+        )
+        details = json.loads(rows[0][0]) if rows and rows[0][0] else {}
+        wiped = details.get("last_wipe_timestamp") or 0.0
+        return _utc_text(dt.datetime.fromtimestamp(wiped, dt.UTC))
+
+    def _latest_by_partition(self, key: str, event_type: str) -> list[tuple[Any, ...]]:
+        """(partition, storage id, run id) of the latest `event_type` event of each partition."""
+        sql = (
+            "select e.partition, e.id, e.run_id from event_logs e join ("
+            "select max(id) as id from event_logs where asset_key = :key "
+            "and dagster_event_type = :kind and partition is not null and timestamp > :wiped "
+            "group by partition) latest on e.id = latest.id"
+        )
+        params = {"key": key, "kind": event_type, "wiped": self._wiped_after(key)}
+        return self._fetch("index", sql, params)
+
+    def latest_materializations(self, asset: Sequence[str]) -> dict[str, int]:
+        """Partition -> storage id of its latest materialization."""
+        rows = self._latest_by_partition(json.dumps(list(asset)), "ASSET_MATERIALIZATION")
+        return {partition: storage_id for partition, storage_id, _ in rows}
+
+    def unmaterialized_attempts(self, asset: Sequence[str]) -> dict[str, str]:
+        """Partition -> run id, where the latest planned materialization has none after it (a run
+        still going, or one that failed)."""
+        key = json.dumps(list(asset))
+        done = self.latest_materializations(asset)
+        return {
+            partition: run_id
+            for partition, planned, run_id in self._latest_by_partition(
+                key, "ASSET_MATERIALIZATION_PLANNED"
+            )
+            if planned > done.get(partition, -1)
+        }
+
+    def first_materialization_after(self, asset: Sequence[str], moment: dt.datetime) -> int | None:
+        """The storage id of the asset's first materialization after `moment`, if any."""
+        rows = self._fetch(
+            "index",
+            "select min(id) from event_logs where asset_key = :key "
+            "and dagster_event_type = 'ASSET_MATERIALIZATION' and timestamp > :after",
+            {"key": json.dumps(list(asset)), "after": _utc_text(moment)},
+        )
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Run id -> its status (Dagster's DagsterRunStatus name); runs deleted are absent."""
+        if not run_ids:
+            return {}
+        names = [f"r{i}" for i in range(len(run_ids))]
+        listed = ", ".join(":" + name for name in names)
+        sql = f"select run_id, status from runs where run_id in ({listed})"
+        return dict(self._fetch("runs", sql, dict(zip(names, run_ids, strict=True))))
+
 
 def _epoch(stamp: str | dt.datetime | None) -> float:
     """A timestamp as Dagster stores it (UTC without zone: text in SQLite) as epoch seconds."""
@@ -240,6 +305,15 @@ def _epoch(stamp: str | dt.datetime | None) -> float:
         return 0.0
     moment = dt.datetime.fromisoformat(stamp) if isinstance(stamp, str) else stamp
     return moment.replace(tzinfo=dt.UTC).timestamp()
+
+
+def read_only_uri(path: Path) -> str:
+    """A SQLite URI that opens `path` to read. Dagster's files are in WAL mode, which even a
+    reader opens with its shared-memory file beside the database: in a folder this process may
+    not write (a read-only home, nobody else writing either) that fails, so the file is opened
+    as immutable there."""
+    uri = f"{path.as_uri()}?mode=ro"
+    return uri if os.access(path.parent, os.W_OK) else uri + "&immutable=1"
 
 
 class SqliteFiles(_Tables):
@@ -250,7 +324,7 @@ class SqliteFiles(_Tables):
         self.history = home / "history"
 
     def _connect(self, path: Path) -> sqlite3.Connection:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        con = sqlite3.connect(read_only_uri(path), uri=True, timeout=30)
         # Pages read through a memory map, not one read() call each: a filter on the level
         # reads every log line of the runs it looks at (about 1 KB each).
         con.execute("pragma mmap_size = 268435456")
@@ -391,7 +465,7 @@ class InstanceStorage:
             if not path.exists():
                 return []
             sql, params = _select(logs, after, logs.limit, "sqlite")
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as con:
+            with closing(sqlite3.connect(read_only_uri(path), uri=True, timeout=30)) as con:
                 return con.execute(sql, {**params, "run_id": run_id}).fetchall()
         import sqlalchemy as sa
 
@@ -400,6 +474,44 @@ class InstanceStorage:
             return [tuple(row) for row in con.execute(sa.text(sql), {**params, "run_id": run_id})]
 
     rows_of = _Tables.rows_of
+
+    def latest_materializations(self, asset: Sequence[str]) -> dict[str, int]:
+        from dagster import AssetKey, DagsterEventType
+
+        return dict(
+            self.instance.event_log_storage.get_latest_storage_id_by_partition(
+                AssetKey(list(asset)), DagsterEventType.ASSET_MATERIALIZATION
+            )
+        )
+
+    def unmaterialized_attempts(self, asset: Sequence[str]) -> dict[str, str]:
+        from dagster import AssetKey
+
+        storage = self.instance.event_log_storage
+        attempts = (
+            storage.get_latest_asset_partition_materialization_attempts_without_materializations(  # noqa: E501
+                AssetKey(list(asset))
+            )
+        )
+        return {partition: run_id for partition, (run_id, _) in attempts.items()}
+
+    def first_materialization_after(self, asset: Sequence[str], moment: dt.datetime) -> int | None:
+        from dagster import AssetKey, AssetRecordsFilter
+
+        first = self.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(list(asset)), after_timestamp=moment.timestamp()),
+            limit=1,
+            ascending=True,
+        ).records
+        return first[0].storage_id if first else None
+
+    def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        from dagster import RunsFilter
+
+        if not run_ids:
+            return {}
+        records = self.instance.get_run_records(RunsFilter(run_ids=list(run_ids)))
+        return {r.dagster_run.run_id: r.dagster_run.status.value for r in records}
 
 
 LogSource = _Tables | InstanceStorage
@@ -445,13 +557,13 @@ def open_logs(settings: PhloSettings) -> LogSource:
             if row and row[0]:
                 return PostgresTables(connection)
             connection.close()
-            raise NoInstanceError(
+            raise InstanceNotCreatedError(
                 "no Dagster instance in the PostgreSQL of PHLO_DAGSTER_POSTGRES_URL yet: "
                 "no run was recorded there (`phlo materialize` creates it)"
             )
         connection.close()  # a dagster.yaml of the user's: read through Dagster (below)
     if not (home / "dagster.yaml").is_file():
-        raise NoInstanceError(
+        raise InstanceNotCreatedError(
             f"no Dagster instance at {home} (DAGSTER_HOME): no run was recorded there yet "
             "(`phlo materialize` creates it), or point DAGSTER_HOME at the instance to read"
         )

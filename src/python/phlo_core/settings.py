@@ -401,11 +401,15 @@ class PhloSettings(BaseSettings):
         return self.home / "dbt"
 
 
-def check_home(settings: PhloSettings) -> Path:
-    """PHLO_HOME as a writable folder (created if missing), or a SettingsError saying why not."""
+def check_home(settings: PhloSettings, *, writes: bool = True) -> Path:
+    """PHLO_HOME as a writable folder (created if missing), or a SettingsError saying why not.
+    A command that only reads (`writes=False`) needs no more than a folder or nothing there:
+    a read-only home (a mounted backup, another user's lakehouse) can be queried."""
     home = settings.home
     if home.exists() and not home.is_dir():
         raise SettingsError(f"PHLO_HOME={home} is a file: point PHLO_HOME at a folder")
+    if not writes:
+        return home
     try:
         home.mkdir(parents=True, exist_ok=True)
         probe = home / f".phlo-write-check-{os.getpid()}"

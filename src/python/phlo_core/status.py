@@ -6,7 +6,7 @@ created count), for `phlo status` and `phlo backfill --missing`."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,9 @@ from phlo_core.calendar import DayRange
 from phlo_core.settings import PhloSettings
 
 if TYPE_CHECKING:
-    from dagster import AssetKey, DagsterInstance
+    from dagster import AssetKey
+
+    from phlo_core.runlogs import LogSource
 
 
 @dataclass
@@ -56,43 +58,38 @@ class AssetDays:
 
 
 def materialized_partitions(
-    instance: DagsterInstance,
-    key: AssetKey,
+    source: LogSource,
+    asset: Sequence[str],
     lake_created: dt.datetime | None,
     after_cursor: int | None = None,
 ) -> set[str]:
-    """The partitions of `key` materialized into THIS lakehouse (created at `lake_created`, None:
-    there is none), after `after_cursor` when given. Dagster's history outlives a lakehouse
-    that was replaced or moved away: what was written before it was created is not in it."""
-    from dagster import AssetRecordsFilter
-
+    """The partitions of `asset` materialized into THIS lakehouse (created at `lake_created`,
+    None: there is none), after `after_cursor` when given. Dagster's history outlives a
+    lakehouse that was replaced or moved away: what was written before it was created is not
+    in it."""
     if lake_created is None:
         return set()
+    after = after_cursor or 0
     if lake_created.timestamp() > 0:
-        first = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=key, after_timestamp=lake_created.timestamp()),
-            limit=1,
-            ascending=True,
-        ).records
-        if not first:
+        first = source.first_materialization_after(asset, lake_created)
+        if first is None:
             return set()
-        after_cursor = max(after_cursor or 0, first[0].storage_id - 1)
-    return instance.get_materialized_partitions(key, after_cursor=after_cursor)
+        after = max(after, first - 1)
+    latest = source.latest_materializations(asset)
+    return {partition for partition, storage_id in latest.items() if storage_id > after}
 
 
 def asset_days(
-    instance: DagsterInstance,
+    source: LogSource,
     key: AssetKey,
     location: str,
     days: DayRange,
     lake_created: dt.datetime | None,
 ) -> AssetDays:
     """The state of each of `days` for one asset."""
-    from dagster import DagsterRunStatus, RunsFilter
-
     inside = set(days.days())
 
-    def dates(partitions: Sequence[str] | set[str]) -> set[dt.date]:
+    def dates(partitions: Iterable[str]) -> set[dt.date]:
         found = set()
         for partition in partitions:
             try:
@@ -103,27 +100,16 @@ def asset_days(
                 found.add(day)
         return found
 
-    done = dates(materialized_partitions(instance, key, lake_created))
-    attempts = instance.event_log_storage.get_latest_asset_partition_materialization_attempts_without_materializations(  # noqa: E501
-        key
-    )
+    done = dates(materialized_partitions(source, key.path, lake_created))
+    attempts = source.unmaterialized_attempts(key.path)
+    statuses = source.run_statuses(sorted(set(attempts.values())))
     failed: set[dt.date] = set()
     running: set[dt.date] = set()
-    run_ids = sorted({run_id for run_id, _ in attempts.values()})
-    statuses = (
-        {
-            record.dagster_run.run_id: record.dagster_run.status
-            for record in instance.get_run_records(RunsFilter(run_ids=run_ids))
-        }
-        if run_ids
-        else {}
-    )
-    ended_badly = {DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-    for partition, (run_id, _) in attempts.items():
+    for partition, run_id in attempts.items():
         status = statuses.get(run_id)
-        if status is None or status == DagsterRunStatus.SUCCESS:
+        if status is None or status == "SUCCESS":
             continue  # a run deleted, or one that succeeded without this day (a failed check)
-        target = failed if status in ended_badly else running
+        target = failed if status in ("FAILURE", "CANCELED") else running
         target |= dates([partition])
     return AssetDays(key.to_user_string(), location, days, done, failed, running)
 
@@ -172,12 +158,23 @@ def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[st
 
 
 def status_of(settings: PhloSettings, selection: str | None, days: DayRange) -> list[AssetDays]:
-    from phlo_core.instance import instance_for
+    """Every daily asset's days, read from Dagster's storage without opening an instance (no
+    lock, no writes: a read-only home can be asked) and from the lakehouse's birth record."""
+    from phlo_core.instance import InstanceError
     from phlo_core.lakehouse import lakehouse_created
+    from phlo_core.runlogs import InstanceNotCreatedError, NoInstanceError, open_logs
 
-    instance = instance_for(settings)
+    assets = daily_assets(settings, selection)
     created = lakehouse_created(settings)
+    try:
+        source = open_logs(settings)
+    except InstanceNotCreatedError:  # nothing was ever run: every day is missing
+        source = None
+    except NoInstanceError as exc:
+        raise InstanceError(str(exc)) from None
     return [
-        asset_days(instance, key, location, days, created)
-        for location, key in daily_assets(settings, selection)
+        asset_days(source, key, location, days, created)
+        if source is not None
+        else AssetDays(key.to_user_string(), location, days, set(), set(), set())
+        for location, key in assets
     ]

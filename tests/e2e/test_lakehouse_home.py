@@ -1,18 +1,22 @@
-"""A lakehouse is its catalog and its data together: a catalog that is gone or emptied beside
-data files is an error (not a silent new lakehouse), and days materialized into an earlier
-lakehouse do not count as done in a new one (`phlo status`, `phlo backfill --missing`)."""
+"""A home as users treat it: a lakehouse is its catalog and its data together (a catalog that is
+gone or emptied beside data files is an error, not a silent new lakehouse; days materialized
+into an earlier lakehouse do not count as done in a new one), and a home that is read-only (a
+mounted backup) can still be queried, its status and its logs read."""
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from tests.conftest import TEST_SECRET
-from tests.e2e.test_cli import phlo
+from tests.e2e.test_cli import PHLO, phlo
 
 DAYS = "2024-01-15..2024-01-16"
 
@@ -104,3 +108,61 @@ def test_days_of_an_earlier_lakehouse_are_missing_in_a_new_one(
     assert again.returncode == 0, again.stderr
     done = days_done(env)
     assert set(done.values()) == {1}, done
+
+
+def read_only(home: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`phlo ARGS` with `home` mounted read-only for this command alone (its own mount
+    namespace: nothing to undo, whatever happens)."""
+    command = (
+        f"mount --bind -o ro {shlex.quote(str(home))} {shlex.quote(str(home))} && "
+        f"exec {shlex.join([PHLO, *args])}"
+    )
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+
+
+def test_a_read_only_home_can_be_queried_and_its_status_and_logs_read(
+    materialized: tuple[dict[str, str], Path],
+) -> None:
+    env, home = materialized
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("mounting the home read-only needs root and unshare")
+    probe = read_only(home, "--help", env=env)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount read-only here: {probe.stderr.strip()}")
+    status_args = (
+        "status",
+        "dlt_glucose_entries+",
+        "--start-date",
+        "2024-01-15",
+        "--end-date",
+        "2024-01-16",
+        "--json",
+    )
+    count = ("query", "select count(*) from raw.glucose_entries", "--format", "csv")
+    expected_count, expected_status = phlo(*count, env=env), phlo(*status_args, env=env)
+    before = files_of(home)
+
+    counted = read_only(home, *count, env=env)
+    assert counted.returncode == 0, counted.stderr
+    assert counted.stdout == expected_count.stdout and int(counted.stdout.split()[-1]) > 500
+
+    status = read_only(home, *status_args, env=env)
+    assert status.returncode == 0, status.stderr
+    assert {entry["done"] for entry in json.loads(status.stdout)} == {2}
+    assert json.loads(status.stdout) == json.loads(expected_status.stdout)
+
+    logs = read_only(home, "logs", "--asset", "dlt_glucose_entries", "--json", env=env)
+    assert logs.returncode == 0, logs.stderr
+    assert [json.loads(line) for line in logs.stdout.splitlines()]
+
+    written = read_only(
+        home, "materialize", "dlt_glucose_entries", "--partition", "2024-01-17", env=env
+    )
+    assert written.returncode == 2 and "Read-only file system" in written.stderr
+    assert files_of(home) == before
