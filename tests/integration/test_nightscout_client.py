@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +14,7 @@ from locations.nightscout.sample_data import _entry
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
 from phlo_core.http import RetryPolicy, SourceError
-from phlo_core.settings import load_settings
+from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -197,3 +198,24 @@ def test_a_server_that_echoes_the_credentials_in_its_reason_does_not_leak_them()
     assert "are not valid" in message and "token *** and secret ***" in message
     assert "tok-secret-2" not in message
     assert hashlib.sha1(b"plain-secret-1").hexdigest() not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # httpx reads `hunter` as the port and says "Invalid port: 'hunter'".
+        "https://reader:hunter/2abc@ns.example",
+        # A port it can read: the rest of the password rides in the path of every error.
+        "https://reader:12/2abc@ns.example",
+    ],
+)
+def test_a_url_hiding_a_password_is_refused_without_showing_it(
+    url: str, make_settings: Callable[..., PhloSettings]
+) -> None:
+    settings = make_settings(nightscout_url=url)
+    with pytest.raises(SourceError) as error, NightscoutClient.from_settings(settings) as client:
+        client.fetch_entries(START_MS, END_MS)
+    message = str(error.value)
+    assert message.startswith("Nightscout") and "\n" not in message
+    for part in ("hunter", "2abc", "12/"):
+        assert part not in message

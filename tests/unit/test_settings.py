@@ -257,3 +257,34 @@ def test_other_malformed_urls_are_refused_without_showing_credentials(
     message = str(error.value)
     assert variable in message and "\n" not in message
     assert secret not in message and value not in message
+
+
+def test_source_requests_have_a_deadline_and_a_size_cap_documented_with_their_defaults(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(phlo_home=tmp_path)
+    assert settings.http_deadline_seconds == 120
+    assert settings.http_max_response_mb == 100
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text().splitlines()
+    assert "HTTP_DEADLINE_SECONDS=120" in example
+    assert "HTTP_MAX_RESPONSE_MB=100" in example
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("HTTP_DEADLINE_SECONDS", "0"),
+        ("HTTP_DEADLINE_SECONDS", "soon"),
+        ("HTTP_MAX_RESPONSE_MB", "-1"),
+        ("HTTP_MAX_RESPONSE_MB", "1e9"),
+    ],
+)
+def test_a_wrong_http_limit_is_one_line_naming_the_variable(
+    variable: str, value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings(phlo_home=tmp_path)
+    message = str(error.value)
+    assert message.startswith(f"invalid configuration: {variable}: ")
+    assert "\n" not in message

@@ -23,6 +23,12 @@ from phlo_core.redact import dsn_password, redact, register_secret
 # Read beneath the environment and `.env`, which win where both set a value.
 SERVICES_ENV = "services.env"
 
+# A source request's total time and answer size (HTTP_DEADLINE_SECONDS, HTTP_MAX_RESPONSE_MB):
+# far above what a healthy source needs (a page of 100,000 JSON readings is ~30 MB), far
+# below what lets one misbehaving server hold a run or its memory.
+DEFAULT_HTTP_DEADLINE_SECONDS = 120.0
+DEFAULT_HTTP_MAX_RESPONSE_MB = 100.0
+
 
 class SettingsError(ValueError):
     """A configuration value is wrong; the message names the variable and says what is valid."""
@@ -223,6 +229,10 @@ class PhloSettings(BaseSettings):
     http_timeout_seconds: float = Field(default=30.0, gt=0)
     http_max_attempts: int = Field(default=5, ge=1, le=20)
     http_backoff_seconds: float = Field(default=1.0, ge=0)
+    # Per request (each attempt, redirects included): a server trickling its answer, or
+    # sending more than any source's page, cannot keep a run alive or fill its memory.
+    http_deadline_seconds: float = Field(default=DEFAULT_HTTP_DEADLINE_SECONDS, gt=0, le=86_400)
+    http_max_response_mb: float = Field(default=DEFAULT_HTTP_MAX_RESPONSE_MB, gt=0, le=16_384)
 
     @field_validator("phlo_timezone")
     @classmethod

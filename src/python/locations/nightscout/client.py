@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 
 from locations.nightscout.settings import NightscoutSettings, nightscout_settings
 from phlo_core.http import RetryingClient, RetryPolicy, SourceError
-from phlo_core.settings import PhloSettings
+from phlo_core.settings import (
+    DEFAULT_HTTP_DEADLINE_SECONDS,
+    DEFAULT_HTTP_MAX_RESPONSE_MB,
+    PhloSettings,
+)
 
 ENTRIES_PATH = "/api/v1/entries.json"
 
@@ -48,6 +52,8 @@ class NightscoutClient:
         token: str | None = None,
         page_size: int = 1000,
         timeout_seconds: float = 30.0,
+        deadline_seconds: float = DEFAULT_HTTP_DEADLINE_SECONDS,
+        max_response_mb: float = DEFAULT_HTTP_MAX_RESPONSE_MB,
         policy: RetryPolicy | None = None,
     ) -> None:
         headers = {"Accept": "application/json"}
@@ -61,6 +67,8 @@ class NightscoutClient:
             url,
             headers=headers,
             timeout_seconds=timeout_seconds,
+            deadline_seconds=deadline_seconds,
+            max_response_mb=max_response_mb,
             policy=policy,
             credentials_hint="check NIGHTSCOUT_API_SECRET or NIGHTSCOUT_TOKEN"
             if api_secret or token
@@ -82,6 +90,8 @@ class NightscoutClient:
             token=site.nightscout_token.get_secret_value() if site.nightscout_token else None,
             page_size=site.nightscout_page_size,
             timeout_seconds=settings.http_timeout_seconds,
+            deadline_seconds=settings.http_deadline_seconds,
+            max_response_mb=settings.http_max_response_mb,
             policy=RetryPolicy(
                 max_attempts=settings.http_max_attempts,
                 backoff_seconds=settings.http_backoff_seconds,

@@ -16,7 +16,11 @@ from typing import Any
 
 from locations.weather.settings import Place, WeatherSettings, weather_settings
 from phlo_core.http import RetryingClient, RetryPolicy, SourceError
-from phlo_core.settings import PhloSettings
+from phlo_core.settings import (
+    DEFAULT_HTTP_DEADLINE_SECONDS,
+    DEFAULT_HTTP_MAX_RESPONSE_MB,
+    PhloSettings,
+)
 
 ARCHIVE_PATH = "/v1/archive"
 FORECAST_PATH = "/v1/forecast"
@@ -91,14 +95,24 @@ class OpenMeteoClient:
         *,
         archive_delay_days: int = 5,
         timeout_seconds: float = 30.0,
+        deadline_seconds: float = DEFAULT_HTTP_DEADLINE_SECONDS,
+        max_response_mb: float = DEFAULT_HTTP_MAX_RESPONSE_MB,
         policy: RetryPolicy | None = None,
     ) -> None:
         self.archive_delay_days = archive_delay_days
-        self._archive = RetryingClient(
-            "Open-Meteo archive", archive_url, timeout_seconds=timeout_seconds, policy=policy
-        )
-        self._forecast = RetryingClient(
-            "Open-Meteo forecast", forecast_url, timeout_seconds=timeout_seconds, policy=policy
+        self._archive, self._forecast = (
+            RetryingClient(
+                name,
+                url,
+                timeout_seconds=timeout_seconds,
+                deadline_seconds=deadline_seconds,
+                max_response_mb=max_response_mb,
+                policy=policy,
+            )
+            for name, url in (
+                ("Open-Meteo archive", archive_url),
+                ("Open-Meteo forecast", forecast_url),
+            )
         )
 
     @classmethod
@@ -109,6 +123,8 @@ class OpenMeteoClient:
             own.open_meteo_forecast_url,
             archive_delay_days=own.open_meteo_archive_delay_days,
             timeout_seconds=settings.http_timeout_seconds,
+            deadline_seconds=settings.http_deadline_seconds,
+            max_response_mb=settings.http_max_response_mb,
             policy=RetryPolicy(
                 max_attempts=settings.http_max_attempts,
                 backoff_seconds=settings.http_backoff_seconds,
