@@ -172,6 +172,52 @@ def test_a_dry_run_prints_the_plan_and_starts_nothing(
     assert backfill_runs(settings_for(home, server)) == []
 
 
+def planned(output: str) -> tuple[int, int]:
+    """(days, ranges) to run, as a dry run prints them or a real run announces them."""
+    found = re.search(r"(\d+) day\(s\)(?: to run)? in (\d+) range\(s\)", output)
+    assert found, output
+    return int(found[1]), int(found[2])
+
+
+def test_a_dry_run_plans_exactly_what_the_run_does(
+    tmp_path: Path, server: SampleNightscoutServer, source: FlakySource
+) -> None:
+    home = tmp_path / "home"
+    ingest = ("backfill", "dlt_glucose_entries", "--only", "--chunk-size", "1")
+    first = phlo(home, server, *ingest, "--partitions", "2024-03-02,2024-03-03")
+    assert first.returncode == 0, first.stderr
+    for args, expected in [
+        (["--start-date", FIRST, "--end-date", "2024-03-04", "--missing"], (2, 2)),
+        (["--start-date", FIRST, "--end-date", "2024-03-04"], (4, 4)),
+        (["--partitions", "2024-03-01,2024-03-04"], (2, 2)),
+    ]:
+        dry = phlo(home, server, *ingest, *args, "--dry-run")
+        assert dry.returncode == 0, dry.stderr
+        real = phlo(home, server, *ingest, *args)
+        assert real.returncode == 0, real.stderr
+        assert planned(dry.stdout) == planned(real.stderr) == expected, (args, dry.stdout)
+
+    nothing = phlo(
+        home, server, *ingest, "--start-date", FIRST, "--end-date", "2024-03-04", "--missing"
+    )
+    assert nothing.returncode == 0, nothing.stderr
+    assert "nothing to do" in nothing.stdout
+    assert "Error" not in nothing.stderr
+
+    source.broken.set()
+    try:
+        broken = phlo(
+            home, server, *ingest, "--start-date", "2024-03-05", "--end-date", "2024-03-07"
+        )
+    finally:
+        source.broken.clear()
+    assert broken.returncode == 1, broken.stderr
+    dry = phlo(home, server, "backfill", "--resume", "--dry-run")
+    real = phlo(home, server, "backfill", "--resume")
+    assert real.returncode == 0, real.stderr
+    assert planned(dry.stdout) == planned(real.stderr) == (1, 1)
+
+
 def test_a_range_in_parallel_equals_a_clean_build_and_resumes_after_a_failure(
     tmp_path: Path,
     server: SampleNightscoutServer,

@@ -296,23 +296,29 @@ def backfill(
                 0,
                 allow_shrink,
             )
-            # Done before: materialized at any time (what --missing skips).
-            plan = backfills.plan_backfill(draft, settings, missing_only=True)
-            if not missing and not dry_run:
-                plan.todo, plan.done = draft.dates, 0
+            # Materialized before (at any time): what --missing skips, what a plain backfill
+            # runs again. The dry run prints the plan the run itself would follow.
+            missing_plan = backfills.plan_backfill(draft, settings, missing_only=True)
+            plan = missing_plan if missing else backfills.whole_plan(missing_plan)
             if dry_run:
-                return _print_backfill_plan(plan, missing)
+                return _print_backfill_plan(plan, skippable=missing_plan.done)
+            if not plan.todo:
+                print(
+                    f"nothing to do: every day of {days[0]}..{days[-1]} is materialized for "
+                    f"{selection} (without --missing a backfill runs them again)"
+                )
+                return 0
             record = backfills.create(
                 settings,
                 selection,
-                plan.todo if missing else days,
+                plan.todo,
                 chunk_size=draft.chunk_size,
                 parallel=draft.parallel,
                 allow_shrink=allow_shrink,
             )
             plan = backfills.plan_backfill(record, settings)
         if resume is not None and dry_run:
-            return _print_backfill_plan(plan, False)
+            return _print_backfill_plan(plan)
         if resume is not None:
             backfills.save(instance_for(settings), plan.backfill)  # new options kept
         if submit or plan.backfill.submitted:
@@ -384,12 +390,17 @@ def _backfill_to_resume(settings: PhloSettings, backfill_id: str | None) -> Back
     raise UsageError("nothing to resume: every backfill in this instance is finished")
 
 
-def _print_backfill_plan(plan: Plan, missing: bool) -> int:
+def _print_backfill_plan(plan: Plan, skippable: int = 0) -> int:
+    """The plan as the run would follow it. `skippable`: days materialized before that this
+    plan runs again (a plain backfill), which --missing would skip."""
     record = plan.backfill
     workers = min(record.parallel, len(plan.ranges)) or 1
     print(f"backfill {record.selection} (dry run: nothing started)")
     print(f"  days:     {len(record.days)} ({record.days[0]}..{record.days[-1]})")
-    print(f"  done:     {plan.done} already materialized" + (", skipped" if missing else ""))
+    if plan.done:
+        print(f"  done:     {plan.done} already materialized, skipped")
+    elif skippable:
+        print(f"  done:     {skippable} materialized before, run again (--missing skips them)")
     print(
         f"  to run:   {len(plan.todo)} day(s) in {len(plan.ranges)} range(s) of at most "
         f"{record.chunk_size} day(s), {workers} worker(s)"

@@ -584,6 +584,13 @@ def plan_backfill(
     )
 
 
+def whole_plan(plan: Plan) -> Plan:
+    """`plan` with every one of its backfill's days to run, done or not (a backfill without
+    --missing rebuilds them all)."""
+    days = plan.backfill.dates
+    return Plan(plan.backfill, days, 0, ranges(days, plan.backfill.chunk_size), plan.has_whole)
+
+
 def execute(
     plan: Plan,
     settings: PhloSettings,
