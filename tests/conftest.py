@@ -70,7 +70,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhloSettings]
     try:
         yield settings
     finally:
-        local_services.down(settings)
+        # Purged: as root, PostgreSQL's files live outside the home (services.py says why).
+        local_services.down(settings, purge=True)
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -8,8 +8,12 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from phlo_core import services as local_services
 from phlo_core.settings import load_settings
 
 PHLO = str(Path(sys.executable).with_name("phlo"))
@@ -32,8 +36,18 @@ def statuses(home: Path) -> dict[str, dict]:
     return {entry["name"]: entry for entry in json.loads(done.stdout)}
 
 
-def test_up_twice_status_and_down(tmp_path: Path) -> None:
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A PHLO_HOME whose services' files all go afterwards (as root, PostgreSQL's live in the
+    postgres user's home, outside it)."""
     home = tmp_path / "home"
+    try:
+        yield home
+    finally:
+        local_services.down(load_settings(phlo_home=home), purge=True)
+
+
+def test_up_twice_status_and_down(home: Path) -> None:
     assert statuses(home) == {
         "postgres": {
             "name": "postgres",
@@ -97,22 +111,23 @@ def test_up_twice_status_and_down(tmp_path: Path) -> None:
     }
     assert not (home / "services.env").exists()
     assert load_settings(phlo_home=home).lake_catalog.startswith("sqlite:")
-    assert (home / "services" / "postgres" / "data" / "PG_VERSION").exists()  # data kept
+    data = Path(stopped["postgres"]["detail"].rsplit("; data ", 1)[1])
+    assert (data / "PG_VERSION").exists()  # data kept
 
 
-def test_a_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
+def test_a_port_in_use_is_a_usage_error(home: Path) -> None:
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
     try:
-        done = phlo(tmp_path / "home", "services", "up", "--pg-port", str(port))
+        done = phlo(home, "services", "up", "--pg-port", str(port))
     finally:
         taken.close()
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"phlo: error: port {port} for PostgreSQL is in use: choose another with --pg-port"
     )
-    assert statuses(tmp_path / "home")["postgres"]["state"] == "not set up"
-    bad = phlo(tmp_path / "home", "services", "up", "--s3-port", "80")
+    assert statuses(home)["postgres"]["state"] == "not set up"
+    bad = phlo(home, "services", "up", "--s3-port", "80")
     assert bad.returncode == 2 and "--s3-port must be a port from 1024 to 65535" in bad.stderr

@@ -6,10 +6,25 @@ Parquet files, bucket `lake`), on free loopback ports, everything under PHLO_HOM
 environment and `.env` (and PHLO_HOME/demo/services.env for the demo's own databases and
 prefix), so `phlo services up && phlo demo` runs on PostgreSQL and S3. `down` stops what `up`
 started and removes those files: phlo is back on the embedded default, the data stays.
+
+Only their owner reaches these servers, whoever else uses the machine:
+- PostgreSQL wants the generated password on every connection, over its socket as over TCP
+  (scram-sha-256; pg_hba.conf is written at every start), and its socket folder is 0700.
+- SeaweedFS's internal ports (master, volume, filer, admin, their gRPC ports) refuse clients
+  without this install's keys: a CA and a certificate generated at the first `up` (mutual TLS
+  on every internal HTTP and gRPC port) and signing keys for volume and filer reads and
+  writes, in PHLO_HOME/services/s3/security.toml (0600), which `weed mini` reads from its
+  working folder. Only the S3 API, with its access keys, gives access to the lake.
+- Everything lives in owner-only folders (0700) and files (0600). As root, PostgreSQL runs as
+  the `postgres` user, which cannot enter a private PHLO_HOME (under /root, say): its files
+  live in a folder phlo creates for it in that user's home, and no folder phlo did not create
+  ever has its mode changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import pwd
@@ -17,16 +32,18 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from phlo_core.locks import file_lock, write_atomically
+from phlo_core.locks import file_lock
 from phlo_core.settings import SERVICES_ENV, PhloSettings
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
@@ -36,6 +53,17 @@ ROLE = "phlo"
 # A profile is a set of databases and an S3 prefix on the same servers: `main` for your data,
 # `demo` for `phlo demo` (sample data never mixes with yours), others for tests.
 PROFILES = ("main", "demo")
+# What the running servers are protected by; servers an older phlo started (PostgreSQL
+# trusting local users, SeaweedFS's ports open) are restarted once by the next `up`.
+SECURITY = 1
+PG_HBA = """\
+# Written by phlo at every start of PostgreSQL: every connection needs the password.
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
+# A Unix socket's path must fit in sun_path (108 bytes with its final NUL).
+_SOCKET_PATH_MAX = 107
 
 
 def profile_names(profile: str) -> tuple[str, str, str, str]:
@@ -85,6 +113,8 @@ class ServiceStatus:
 @dataclass
 class Layout:
     root: Path
+    # PostgreSQL's folder: root/postgres, or, as root, one in the `postgres` user's home.
+    pg_root: Path
 
     @property
     def state_file(self) -> Path:
@@ -92,15 +122,15 @@ class Layout:
 
     @property
     def pg_data(self) -> Path:
-        return self.root / "postgres" / "data"
+        return self.pg_root / "data"
 
     @property
     def pg_socket(self) -> Path:
-        return self.root / "postgres" / "socket"
+        return self.pg_root / "socket"
 
     @property
     def pg_log(self) -> Path:
-        return self.root / "postgres" / "postgres.log"
+        return self.pg_root / "postgres.log"
 
     @property
     def s3_dir(self) -> Path:
@@ -114,9 +144,19 @@ class Layout:
     def s3_pid(self) -> Path:
         return self.root / "s3" / "weed.pid"
 
+    @property
+    def s3_tls(self) -> Path:
+        return self.root / "s3" / "tls"
+
+
+def _layout(root: Path, state: dict[str, Any]) -> Layout:
+    kept = state.get("pg_root")
+    return Layout(root, Path(kept) if kept else root / "postgres")
+
 
 def layout(settings: PhloSettings) -> Layout:
-    return Layout(settings.home / "services")
+    root = settings.home / "services"
+    return _layout(root, _read_state(root))
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -183,23 +223,50 @@ def _as_postgres_user() -> list[str]:
     return ["runuser", "-u", "postgres", "--"]
 
 
-def _hand_to_postgres_user(path: Path) -> None:
+def _hand_to_postgres_user(*paths: Path, recursive: bool = False) -> None:
+    """As root, what phlo wrote for PostgreSQL belongs to the `postgres` user it runs as."""
     if os.geteuid() != 0:
         return
     entry = pwd.getpwnam("postgres")
-    for item in [path, *path.rglob("*")]:
-        os.chown(item, entry.pw_uid, entry.pw_gid)
-    # Every folder above needs o+x for that user to reach its data.
-    for parent in path.parents:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            with suppress(PermissionError):
-                parent.chmod(mode | 0o001)
+    for path in paths:
+        for item in [path, *(path.rglob("*") if recursive else ())]:
+            os.chown(item, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+
+
+def _own_folder(path: Path) -> None:
+    """A folder of phlo's own, owner only (0700): created so, or tightened if an older phlo
+    made it wider (never loosened); never a symlink, whose target phlo did not create."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        info = path.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise ServiceError(
+                f"{path} is not a folder (a symlink?): phlo keeps its servers' files in folders "
+                "of its own; move it away and run `phlo services up` again"
+            ) from None
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            path.chmod(stat.S_IMODE(info.st_mode) & 0o700)
+    else:
+        path.chmod(0o700)  # whatever the umask
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` whole with a file only its owner can read, from its first byte (written
+    then chmodded, another user could open it in between)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(temporary, path)
 
 
 def _run(command: list[str], what: str, timeout: float = 120) -> str:
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False, umask=0o077
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ServiceError(f"{what} failed: {exc}") from None
     if done.returncode != 0:
@@ -211,15 +278,20 @@ def _run(command: list[str], what: str, timeout: float = 120) -> str:
 # --- state -----------------------------------------------------------------------------------
 
 
-def _read_state(where: Layout) -> dict[str, Any]:
-    if where.state_file.exists():
-        return json.loads(where.state_file.read_text())
+def _read_state(root: Path) -> dict[str, Any]:
+    state_file = root / "state.json"
+    if state_file.exists():
+        return json.loads(state_file.read_text())
     return {}
 
 
 def _write_state(where: Layout, state: dict[str, Any]) -> None:
-    write_atomically(where.state_file, json.dumps(state, indent=2))
-    where.state_file.chmod(0o600)
+    _write_private(where.state_file, json.dumps(state, indent=2))
+
+
+# SeaweedFS's signing keys (security.toml): master-issued tokens for volume writes and reads,
+# S3-issued tokens for filer writes and reads.
+_WEED_KEYS = ("weed_volume_write", "weed_volume_read", "weed_filer_write", "weed_filer_read")
 
 
 def _credentials(state: dict[str, Any]) -> dict[str, str]:
@@ -228,35 +300,78 @@ def _credentials(state: dict[str, Any]) -> dict[str, str]:
     creds.setdefault("pg_password", secrets.token_urlsafe(18))
     creds.setdefault("s3_access_key", "phlo" + secrets.token_hex(6))
     creds.setdefault("s3_secret_key", secrets.token_urlsafe(30))
+    for name in _WEED_KEYS:
+        creds.setdefault(name, secrets.token_urlsafe(32))
     return creds
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _pg_running(where: Layout) -> bool:
+def _pg_pid(where: Layout) -> int | None:
     pid_file = where.pg_data / "postmaster.pid"
-    if not pid_file.exists():
-        return False
     try:
         pid = int(pid_file.read_text().splitlines()[0])
-        os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid, "postgres") else None
+
+
+def _pg_running(where: Layout) -> bool:
+    return _pg_pid(where) is not None
+
+
+def _postgres_home_folder(root: Path) -> Path:
+    """As root: a new folder for PostgreSQL's files in the `postgres` user's home.
+
+    PostgreSQL refuses to run as root, and the `postgres` user it runs as instead must reach
+    its data folder through every folder above it. PHLO_HOME under /root (0700) is out of its
+    reach, and loosening /root (or any folder phlo did not create) is not phlo's to do: the
+    files live where that user can already go, in a folder phlo creates and owns for it.
+    PHLO_HOME/services/state.json records where (`phlo services status` shows it). Files an
+    older phlo kept under PHLO_HOME/services/postgres move there.
+    """
+    entry = pwd.getpwnam("postgres")
+    home = Path(entry.pw_dir)
+    reach = ["runuser", "-u", "postgres", "--", "test", "-d", str(home), "-a", "-w", str(home)]
+    if subprocess.run(reach, capture_output=True, timeout=30, check=False).returncode != 0:
+        raise ServiceError(
+            f"PostgreSQL runs as the `postgres` user, whose home {home} is not a folder it can "
+            "write, and phlo keeps its files there when run as root: give that user a home "
+            "(usermod -d /var/lib/postgresql -m postgres) or run phlo as a normal user"
+        )
+    folders = home / "phlo"
+    _own_folder(folders)
+    _hand_to_postgres_user(folders)
+    folder = folders / secrets.token_hex(6)
+    older = root / "postgres"
+    if (older / "data" / "PG_VERSION").exists():
+        try:
+            shutil.move(older, folder)
+        except OSError as exc:
+            raise ServiceError(
+                f"could not move PostgreSQL's files from {older} to {folder}: {exc.strerror}"
+            ) from None
+        _hand_to_postgres_user(folder, recursive=True)
+    else:
+        _own_folder(folder)
+        _hand_to_postgres_user(folder)
+    # Whose folder this is, for whoever finds it in the postgres user's home.
+    (folder / "PHLO_HOME").write_text(f"{root.parent}\n")
+    return folder
 
 
 def _pg_start(where: Layout, port: int, password: str) -> None:
     binaries = pg_bin()
     runner = _as_postgres_user()
+    _own_folder(where.pg_root)
+    _own_folder(where.pg_socket)
+    _hand_to_postgres_user(where.pg_root, where.pg_socket)
     if not (where.pg_data / "PG_VERSION").exists():
-        where.pg_data.mkdir(parents=True, exist_ok=True)
-        where.pg_socket.mkdir(parents=True, exist_ok=True)
-        pwfile = where.pg_data.parent / "pwfile"
-        pwfile.write_text(password + "\n")
-        _hand_to_postgres_user(where.pg_data.parent)
+        _own_folder(where.pg_data)
+        pwfile = where.pg_root / "pwfile"
+        _write_private(pwfile, password + "\n")
+        _hand_to_postgres_user(where.pg_data, pwfile)
         try:
             _run(
                 [
@@ -267,8 +382,7 @@ def _pg_start(where: Layout, port: int, password: str) -> None:
                     "-U",
                     "postgres",
                     f"--pwfile={pwfile}",
-                    "--auth-local=trust",
-                    "--auth-host=scram-sha-256",
+                    "--auth=scram-sha-256",
                     "-E",
                     "UTF8",
                     "--no-sync",
@@ -277,13 +391,15 @@ def _pg_start(where: Layout, port: int, password: str) -> None:
             )
         finally:
             pwfile.unlink(missing_ok=True)
-    where.pg_log.touch()
-    _hand_to_postgres_user(where.pg_data.parent)
+    # Written at every start: data folders an older phlo made trusted local connections.
+    _write_private(where.pg_data / "pg_hba.conf", PG_HBA)
+    _hand_to_postgres_user(where.pg_data / "pg_hba.conf")
     options = (
         f"-p {port} -k {where.pg_socket} -c listen_addresses=127.0.0.1 -c fsync=off "
-        "-c max_connections=200"
+        "-c max_connections=200 -c unix_socket_permissions=0700 "
+        "-c password_encryption=scram-sha-256"
     )
-    logged = where.pg_log.stat().st_size
+    logged = where.pg_log.stat().st_size if where.pg_log.exists() else 0
     try:
         _run(
             [
@@ -303,7 +419,8 @@ def _pg_start(where: Layout, port: int, password: str) -> None:
             "starting PostgreSQL",
         )
     except ServiceError:
-        with where.pg_log.open(errors="replace") as log:
+        fatal = []
+        with suppress(OSError), where.pg_log.open(errors="replace") as log:
             log.seek(logged)
             fatal = [line for line in log.read().splitlines() if "FATAL:" in line]
         if not fatal:
@@ -315,19 +432,19 @@ def _pg_start(where: Layout, port: int, password: str) -> None:
 
 
 def _pg_stop(where: Layout) -> None:
-    _run(
-        [
-            *_as_postgres_user(),
-            str(pg_bin() / "pg_ctl"),
-            "-D",
-            str(where.pg_data),
-            "-w",
-            "-m",
-            "fast",
-            "stop",
-        ],
-        "stopping PostgreSQL",
-    )
+    """A fast shutdown (what `pg_ctl stop -m fast` sends), by signal: it needs no path into
+    the data folder, which PostgreSQL's user may no longer reach (files an older phlo kept
+    under a PHLO_HOME that is private again)."""
+    pid = _pg_pid(where)
+    if pid is None:
+        return
+    with suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 60
+    while _pg_pid(where) is not None:
+        if time.monotonic() > deadline:
+            raise ServiceError(f"PostgreSQL (pid {pid}) did not stop within 60 s ({where.pg_log})")
+        time.sleep(0.1)
 
 
 def _pg_connect(port: int, password: str, dbname: str = "postgres") -> Any:
@@ -363,8 +480,9 @@ def _pg_provision(port: int, password: str, role_password: str, profiles: list[s
 
 def provision(settings: PhloSettings, profile: str) -> dict[str, str]:
     """Databases and a prefix for one more profile on the running services; its settings."""
-    with _locked(settings) as where:
-        state = _read_state(where)
+    with _locked(settings) as root:
+        state = _read_state(root)
+        where = _layout(root, state)
         if not _pg_running(where) or _s3_running(where) is None:
             raise ServiceError("the services are not running: `phlo services up` first")
         creds = state["credentials"]
@@ -376,27 +494,120 @@ def provision(settings: PhloSettings, profile: str) -> dict[str, str]:
 
 
 def _s3_running(where: Layout) -> int | None:
-    if not where.s3_pid.exists():
-        return None
     try:
         pid = int(where.s3_pid.read_text())
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
+    except (OSError, ValueError):
         return None
-    return pid
+    return pid if _alive(pid, "weed") else None
+
+
+def _tls_files(where: Layout) -> dict[str, Path]:
+    """This install's CA certificate and one certificate with its key that every SeaweedFS
+    component presents, as server and as client (mutual TLS: a client without them is refused
+    at the handshake). Made once with openssl, owner-only; the CA's key is deleted once it has
+    signed, so nothing can sign another certificate."""
+    folder = where.s3_tls
+    files = {"ca": folder / "ca.crt", "cert": folder / "node.crt", "key": folder / "node.key"}
+    _own_folder(folder)
+    if all(path.exists() for path in files.values()):
+        return files
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ServiceError(
+            "openssl not found: it makes the keys that keep SeaweedFS's internal ports to "
+            "phlo alone (Debian: apt-get install openssl)"
+        )
+    work = folder / f".new.{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    _own_folder(work)
+    key_type = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    days = ["-days", "36500"]
+    (work / "ext").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+    )
+    try:
+        _run(
+            [openssl, "req", "-x509", *key_type, *days, "-keyout", str(work / "ca.key")]
+            + ["-out", str(work / "ca.crt"), "-subj", "/CN=phlo services CA"]
+            + ["-addext", "basicConstraints=critical,CA:TRUE"]
+            + ["-addext", "keyUsage=critical,keyCertSign"],
+            "making the SeaweedFS CA",
+        )
+        _run(
+            [openssl, "req", "-new", *key_type, "-keyout", str(work / "node.key")]
+            + ["-out", str(work / "node.csr"), "-subj", "/CN=phlo services"],
+            "making the SeaweedFS key",
+        )
+        _run(
+            [openssl, "x509", "-req", "-in", str(work / "node.csr"), *days]
+            + ["-CA", str(work / "ca.crt"), "-CAkey", str(work / "ca.key")]
+            + ["-set_serial", str(secrets.randbits(63)), "-extfile", str(work / "ext")]
+            + ["-out", str(work / "node.crt")],
+            "signing the SeaweedFS certificate",
+        )
+        for path in files.values():
+            source = work / path.name
+            source.chmod(0o600)
+            os.replace(source, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return files
+
+
+def _toml(value: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(value)
+
+
+def _security_toml(tls: dict[str, Path], creds: dict[str, str]) -> str:
+    """SeaweedFS's security.toml: signing keys for volume and filer reads and writes, mutual
+    TLS on every gRPC port and every internal HTTP port (master, volume, filer, admin), the
+    volume UI off and no directory metadata from the filer. The S3 port is not among them:
+    it stays plain HTTP with the S3 keys, for DuckDB and every other S3 client."""
+    ca, cert, key = (_toml(str(tls[name])) for name in ("ca", "cert", "key"))
+    lines = ["# Written by `phlo services up`; secrets: owner only.", ""]
+    for section, name in (
+        ("jwt.signing", "weed_volume_write"),
+        ("jwt.signing.read", "weed_volume_read"),
+        ("jwt.filer_signing", "weed_filer_write"),
+        ("jwt.filer_signing.read", "weed_filer_read"),
+    ):
+        lines += [f"[{section}]", f"key = {_toml(creds[name])}", "expires_after_seconds = 10", ""]
+    lines += ["[access]", "ui = false", ""]
+    lines += ["[filer.expose_directory_metadata]", "enabled = false", ""]
+    lines += ["[grpc]", f"ca = {ca}", ""]
+    for component in ("master", "volume", "filer", "s3", "admin", "worker", "client"):
+        lines += [f"[grpc.{component}]", f"cert = {cert}", f"key = {key}", ""]
+    for component in ("master", "volume", "filer", "admin"):
+        lines += [f"[https.{component}]", f"cert = {cert}", f"key = {key}", f"ca = {ca}", ""]
+    lines += ["[https.client]", "enabled = true", f"cert = {cert}", f"key = {key}", f"ca = {ca}"]
+    return "\n".join(lines) + "\n"
 
 
 def _s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, str]) -> None:
+    _own_folder(where.s3_dir)
     data = where.s3_dir / "data"
-    data.mkdir(parents=True, exist_ok=True)
+    _own_folder(data)
     config = where.s3_dir / "s3.json"
     identity = {
         "name": ROLE,
         "credentials": [{"accessKey": creds["s3_access_key"], "secretKey": creds["s3_secret_key"]}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
-    write_atomically(config, json.dumps({"identities": [identity]}))
-    config.chmod(0o600)
+    _write_private(config, json.dumps({"identities": [identity]}))
+    # `weed mini` reads ./security.toml first (then ~/.seaweedfs, /etc/seaweedfs): it runs in
+    # where.s3_dir, and WEED_* variables, which would override the file, are not passed on.
+    _write_private(where.s3_dir / "security.toml", _security_toml(_tls_files(where), creds))
+    # Its Unix sockets default to /tmp/seaweedfs-<name>-<port>.sock: these two can move into
+    # this private folder when the path fits (the gRPC ones cannot; mutual TLS covers them).
+    sockets = []
+    for name in ("filer", "s3"):
+        path = where.s3_dir / f"{name}.sock"
+        if len(str(path)) <= _SOCKET_PATH_MAX:
+            sockets.append(f"-{name}.localSocket={path}")
     command = [
         str(weed_bin()),
         "mini",
@@ -411,8 +622,11 @@ def _s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, 
         "-s3.port.lance=0",
         "-webdav=false",
         "-admin.ui=false",
+        "-master.telemetry=false",
+        *sockets,
         *[f"-{name}={value}" for name, value in ports.items()],
     ]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
     with where.s3_log.open("ab") as log:
         process = subprocess.Popen(
             command,
@@ -421,6 +635,8 @@ def _s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, 
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=where.s3_dir,
+            env=environment,
+            umask=0o077,  # its volumes, indexes, sockets: owner only
         )
     where.s3_pid.write_text(str(process.pid))
     deadline = time.monotonic() + 60
@@ -430,22 +646,43 @@ def _s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, 
             raise ServiceError(
                 f"SeaweedFS exited at start: {tail[0] if tail else process.returncode}"
             )
-        if _s3_bucket_answers(port):
+        if _s3_bucket_answers(port, creds):
             return
-        time.sleep(0.3)
+        time.sleep(0.2)
     raise ServiceError(f"SeaweedFS did not answer on 127.0.0.1:{port} within 60 s ({where.s3_log})")
 
 
-def _s3_bucket_answers(port: int) -> bool:
-    """The S3 API answers for bucket `lake` (any HTTP status but 404/5xx: unsigned requests
-    are refused with 403 once the bucket exists)."""
+def _s3_bucket_answers(port: int, creds: dict[str, str]) -> bool:
+    """Bucket `lake` exists, asked with the S3 keys (a HEAD signed with AWS Signature V4): an
+    unsigned request gets 403 whether the bucket exists yet or not."""
     import httpx
 
+    now = datetime.now(UTC)
+    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    host = f"127.0.0.1:{port}"
+    payload = hashlib.sha256(b"").hexdigest()
+    headers = {"host": host, "x-amz-content-sha256": payload, "x-amz-date": stamp}
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join(
+        ["HEAD", f"/{BUCKET}", "", *(f"{name}:{headers[name]}" for name in sorted(headers))]
+        + ["", signed, payload]
+    )
+    scope = f"{day}/us-east-1/s3/aws4_request"
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
+    key = ("AWS4" + creds["s3_secret_key"]).encode()
+    for part in (day, "us-east-1", "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    to_sign = f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{digest}"
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={creds['s3_access_key']}/{scope}, "
+        f"SignedHeaders={signed}, Signature={signature}"
+    )
     try:
-        status = httpx.head(f"http://127.0.0.1:{port}/{BUCKET}", timeout=1.0).status_code
+        response = httpx.head(f"http://{host}/{BUCKET}", headers=headers, timeout=1.0)
     except httpx.HTTPError:
         return False
-    return status < 500 and status != 404
+    return response.status_code == 200
 
 
 def _s3_stop(where: Layout) -> None:
@@ -470,6 +707,16 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
         return False
+
+
+def _alive(pid: int, program: str) -> bool:
+    """`pid` runs `program`: a pid file left by a server that died may name a process that
+    reuses its number, which must never be signalled."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return False
+    return Path(os.fsdecode(command)).name == program and not _zombie(pid)
 
 
 # --- the profile file ------------------------------------------------------------------------
@@ -508,19 +755,20 @@ def _write_profile_files(settings: PhloSettings, state: dict[str, Any]) -> None:
             *[f"{key}='{value}'" for key, value in profile_values(state, profile).items()],
         ]
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, "\n".join(lines) + "\n")
-        path.chmod(0o600)
+        _write_private(path, "\n".join(lines) + "\n")
 
 
 # --- commands --------------------------------------------------------------------------------
 
 
 @contextmanager
-def _locked(settings: PhloSettings) -> Iterator[Layout]:
-    where = layout(settings)
-    where.root.mkdir(parents=True, exist_ok=True)
-    with file_lock(where.root / ".lock"):
-        yield where
+def _locked(settings: PhloSettings) -> Iterator[Path]:
+    """PHLO_HOME/services (owner only), held for the block: its path."""
+    root = settings.home / "services"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _own_folder(root)
+    with file_lock(root / ".lock"):
+        yield root
 
 
 def _choose_port(wanted: int | None, kept: int | None, what: str, option: str) -> int:
@@ -535,14 +783,26 @@ def _choose_port(wanted: int | None, kept: int | None, what: str, option: str) -
     return free_port()
 
 
+def _stop_servers(where: Layout) -> None:
+    _pg_stop(where)
+    _s3_stop(where)
+
+
 def up(
     settings: PhloSettings, *, pg_port: int | None = None, s3_port: int | None = None
 ) -> list[ServiceStatus]:
     """Start (or keep running) both servers, provision them and write the profile files."""
-    with _locked(settings) as where:
-        state = _read_state(where)
+    with _locked(settings) as root:
+        state = _read_state(root)
         creds = _credentials(state)
         creds.setdefault("role_password", secrets.token_urlsafe(18))
+        if state.get("security") != SECURITY:
+            # Started by an older phlo, without these protections: once more with them.
+            _stop_servers(_layout(root, state))
+        if os.geteuid() == 0 and "pg_root" not in state:
+            state["pg_root"] = str(_postgres_home_folder(root))
+            _write_state(_layout(root, state), state)  # recorded at once: a purge finds it
+        where = _layout(root, state)
         if _pg_running(where):
             if pg_port is not None and pg_port != state.get("pg_port"):
                 raise ServiceError(
@@ -564,31 +824,37 @@ def up(
             ports = {name: _choose_port(None, kept.get(name), name, "") for name in _WEED_PORTS}
             _s3_start(where, port, ports, creds)
             state["s3_port"], state["weed_ports"] = port, ports
-            _write_state(where, state)
         elif s3_port is not None and s3_port != state.get("s3_port"):
             raise ServiceError(
                 f"S3 already runs on port {state.get('s3_port')}: `phlo services down` first"
             )
+        state["security"] = SECURITY
         _write_state(where, state)
         _write_profile_files(settings, state)
         return _statuses(where, state)
 
 
-def down(settings: PhloSettings) -> list[ServiceStatus]:
-    """Stop what `up` started and remove the profile files; the data stays for the next `up`."""
-    with _locked(settings) as where:
-        state = _read_state(where)
+def down(settings: PhloSettings, *, purge: bool = False) -> list[ServiceStatus]:
+    """Stop what `up` started and remove the profile files; the data stays for the next `up`,
+    unless `purge`: then every file `up` made goes too (PostgreSQL's wherever it lives)."""
+    with _locked(settings) as root:
+        state = _read_state(root)
+        where = _layout(root, state)
         for path in _profile_files(settings).values():
             path.unlink(missing_ok=True)
-        if _pg_running(where):
-            _pg_stop(where)
-        _s3_stop(where)
-        return _statuses(where, state)
+        _stop_servers(where)
+        statuses = _statuses(where, state)
+        if purge:
+            # Only a folder phlo made: inside root, or marked as phlo's in postgres's home.
+            if (where.pg_root / "PHLO_HOME").exists():
+                shutil.rmtree(where.pg_root, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
+        return statuses
 
 
 def status(settings: PhloSettings) -> list[ServiceStatus]:
     where = layout(settings)
-    return _statuses(where, _read_state(where))
+    return _statuses(where, _read_state(where.root))
 
 
 def _statuses(where: Layout, state: dict[str, Any]) -> list[ServiceStatus]:
@@ -617,7 +883,7 @@ def _statuses(where: Layout, state: dict[str, Any]) -> list[ServiceStatus]:
                 "s3",
                 "running" if running else "stopped",
                 f"http://127.0.0.1:{s3_port}",
-                running and _s3_bucket_answers(s3_port),
+                running and _s3_bucket_answers(s3_port, state["credentials"]),
                 f"bucket {BUCKET}; data {where.s3_dir / 'data'}",
             )
         )
