@@ -83,16 +83,28 @@ def publish(tables: Sequence[str], settings: PhloSettings) -> dict[str, int]:
         with closing(_connect(url)) as pg:
             pg.autocommit = True
             with pg.cursor() as cur:
-                _ensure_schema(cur)
-                cur.execute("select pg_advisory_lock(%s)", [_LOCK_KEY])
+                # The schema is looked up first: `create schema if not exists` needs CREATE
+                # on the database even when the schema is there (a database prepared for phlo
+                # may grant only the schema). Made under the lock: two first publishes would
+                # collide.
+                cur.execute(
+                    "select pg_advisory_lock(%s), exists (select from pg_namespace "
+                    "where nspname = %s)",
+                    [_LOCK_KEY, SCHEMA],
+                )
+                row = cur.fetchone()
             try:
                 with pg.cursor() as cur:
+                    if not (row and row[1]):
+                        make = sql.SQL("create schema if not exists {}")
+                        cur.execute(make.format(sql.Identifier(SCHEMA)))
                     _drop_stale_staging(cur)
                 counts = _stage(staged, url, settings)
                 pg.autocommit = False
                 with pg.cursor() as cur:
+                    found = _describe(cur, [*staged, *staged.values()])
                     for table, staging in staged.items():
-                        _replace(cur, table, staging, counts[table])
+                        _replace(cur, table, staging, counts[table], found)
                 pg.commit()
                 return counts
             except BaseException:
@@ -109,16 +121,6 @@ def publish(tables: Sequence[str], settings: PhloSettings) -> dict[str, int]:
                     cur.execute("select pg_advisory_unlock(%s)", [_LOCK_KEY])
     except psycopg2.Error as exc:
         raise PublishError(f"cannot publish to PostgreSQL: {_first_line(exc)}") from None
-
-
-def _ensure_schema(cur: Any) -> None:
-    from psycopg2 import sql
-
-    # Looked up first: `create schema if not exists` needs CREATE on the database even when
-    # the schema is there, and a database prepared for phlo may grant only the schema.
-    cur.execute("select 1 from pg_namespace where nspname = %s", [SCHEMA])
-    if cur.fetchone() is None:
-        cur.execute(sql.SQL("create schema {}").format(sql.Identifier(SCHEMA)))
 
 
 def _drop_stale_staging(cur: Any) -> None:
@@ -146,29 +148,32 @@ def _drop_stale_staging(cur: Any) -> None:
             log.info("stale staging table dropped", table=f"{SCHEMA}.{name}")
 
 
-def _columns(cur: Any, table: str) -> tuple[int, dict[str, str]] | None:
-    """`marts.<table>`'s oid and columns in order with their types as PostgreSQL spells them,
-    or None when there is no such table. Anything but a table there is an error."""
+Table = tuple[
+    int, dict[str, str]
+]  # oid, columns in order with their types as PostgreSQL spells them
+
+
+def _describe(cur: Any, names: list[str]) -> dict[str, Table]:
+    """The tables among `marts.<name>` (one query for all). Anything but a table holding a
+    mart's name is an error."""
     cur.execute(
-        "select c.oid, c.relkind from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-        "where n.nspname = %s and c.relname = %s",
-        [SCHEMA, table],
+        "select c.relname, c.oid, c.relkind, a.attname, format_type(a.atttypid, a.atttypmod) "
+        "from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+        "left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped "
+        "where n.nspname = %s and c.relname = any(%s) order by c.relname, a.attnum",
+        [SCHEMA, names],
     )
-    row = cur.fetchone()
-    if row is None:
-        return None
-    oid, kind = row
-    if kind not in ("r", "p"):
-        raise PublishError(
-            f"{SCHEMA}.{table} is not a table (relkind {kind}): phlo publishes the mart there; "
-            "rename or drop what holds its name"
-        )
-    cur.execute(
-        "select attname, format_type(atttypid, atttypmod) from pg_attribute "
-        "where attrelid = %s and attnum > 0 and not attisdropped order by attnum",
-        [oid],
-    )
-    return oid, dict(cur.fetchall())
+    found: dict[str, Table] = {}
+    for name, oid, kind, column, type_ in cur.fetchall():
+        if kind not in ("r", "p"):
+            raise PublishError(
+                f"{SCHEMA}.{name} is not a table (relkind {kind}): phlo publishes the mart "
+                "there; rename or drop what holds its name"
+            )
+        columns = found.setdefault(name, (oid, {}))[1]
+        if column is not None:
+            columns[column] = type_
+    return found
 
 
 def _dependent_views(cur: Any, oid: int, columns: list[str]) -> dict[str, list[str]]:
@@ -195,15 +200,13 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _replace(cur: Any, table: str, staging: str, lake_rows: int) -> None:
+def _replace(cur: Any, table: str, staging: str, lake_rows: int, found: dict[str, Table]) -> None:
     """Inside the publishing transaction: `marts.<table>` gets the staged rows and columns."""
     from psycopg2 import sql
 
     target, stage = sql.Identifier(SCHEMA, table), sql.Identifier(SCHEMA, staging)
-    staged = _columns(cur, staging)
-    assert staged is not None, staging
-    new = staged[1]
-    published = _columns(cur, table)
+    new = found[staging][1]
+    published = found.get(table)
     if published is None:
         cur.execute(sql.SQL("select count(*) from {}").format(stage))
         _check_rows(table, int(cur.fetchone()[0]), lake_rows)
