@@ -148,9 +148,8 @@ def _drop_stale_staging(cur: Any) -> None:
             log.info("stale staging table dropped", table=f"{SCHEMA}.{name}")
 
 
-Table = tuple[
-    int, dict[str, str]
-]  # oid, columns in order with their types as PostgreSQL spells them
+# A table's oid and its columns in order, with their types as PostgreSQL spells them.
+Table = tuple[int, dict[str, str]]
 
 
 def _describe(cur: Any, names: list[str]) -> dict[str, Table]:
