@@ -28,6 +28,7 @@ from phlo_core.lakehouse import query
 from phlo_core.settings import load_settings
 from tests.conftest import TEST_SECRET
 from tests.e2e.helpers import served_readings
+from tests.other_user import RUNUSER, OtherUser
 
 PHLO = str(Path(sys.executable).with_name("phlo"))
 ZONE = "UTC"
@@ -255,3 +256,153 @@ def test_a_served_backfill_forks_its_workers_in_the_server(env: dict[str, str]) 
     assert process.returncode == 130, stderr
     assert time.monotonic() - interrupted < 30  # the worker stopped too (not killed after 60 s)
     assert DagsterRunStatus.STARTED not in run_statuses(env)
+
+
+def server_pids(env: dict[str, str]) -> list[int]:
+    """The pids the servers wrote in their lock files."""
+    texts = (lock.read_text().strip() for lock in folder(env).glob("*.lock"))
+    return [int(text) for text in texts if text.isdigit()]
+
+
+def test_a_command_outlives_its_killed_server_and_reports_its_own_outcome(
+    env: dict[str, str],
+) -> None:
+    """SIGKILL the server while it runs a command: the command goes on, writes its days, and
+    its client exits with the command's own exit code (not "the server ended")."""
+    start_server(env)
+    [server] = server_pids(env)
+    args = ["materialize", SELECTION, "--verbose", "--partition", "2024-04-01..2024-04-03"]
+    process = start_served(env, args, "running dlt_glucose_entries")
+    os.kill(server, signal.SIGKILL)
+    wait_until(lambda: not alive(server), "the server to die")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "ended before" not in stderr and "lost" not in stderr
+    assert_days_as_served(env, ["2024-04-01", "2024-04-02", "2024-04-03"])
+    [(_, code)] = served(env)  # the keeper logged it, although its server was gone
+    assert code == "0"
+
+
+def test_a_server_whose_socket_file_is_deleted_exits_and_a_new_one_serves(
+    env: dict[str, str],
+) -> None:
+    """A server nobody can reach any more does not keep its key: it exits within seconds, and
+    the next command starts a new server that serves the one after."""
+    start_server(env)
+    [server] = server_pids(env)
+    [socket_file] = sockets(env)
+    socket_file.unlink()
+    wait_until(lambda: not alive(server), "the server without a socket to exit", seconds=5)
+
+    assert phlo(env, "materialize", "nosuch", "--partition", "2024-01-03").returncode == 2
+    wait_until(lambda: sockets(env) == [socket_file], "a new server to listen")
+    assert server_pids(env) != [server] and all(alive(pid) for pid in server_pids(env))
+    assert phlo(env, "materialize", "nosuch", "--partition", "2024-01-03").returncode == 2
+    assert [code for _, code in served(env)] == ["2"]
+
+
+# --- other users of the machine ----------------------------------------------------------------
+
+WARNING = "phlo: warning: not using the phlo server: "
+LISTENER = """
+import os, selectors, socket, sys
+path, received, stop = sys.argv[1:]
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(path)
+listener.listen(16)
+with open(received, "ab") as out:
+    while not os.path.exists(stop):
+        ready, _, _ = __import__("select").select([listener], [], [], 0.2)
+        if not ready:
+            continue
+        conn, _ = listener.accept()
+        conn.settimeout(3)
+        try:
+            while data := conn.recv(65536):
+                out.write(data)
+                out.flush()
+        except OSError:
+            pass
+        conn.close()
+"""
+
+
+@pytest.fixture
+def shared_run(env: dict[str, str]) -> Path:
+    """The test's XDG_RUNTIME_DIR made like /tmp (1777): other users can plant things in it.
+    (It is removed with the `env` fixture.)"""
+    run = Path(env["XDG_RUNTIME_DIR"])
+    os.chmod(run, 0o1777)
+    return run
+
+
+def warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith(WARNING)]
+
+
+@pytest.mark.parametrize("planted", ["symlink to a folder of ours", "symlink", "folder"])
+def test_a_runtime_folder_planted_by_another_user_is_refused(
+    env: dict[str, str], shared_run: Path, second_user: OtherUser, planted: str
+) -> None:
+    """Another user plants a symlink where the client's folder goes (to a folder of theirs, or
+    to one of this user's, private), or a folder of their own: the client creates nothing
+    there, starts no server, runs the command directly and says why in one line."""
+    theirs = shared_run / "theirs"
+    assert second_user.run(["mkdir", "-m", "0777", str(theirs)]).returncode == 0
+    target = theirs
+    if planted == "symlink to a folder of ours":
+        target = shared_run / "ours"
+        target.mkdir(mode=0o700)
+    place = folder(env)
+    command = ["mkdir", "-m", "0777", str(place)]
+    if planted != "folder":
+        command = ["ln", "-s", str(target), str(place)]
+    assert second_user.run(command).returncode == 0
+
+    bad = phlo(env, "materialize", "nosuch", "--partition", "2024-01-03")
+    assert bad.returncode == 2  # run directly: its own error, its own exit code
+    assert "phlo: error: unknown asset 'nosuch'" in bad.stderr
+    assert list(target.iterdir()) == [] and list(theirs.iterdir()) == []
+    assert os.lstat(place).st_uid == second_user.uid  # left as it was
+    [why] = warnings(bad.stderr)
+    reason = "is a symlink" if planted != "folder" else "belongs to another user"
+    assert reason in why and why.endswith("running directly"), why
+
+
+def test_a_server_of_another_user_in_the_clients_place_receives_nothing(
+    env: dict[str, str], shared_run: Path, second_user: OtherUser
+) -> None:
+    """Another user's listener put where the client connects (a socket file can be renamed into
+    place): the client checks the peer's uid before it sends anything, so the listener gets
+    neither the environment (secrets) nor the standard streams; the command runs directly."""
+    start_server(env)  # the client's key: the name its socket has
+    [socket_file] = sockets(env)
+    phlo(env, "server", "stop")
+    wait_until(lambda: none_running(env), "the server to exit")
+
+    theirs = shared_run / "theirs"
+    assert second_user.run(["mkdir", "-m", "0755", str(theirs)]).returncode == 0
+    planted, received, stop = theirs / "s.sock", theirs / "received", theirs / "stop"
+    listener = subprocess.Popen(
+        [RUNUSER, "-u", second_user.name, "--", "/usr/bin/python3", "-I", "-c", LISTENER]
+        + [str(planted), str(received), str(stop)],
+        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+        cwd="/",
+    )
+    try:
+        wait_until(planted.exists, "the other user's listener")
+        os.rename(planted, socket_file)  # root can: the test plays the trick's last step
+        done = phlo(env, "materialize", SELECTION, "--partition", "2024-01-02")
+    finally:
+        stop.touch()
+        listener.wait(timeout=30)
+    data = received.read_bytes() if received.exists() else b""
+    leaked = TEST_SECRET.encode() in data  # not in the assert: pytest would print the bytes
+    assert not leaked, "the secret reached the other user's listener"
+    size = len(data)
+    assert size == 0, f"{size} bytes reached the other user's listener"
+    assert done.returncode == 0, done.stderr
+    assert "nightscout: succeeded: 2 asset(s) for 2024-01-02" in done.stdout
+    [why] = warnings(done.stderr)
+    assert f"runs as another user (uid {second_user.uid})" in why, why
+    assert_days_as_served(env, ["2024-01-02"])

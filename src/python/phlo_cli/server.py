@@ -9,11 +9,28 @@ and the server forks a child that runs the command as the `phlo` process would, 
 imports left off. The client forwards Ctrl-C and other signals to the child's process group and
 exits with the child's exit code; if the client is killed, the child kills its process group.
 
+The child's exit status reaches the client through a keeper: a process forked by the server for
+each command, whose only work is to be the command's parent, wait for it and write its status on
+the client's connection. The server itself closes its copy of the connection once the keeper is
+forked, so a server that dies (killed, out of memory) leaves the commands it started running and
+their clients told how they really ended. (The alternatives were worse: a command that writes its
+own exit code cannot when a signal kills it or when it ends by `os._exit`, and a command killed
+with its server would lose work a user did not ask to stop.)
+
 A server serves one key: the Python, the environment, the folder, the settings and every file
 of the code locations, the dbt projects and phlo itself (modification times and sizes). Change
 any and the next command starts a new server; the old one exits after PHLO_SERVER_IDLE_SECONDS
-without a command. PHLO_SERVER=0 turns it off. Only the same user can connect (the folder is
-private and the peer's uid is checked). Linux only (pidfd); elsewhere commands run directly.
+without a command. PHLO_SERVER=0 turns it off. A server whose socket file is removed or
+replaced stops taking commands within a second (it checks the file's inode) and exits once its
+commands end; it gives up its key at once, so the next command starts a new server.
+
+Nobody else can stand in for a server. Its folder (`$XDG_RUNTIME_DIR/phlo-UID`, or
+`/tmp/phlo-UID`) must be this user's own folder, mode 0700, not a symlink (checked with lstat
+after a mkdir that does not follow links), in folders that only root or this user can change (or
+sticky ones, as /tmp), so no file named after a key is created where another user can write. The
+client checks the uid of the process on the other end of the socket (SO_PEERCRED) before it sends
+anything; when either is not right it says why in one line and runs the command itself. Linux
+only (pidfd); elsewhere commands run directly.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import select
 import selectors
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -35,7 +53,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from phlo_core.backfill import WorkerProcess, WorkerStarter
@@ -49,8 +67,11 @@ VOLATILE = {
 }
 HEADER = struct.Struct("!I")
 _lock_fd: int | None = None  # the server's lock on its key
+_lock_path: Path | None = None  # where that lock file is now (renamed when the server stops)
 _socket: Path | None = None  # in a server and the commands it runs: its socket
 DEFAULT_IDLE_SECONDS = 600.0
+CHECK_SECONDS = 1.0  # how often a server checks that its socket file is still its own
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def wanted(tokens: Sequence[str]) -> bool:
@@ -63,16 +84,83 @@ def wanted(tokens: Sequence[str]) -> bool:
     return hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
 
 
+class NotPrivateError(OSError):
+    """A place, or a server, that another user could control: nothing is sent there or created
+    there, and the command runs directly (the client says why in one line)."""
+
+
 def folder() -> Path:
-    """The user's private folder of sockets, locks and server logs."""
+    """The user's private folder of sockets, locks and server logs, created if missing.
+
+    Raises `NotPrivateError` unless it is this user's own folder, mode 0700, not a symlink, in
+    a folder nobody else can rearrange: otherwise another user could have a client create files
+    named after its key in their folder, and listen where the client connects."""
     base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    if len(base) > 60:  # a socket's path has at most 107 bytes
-        base = "/tmp"
-    path = Path(base) / f"phlo-{os.getuid()}"
-    path.mkdir(mode=0o700, exist_ok=True)
-    if path.stat().st_uid != os.getuid() or path.stat().st_mode & 0o077:
-        raise OSError(f"{path} is not private to this user")
+    try:
+        real = os.path.realpath(base)
+        if len(real) > 60:  # a socket's path has at most 107 bytes
+            real = os.path.realpath("/tmp")
+        path = _steady(Path(real)) / f"phlo-{os.getuid()}"
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)  # never follows a symlink in the last component
+        _check_private(path)
+    except NotPrivateError:
+        raise
+    except OSError as exc:
+        raise NotPrivateError(f"{exc.filename or base}: {exc.strerror or exc}") from None
     return path
+
+
+def _steady(real: Path) -> Path:
+    """`real` (a path without symlinks) if no one but root and this user can replace what is in
+    it or above it: each folder theirs, and writable by others only if sticky (as /tmp, where
+    only an entry's owner can rename or remove it)."""
+    uid = os.getuid()
+    for part in (real, *real.parents):
+        info = os.lstat(part)
+        if info.st_uid not in (0, uid):
+            raise NotPrivateError(f"{part} belongs to another user (uid {info.st_uid})")
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            raise NotPrivateError(f"{part} is writable by other users and not sticky")
+    return real
+
+
+def _check_private(path: Path) -> None:
+    """`path` itself (lstat: a symlink is refused, not followed) is this user's folder, 0700."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise NotPrivateError(f"{path} is a symlink")
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotPrivateError(f"{path} is not a folder")
+    if info.st_uid != os.getuid():
+        raise NotPrivateError(f"{path} belongs to another user (uid {info.st_uid})")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        raise NotPrivateError(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}, not 0700")
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def _connect(path: Path) -> socket.socket:
+    """A connection to the server on `path`, once the kernel says it runs as this user (a socket
+    file can be renamed into place; only the peer's credentials tell who listens)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+        uid = _peer_uid(sock)
+        if uid != os.getuid():
+            raise NotPrivateError(f"the server on {path} runs as another user (uid {uid})")
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """Open (creating, 0600) a file in the private folder, never through a symlink."""
+    return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def _idle_seconds() -> float:
@@ -109,14 +197,17 @@ def run_through(tokens: Sequence[str]) -> int | None:
     is then started for the next command, and the caller runs this one itself)."""
     try:
         key = server_key()
-        path = folder() / f"{key}.sock"
     except Exception:  # the caller's own run reports bad settings properly
         return None
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = None
     try:
-        sock.connect(str(path))
-    except OSError:
-        sock.close()
+        path = folder() / f"{key}.sock"
+        sock = _connect(path)
+    except NotPrivateError as exc:
+        print(f"phlo: warning: not using the phlo server: {exc}; running directly", file=sys.stderr)
+        return None
+    except OSError:  # no server listens (yet)
+        assert path is not None
         if not _failed_lately(path):
             _start_server(path)
         return None
@@ -137,7 +228,7 @@ def _failed_lately(path: Path) -> bool:
 
 
 def _start_server(path: Path) -> None:
-    log = path.with_suffix(".log")
+    log = _open_private(path.with_suffix(".log"), os.O_WRONLY | os.O_APPEND)
     with open(os.devnull, "rb") as null, open(log, "ab") as out:
         subprocess.Popen(
             # -P: not the current folder first on sys.path (a `json.py` there would run)
@@ -184,14 +275,14 @@ def _converse(sock: socket.socket, tokens: Sequence[str]) -> int | None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
+    for signum in FORWARDED:
         signal.signal(signum, forward)
     try:
         last = reader.readline()
     except ConnectionError:
         last = b""
     if not last:
-        return _server_gone()
+        return _status_lost()
     ended = json.loads(last)
     if ended.get("signal"):  # killed by a signal: so is this process, as a shell reports it
         signum = int(ended["signal"])
@@ -208,11 +299,10 @@ class ServedWorker:
 
     def __init__(self, path: Path, args: list[str], env: dict[str, str]) -> None:
         self.returncode: int | None = None
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         read_end, write_end = os.pipe()
         null = os.open(os.devnull, os.O_RDONLY)
         try:
-            self._sock.connect(str(path))
+            self._sock = _connect(path)
             request = {"argv": args, "env": env, "worker": True, "group": os.getpgid(0)}
             _send(self._sock, request, [null, write_end, 2])
             self._reader = self._sock.makefile("rb")
@@ -222,7 +312,8 @@ class ServedWorker:
             self.pid = int(json.loads(first)["pid"])
         except BaseException:
             os.close(read_end)
-            self._sock.close()
+            if hasattr(self, "_sock"):
+                self._sock.close()
             raise
         finally:
             os.close(write_end)
@@ -263,8 +354,14 @@ def worker_starter() -> WorkerStarter | None:
     return start
 
 
-def _server_gone() -> int:
-    print("phlo: error: the phlo server ended before the command did", file=sys.stderr)
+def _status_lost() -> int:
+    """The keeper that waits for the command was killed before the command ended: its outcome
+    cannot be known (the command may still run, or have been killed with it)."""
+    print(
+        "phlo: error: the command's exit status was lost (the phlo server process waiting for "
+        "it was killed)",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -333,16 +430,22 @@ def _preload() -> None:
 
 
 def serve(path: Path) -> int:
-    """Preload, then serve commands on `path` until idle for PHLO_SERVER_IDLE_SECONDS."""
-    global _lock_fd
-    lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    """Preload, then serve commands on `path` until idle for PHLO_SERVER_IDLE_SECONDS, or until
+    its socket file is removed or replaced."""
+    global _lock_fd, _lock_path, _socket
+    try:
+        _check_private(path.parent)  # the client checked it; so does what creates files there
+        lock = _open_private(path.with_suffix(".lock"), os.O_RDWR)
+    except OSError as exc:
+        print(f"not serving: {exc}")
+        return 1
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(lock)
         return 0  # another server has this key (its pid stays in the file)
-    global _socket
     _lock_fd = lock  # held for the server's life; children close it
+    _lock_path = path.with_suffix(".lock")
     _socket = path
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())
@@ -374,6 +477,9 @@ def serve(path: Path) -> int:
     finally:
         _unlink_if_ours(path, ours)
         listener.close()
+        if _lock_path != path.with_suffix(".lock"):  # retired: nobody else will clean it up
+            with contextlib.suppress(OSError):
+                _lock_path.unlink()
     return 0
 
 
@@ -382,7 +488,9 @@ def _refuse(path: Path, reason: str) -> int:
     directly rather than start a server that fails again (a change of code or settings is a
     new key)."""
     print(f"not serving: {reason}")
-    path.with_suffix(".failed").write_text(reason + "\n")
+    failed = _open_private(path.with_suffix(".failed"), os.O_WRONLY | os.O_TRUNC)
+    with open(failed, "w") as out:
+        out.write(reason + "\n")
     return 1
 
 
@@ -391,6 +499,30 @@ def _unlink_if_ours(path: Path, inode: int) -> None:
     with contextlib.suppress(FileNotFoundError):
         if path.stat().st_ino == inode:
             path.unlink()
+
+
+def _still_ours(path: Path, inode: int) -> bool:
+    """Whether clients still reach this server: its socket file is the one it bound."""
+    try:
+        return os.lstat(path).st_ino == inode
+    except FileNotFoundError:
+        return False
+
+
+def _retire(path: Path, ours: int) -> None:
+    """Take no more commands, and give up the key at once: the socket file goes (clients run
+    directly, or start a new server) and the lock file is renamed (still held, so `phlo server
+    status` shows this server stopping), so that a new server can take the key while this one
+    finishes the commands it runs."""
+    global _lock_path
+    _unlink_if_ours(path, ours)
+    if _lock_fd is None or _lock_path is None:
+        return
+    retired = path.with_name(f"{path.stem}.stopping-{os.getpid()}.lock")
+    with contextlib.suppress(OSError):
+        if os.lstat(_lock_path).st_ino == os.fstat(_lock_fd).st_ino:
+            os.rename(_lock_path, retired)
+            _lock_path = retired
 
 
 def _loop(listener: socket.socket, path: Path, ours: int) -> None:
@@ -408,55 +540,57 @@ def _loop(listener: socket.socket, path: Path, ours: int) -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
-    children: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, client connection)
+    children: dict[int, int] = {}  # pidfd -> pid of the keeper of a running command
     idle = _idle_seconds()
+    active = time.monotonic()  # when a command last started or ended
     while not (stopping and not children):
+        if not stopping and not _still_ours(path, ours):
+            print(f"socket {path.name} removed or replaced: stopping")
+            sys.stdout.flush()
+            stopping = True
         if stopping and listener.fileno() != -1:
-            _unlink_if_ours(path, ours)  # no new commands (clients then run directly) ...
+            _retire(path, ours)  # no new commands (clients then run directly) ...
             selector.unregister(listener)
             listener.close()  # ... and the running ones finish
-        events = selector.select(None if children or stopping else idle)
-        if not events and not children:
-            break  # idle
-        for key, _ in events:
+        timeout = CHECK_SECONDS
+        if not children and not stopping:
+            timeout = min(timeout, idle - (time.monotonic() - active))
+            if timeout <= 0:
+                break  # idle
+        for key, _ in selector.select(timeout):
             if key.data == "signal":
                 with contextlib.suppress(OSError):
                     wake_read.recv(64)
             elif key.data == "accept":
-                inherited = [wake_read, wake_write, *(conn for _, conn in children.values())]
-                child = _accept(listener, selector, inherited)
+                active = time.monotonic()
+                child = _accept(listener, selector, [wake_read, wake_write])
                 if child is not None:
-                    pidfd, pid, conn = child
-                    children[pidfd] = (pid, conn)
-                    selector.register(pidfd, selectors.EVENT_READ, pid)
+                    pidfd, keeper = child
+                    children[pidfd] = keeper
+                    selector.register(pidfd, selectors.EVENT_READ, keeper)
             else:
+                active = time.monotonic()
                 pidfd = key.fd
                 selector.unregister(pidfd)
-                pid, conn = children.pop(pidfd)
+                keeper = children.pop(pidfd)
                 os.close(pidfd)
-                _, status = os.waitpid(pid, 0)
-                code = os.waitstatus_to_exitcode(status)
-                ended = {"exit": 128 - code, "signal": -code} if code < 0 else {"exit": code}
-                code = ended["exit"]  # killed by a signal: 128 + its number, as shells say
-                with contextlib.suppress(OSError):
-                    conn.sendall(json.dumps(ended).encode() + b"\n")
-                conn.close()
-                print(f"pid {pid} exited {code}")
-                sys.stdout.flush()
+                _, status = os.waitpid(keeper, 0)  # its command's end is in the log already
+                if status and os.WIFSIGNALED(status):
+                    print(f"keeper {keeper} killed by signal {os.WTERMSIG(status)}", flush=True)
 
 
 def _accept(
     listener: socket.socket,
     selector: selectors.BaseSelector,
     inherited: list[socket.socket],
-) -> tuple[int, int, socket.socket] | None:
+) -> tuple[int, int] | None:
     """Take a command: check the peer is this user, read its request and standard streams, and
-    fork the child that runs it (`inherited`: the server's sockets, closed in the child)."""
+    fork the keeper that runs it (`inherited`: the server's sockets, closed in the keeper).
+    Returns the keeper's pidfd and pid."""
     conn, _ = listener.accept()
     fds: list[int] = []
     try:
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        if struct.unpack("3i", creds)[1] != os.getuid():
+        if _peer_uid(conn) != os.getuid():
             conn.close()
             return None
         conn.settimeout(10)
@@ -477,33 +611,61 @@ def _accept(
             os.close(fd)
         conn.close()
         return None
-    pid = os.fork()
-    if pid == 0:
+    keeper = os.fork()
+    if keeper == 0:
         signal.set_wakeup_fd(-1)
         if _lock_fd is not None:
             os.close(_lock_fd)
         for own in (listener, *inherited):
             own.close()
         for key in list(selector.get_map().values()):
-            if isinstance(key.data, int):  # another child's pidfd
+            if isinstance(key.data, int):  # another keeper's pidfd
                 os.close(key.fd)
         selector.close()
-        _child(conn, fds, request)  # never returns
+        _keep(conn, fds, request)  # never returns
     for fd in fds:
         os.close(fd)
-    with contextlib.suppress(OSError):
-        os.setpgid(pid, _group_of(request, pid))  # also done by the child: whichever is first
-    print(
-        f"pid {pid}: {'backfill worker' if request.get('worker') else 'phlo'} "
-        f"{' '.join(request['argv'][:1])}"
-    )
-    sys.stdout.flush()
+    conn.close()  # the keeper holds it: what the client hears no longer depends on the server
+    return os.pidfd_open(keeper), keeper
+
+
+def _keep(conn: socket.socket, fds: list[int], request: dict) -> NoReturn:  # type: ignore[type-arg]
+    """In the keeper: fork the command, tell the client its pid, wait for it and write how it
+    ended on the client's connection, then exit with that code (128 + the signal's number for a
+    command a signal killed, as shells say). The server's log gets both lines first, so it
+    tells what ran even when the server is gone. Signals the client forwards go to the
+    command's process group, not here: the keeper ignores them and outlives the server."""
+    code = 1
     try:
-        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
-    except OSError:
+        for signum in FORWARDED:
+            signal.signal(signum, signal.SIG_IGN)
+        pid = os.fork()
+        if pid == 0:
+            for signum in FORWARDED:
+                signal.signal(signum, signal.SIG_DFL)
+            _child(conn, fds, request)  # never returns
+        for fd in fds:
+            os.close(fd)
         with contextlib.suppress(OSError):
-            os.killpg(pid, signal.SIGKILL)
-    return os.pidfd_open(pid), pid, conn
+            os.setpgid(pid, _group_of(request, pid))  # also done by the child: whichever is first
+        what = "backfill worker" if request.get("worker") else "phlo"
+        print(f"pid {pid}: {what} {' '.join(request['argv'][:1])}", flush=True)
+        try:
+            conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        except OSError:  # the client is gone: so is its command
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        ended = {"exit": 128 - code, "signal": -code} if code < 0 else {"exit": code}
+        code = ended["exit"]
+        print(f"pid {pid} exited {code}", flush=True)
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps(ended).encode() + b"\n")
+    finally:
+        os._exit(code)
 
 
 def _group_of(request: dict, pid: int) -> int:  # type: ignore[type-arg]
@@ -514,8 +676,8 @@ def _group_of(request: dict, pid: int) -> int:  # type: ignore[type-arg]
 
 
 def _child(conn: socket.socket, fds: list[int], request: dict) -> None:  # type: ignore[type-arg]
-    """In the forked child: become the caller's `phlo` process and run its command (or, for a
-    served backfill, one of its workers)."""
+    """In the command, the keeper's child: become the caller's `phlo` process and run its
+    command (or, for a served backfill, one of its workers)."""
     code = 1
     try:
         os.setpgid(0, _group_of(request, os.getpid()))
