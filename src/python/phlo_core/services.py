@@ -13,8 +13,8 @@ Only their owner reaches these servers, whoever else uses the machine:
 - SeaweedFS's internal ports (master, volume, filer, admin, their gRPC ports) refuse clients
   without this install's keys: a CA and a certificate generated at the first `up` (mutual TLS
   on every internal HTTP and gRPC port) and signing keys for volume and filer reads and
-  writes, in PHLO_HOME/services/s3/security.toml (0600), which `weed mini` reads from its
-  working folder. Only the S3 API, with its access keys, gives access to the lake.
+  writes, in PHLO_HOME/services/s3/security.toml (0600), which `weed mini` is pointed at
+  (-config_dir). Only the S3 API, with its access keys, gives access to the lake.
 - Everything lives in owner-only folders (0700) and files (0600). As root, PostgreSQL runs as
   the `postgres` user, which cannot enter a private PHLO_HOME (under /root, say): its files
   live in a folder phlo creates for it in that user's home, and no folder phlo did not create
@@ -598,8 +598,9 @@ def _s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, 
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
     _write_private(config, json.dumps({"identities": [identity]}))
-    # `weed mini` reads ./security.toml first (then ~/.seaweedfs, /etc/seaweedfs): it runs in
-    # where.s3_dir, and WEED_* variables, which would override the file, are not passed on.
+    # weed reads security.toml from -config_dir first (then ./, ~/.seaweedfs, /etc/seaweedfs):
+    # that is where.s3_dir, also its working folder; WEED_* variables, which would override
+    # the file, are not passed on.
     _write_private(where.s3_dir / "security.toml", _security_toml(_tls_files(where), creds))
     # Its Unix sockets default to /tmp/seaweedfs-<name>-<port>.sock: these two can move into
     # this private folder when the path fits (the gRPC ones cannot; mutual TLS covers them).
@@ -610,6 +611,7 @@ def _s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, 
             sockets.append(f"-{name}.localSocket={path}")
     command = [
         str(weed_bin()),
+        f"-config_dir={where.s3_dir}",
         "mini",
         f"-dir={data}",
         "-ip=127.0.0.1",
