@@ -9,8 +9,7 @@ import pytest
 
 from locations.nightscout.ingest import prepare_batch
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
-from phlo_core.ingestion import TableWrite, write_tables
-from phlo_core.lakehouse import PartitionWrite, query
+from phlo_core.lakehouse import PartitionWrite, query, replace_partitions
 from phlo_core.settings import PhloSettings
 
 UTC = ZoneInfo("UTC")
@@ -92,12 +91,12 @@ def test_impossible_values_are_rejected_not_counted_as_error_codes() -> None:
     assert all("sgv" in reason for reason in batch.rejected["reason"])
 
 
-def _keyed(rows: list[tuple[dt.date, str, int]], places: list[str]) -> TableWrite:
+def _keyed(rows: list[tuple[dt.date, str, int]], places: list[str]) -> PartitionWrite:
     columns = {"day": "date", "place": "varchar", "value": "integer"}
     data = pa.table({name: [row[i] for row in rows] for i, name in enumerate(columns)})
     day = DAY.start
-    write = PartitionWrite("raw.hours", columns, "day", day, day + dt.timedelta(days=1), data)
-    return TableWrite(write, {"place": places} if places else {})
+    keys = {"place": places} if places else {}
+    return PartitionWrite("raw.hours", columns, "day", day, day + dt.timedelta(days=1), data, keys)
 
 
 def test_a_write_replaces_the_keys_it_fetched_and_no_row_outside_them(
@@ -111,11 +110,11 @@ def test_a_write_replaces_the_keys_it_fetched_and_no_row_outside_them(
     def stored() -> list[tuple[object, ...]]:
         return query("select * from raw.hours order by all", settings).rows
 
-    write_tables([_keyed([(day, "a", 1), (day, "b", 2)], ["a", "b"])], settings)
-    write_tables([_keyed([(day, "a", 10)], ["a"])], settings)
+    replace_partitions([_keyed([(day, "a", 1), (day, "b", 2)], ["a", "b"])], settings)
+    replace_partitions([_keyed([(day, "a", 10)], ["a"])], settings)
     assert stored() == [(day, "a", 10), (day, "b", 2)]
     with pytest.raises(ValueError, match=r"raw.hours \(place a\): 1 row\(s\) to write lie outside"):
-        write_tables([_keyed([(day, "a", 11), (day, "c", 3)], ["a"])], settings)
+        replace_partitions([_keyed([(day, "a", 11), (day, "c", 3)], ["a"])], settings)
     assert stored() == [(day, "a", 10), (day, "b", 2)]
-    write_tables([_keyed([(day, "c", 3)], [])], settings)  # no keys: the whole day
+    replace_partitions([_keyed([(day, "c", 3)], [])], settings)  # no keys: the whole day
     assert stored() == [(day, "c", 3)]

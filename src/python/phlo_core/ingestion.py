@@ -10,14 +10,14 @@ warning checks of its own; this module supplies the rest, the same for every sou
   of its rows rejected fails the run and nothing is written;
 - blocking check `no_unexpected_shrink`: inside the write transaction, a day that would lose
   more than PHLO_MAX_SHRINK_PCT of the rows it holds stops the write, unless forced;
-- the write: every table's window replaced in ONE DuckLake transaction (`write_tables`), and
-  only what the run fetched (`TableWrite.keys`): a location that fetches its days per place
+- the write: every table's window replaced in ONE DuckLake transaction
+  (`lakehouse.replace_partitions`), and only what the run fetched (`PartitionWrite.keys`): a
+  location that fetches its days per place
   replaces those places' rows, so a place no longer configured keeps its history;
 - the run summary (metadata key `summary`) that `phlo` prints.
 """
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +35,7 @@ from dagster import (
 from phlo_core.asset_index import TABLE_NAME_KEY
 from phlo_core.calendar import DayRange
 from phlo_core.engine import SUMMARY_KEY
-from phlo_core.lakehouse import CATALOG, PartitionWrite, lakehouse, retrying
-from phlo_core.locks import lakehouse_writer
+from phlo_core.lakehouse import PartitionWrite, replace_partitions
 from phlo_core.log import get_logger
 from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
@@ -63,121 +62,21 @@ class CheckWarning:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class TableWrite:
-    """One table's part of a run's write: its rows for the window, and what they replace.
-
-    A run replaces exactly what it fetched. Without `keys` that is the window's whole days (a
-    source that answers for a day as a whole). With `keys` (column -> the values the run asked
-    the source for, e.g. the places of a location's settings) it is the
-    window's rows holding those values: rows of a value the run did not ask for (a place no
-    longer listed, or misspelt) are another run's data and stay. Every row written must lie
-    in what is replaced, or re-running the days would duplicate it.
-    """
-
-    write: PartitionWrite
-    keys: Mapping[str, Sequence[object]] = field(default_factory=dict)
-
-    @property
-    def target(self) -> str:
-        return f"{CATALOG}.{self.write.table}"
-
-    @property
-    def label(self) -> str:
-        """The table and, when keyed, what of it the write covers (for messages)."""
-        scope = "; ".join(
-            f"{column} {', '.join(str(v) for v in values)}" for column, values in self.keys.items()
-        )
-        return f"{self.write.table} ({scope})" if scope else self.write.table
-
-    def scope(self) -> tuple[str, list[object]]:
-        """A predicate (SQL, parameters) true for exactly the rows this write replaces."""
-        w = self.write
-        terms = [f"{w.partition_column} >= ?", f"{w.partition_column} < ?"]
-        params: list[object] = [w.start, w.end]
-        for column, values in self.keys.items():
-            terms.append(f"{column} in ({', '.join('?' * len(values))})" if values else "false")
-            params.extend(values)
-        return " and ".join(terms), params
-
-
-def write_tables(
-    writes: Sequence[TableWrite],
-    settings: PhloSettings,
-    *,
-    guard: Callable[["duckdb.DuckDBPyConnection"], None] | None = None,
-) -> dict[str, int]:
-    """Apply every write in ONE transaction (one DuckLake snapshot), retried whole on conflicts.
-
-    Either every table gets its new rows or none changes. Each write deletes its scope only
-    (`TableWrite.scope`). `guard` runs inside the transaction once the tables exist and before
-    anything is deleted, so it sees exactly what the write replaces; an exception from it
-    rolls everything back. Returns rows written per table.
-    """
-    with lakehouse_writer(settings), lakehouse(settings) as con:
-
-        def transaction() -> dict[str, int]:
-            written: dict[str, int] = {}
-            con.execute("begin transaction")
-            try:
-                for table in writes:
-                    ddl = ", ".join(f"{name} {kind}" for name, kind in table.write.columns.items())
-                    con.execute(f"create table if not exists {table.target} ({ddl})")
-                if guard is not None:
-                    guard(con)
-                for i, table in enumerate(writes):
-                    written[table.write.table] = _replace(con, table, f"_phlo_rows_{i}")
-                con.execute("commit")
-            except BaseException:
-                with suppress(Exception):  # the error that matters is the one being raised
-                    con.execute("rollback")
-                raise
-            return written
-
-        return retrying(transaction)
-
-
-def _replace(con: "duckdb.DuckDBPyConnection", table: TableWrite, view: str) -> int:
-    columns = table.write.columns
-    where, params = table.scope()
-    casts = ", ".join(f"cast({name} as {kind}) as {name}" for name, kind in columns.items())
-    con.register(view, table.write.rows)
-    try:
-        typed = f"(select {casts} from {view})"
-        outside = con.execute(
-            f"select count(*) from {typed} where ({where}) is not true", params
-        ).fetchone()
-        if outside and outside[0]:
-            raise ValueError(
-                f"{table.label}: {outside[0]} row(s) to write lie outside the days (and keys) "
-                "the write replaces"
-            )
-        con.execute(f"delete from {table.target} where {where}", params)
-        con.execute(f"insert into {table.target} ({', '.join(columns)}) select * from {typed}")
-    finally:
-        con.unregister(view)
-    return table.write.rows.num_rows
-
-
 @dataclass
 class Batch:
     """What a location prepared for a window: the tables to write and the counts to check.
 
-    `writes[0]` is the guarded table (its rows per day are what a shrink is measured on). A
-    bare PartitionWrite replaces its whole days.
+    `writes[0]` is the guarded table (its rows per day are what a shrink is measured on).
     """
 
     days: DayRange
-    writes: Sequence[TableWrite | PartitionWrite]
+    writes: Sequence[PartitionWrite]
     loaded: Mapping["dt.date", int]
     rejected: Mapping["dt.date", int]
     rejected_reasons: Sequence[str]
     summary: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
     warnings: Sequence[CheckWarning] = ()
-
-    def table_writes(self) -> list[TableWrite]:
-        return [w if isinstance(w, TableWrite) else TableWrite(w) for w in self.writes]
 
     def rejected_pct(self, day: "dt.date") -> float:
         candidates = self.loaded.get(day, 0) + self.rejected.get(day, 0)
@@ -204,14 +103,14 @@ class IngestionSpec:
 
 
 def _shrink_guard(
-    guarded: TableWrite, loaded: Mapping["dt.date", int], settings: PhloSettings
+    guarded: PartitionWrite, loaded: Mapping["dt.date", int], settings: PhloSettings
 ) -> Callable[["duckdb.DuckDBPyConnection"], None]:
     """Measures what the write replaces only: rows of keys the run did not fetch stay, so
     they are no loss (dropping a place from the settings is not a shrink)."""
 
     def guard(con: "duckdb.DuckDBPyConnection") -> None:
         where, params = guarded.scope()
-        day = guarded.write.partition_column
+        day = guarded.partition_column
         stored = dict(
             con.execute(
                 f"select {day}, count(*) from {guarded.target} where {where} group by 1", params
@@ -289,9 +188,9 @@ def ingestion_asset(spec: IngestionSpec, settings: PhloSettings) -> AssetsDefini
         allow_shrink = (
             settings.phlo_allow_shrink or context.run.tags.get(ALLOW_SHRINK_TAG) == "true"
         )
-        writes = batch.table_writes()
+        writes = batch.writes
         try:
-            write_tables(
+            replace_partitions(
                 writes,
                 settings,
                 guard=None if allow_shrink else _shrink_guard(writes[0], batch.loaded, settings),

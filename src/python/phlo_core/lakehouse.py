@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -372,7 +372,11 @@ def retrying(
 
 @dataclass(frozen=True)
 class PartitionWrite:
-    """Replace the rows of `table` whose `partition_column` lies in [start, end) with `rows`.
+    """Replace the rows of `table` whose `partition_column` lies in [start, end) with `rows`,
+    and, with `keys` (column -> the values the run fetched), only the rows of those values:
+    a location that fetches its days per place replaces those places' rows, and a place no
+    longer configured (or misspelt) keeps its days. Every row written must lie in what is
+    replaced, or running the days again would duplicate it.
 
     `columns` is the table's contract (name -> DuckDB type), applied when the table is created
     and used to select from `rows`, so an empty day still has a typed table.
@@ -384,6 +388,7 @@ class PartitionWrite:
     start: dt.date
     end: dt.date
     rows: pa.Table
+    keys: Mapping[str, Sequence[object]] = field(default_factory=dict)
 
     @classmethod
     def of_days(
@@ -393,12 +398,34 @@ class PartitionWrite:
         days: DayRange,
         frame: pd.DataFrame,
         partition_column: str = "partition_date",
+        keys: Mapping[str, Sequence[object]] | None = None,
     ) -> PartitionWrite:
         """The days' rows of `table`, given as a pandas frame."""
         import pyarrow
 
         rows = pyarrow.Table.from_pandas(frame, preserve_index=False)
-        return cls(table, columns, partition_column, days.start, days.end, rows)
+        return cls(table, columns, partition_column, days.start, days.end, rows, keys or {})
+
+    @property
+    def target(self) -> str:
+        return f"{CATALOG}.{self.table}"
+
+    @property
+    def label(self) -> str:
+        """The table and, when keyed, what of it the write covers (for messages)."""
+        scope = "; ".join(
+            f"{column} {', '.join(str(v) for v in values)}" for column, values in self.keys.items()
+        )
+        return f"{self.table} ({scope})" if scope else self.table
+
+    def scope(self) -> tuple[str, list[object]]:
+        """A predicate (SQL, parameters) true for exactly the rows this write replaces."""
+        terms = [f"{self.partition_column} >= ?", f"{self.partition_column} < ?"]
+        params: list[object] = [self.start, self.end]
+        for column, values in self.keys.items():
+            terms.append(f"{column} in ({', '.join('?' * len(values))})" if values else "false")
+            params.extend(values)
+        return " and ".join(terms), params
 
 
 def replace_partitions(
@@ -409,8 +436,9 @@ def replace_partitions(
 ) -> dict[str, int]:
     """Apply every write in ONE transaction (one DuckLake snapshot), retried whole on conflicts.
 
-    Either all tables get their new rows for the window or none changes. `guard` runs inside
-    the transaction before anything is deleted, so it sees exactly what the write replaces;
+    Either all tables get their new rows for the window or none changes; each write deletes
+    its scope only (`PartitionWrite.scope`). `guard` runs inside the transaction once the
+    tables exist and before anything is deleted, so it sees exactly what the write replaces;
     an exception from it rolls everything back. Returns rows written per table.
     """
     settings = settings or get_settings()
@@ -420,26 +448,13 @@ def replace_partitions(
             written: dict[str, int] = {}
             con.execute("begin transaction")
             try:
+                for write in writes:
+                    ddl = ", ".join(f"{name} {kind}" for name, kind in write.columns.items())
+                    con.execute(f"create table if not exists {write.target} ({ddl})")
                 if guard is not None:
                     guard(con)
                 for i, write in enumerate(writes):
-                    target = f"{CATALOG}.{write.table}"
-                    ddl = ", ".join(f"{name} {kind}" for name, kind in write.columns.items())
-                    con.execute(f"create table if not exists {target} ({ddl})")
-                    con.execute(
-                        f"delete from {target} where {write.partition_column} >= ? "
-                        f"and {write.partition_column} < ?",
-                        [write.start, write.end],
-                    )
-                    view = f"_phlo_rows_{i}"
-                    con.register(view, write.rows)
-                    casts = ", ".join(
-                        f"cast({name} as {kind}) as {name}" for name, kind in write.columns.items()
-                    )
-                    names = ", ".join(write.columns)
-                    con.execute(f"insert into {target} ({names}) select {casts} from {view}")
-                    con.unregister(view)
-                    written[write.table] = write.rows.num_rows
+                    written[write.table] = _replace(con, write, f"_phlo_rows_{i}")
                 con.execute("commit")
             except BaseException:
                 with suppress(Exception):  # the error that matters is the one being raised
@@ -448,6 +463,28 @@ def replace_partitions(
             return written
 
         return retrying(transaction)
+
+
+def _replace(con: duckdb.DuckDBPyConnection, write: PartitionWrite, view: str) -> int:
+    where, params = write.scope()
+    casts = ", ".join(f"cast({name} as {kind}) as {name}" for name, kind in write.columns.items())
+    con.register(view, write.rows)
+    try:
+        typed = f"(select {casts} from {view})"
+        outside = con.execute(
+            f"select count(*) from {typed} where ({where}) is not true", params
+        ).fetchone()
+        if outside and outside[0]:
+            raise ValueError(
+                f"{write.label}: {outside[0]} row(s) to write lie outside the days (and keys) "
+                "the write replaces"
+            )
+        con.execute(f"delete from {write.target} where {where}", params)
+        names = ", ".join(write.columns)
+        con.execute(f"insert into {write.target} ({names}) select * from {typed}")
+    finally:
+        con.unregister(view)
+    return write.rows.num_rows
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import duckdb
+    pass
 
 # A run tag that forces a shrinking write for that run (set by `--allow-shrink`).
 ALLOW_SHRINK_TAG = "phlo/allow_shrink"
@@ -42,25 +42,6 @@ class ShrinkError(RuntimeError):
             f"{table}: {days}{more}, a loss of more than {max_shrink_pct:g}% "
             f"(PHLO_MAX_SHRINK_PCT); nothing was written: {FORCE_HINT}"
         )
-
-
-def stored_counts(
-    con: duckdb.DuckDBPyConnection, table: str, column: str, start: dt.date, end: dt.date
-) -> dict[dt.date, int]:
-    """Rows per partition day in [start, end) of `table` (none if the table does not exist)."""
-    schema, _, name = table.rpartition(".")
-    exists = con.execute(
-        "select count(*) from duckdb_tables() "
-        "where database_name = current_database() and schema_name = ? and table_name = ?",
-        [schema or "main", name],
-    ).fetchone()
-    if not exists or not exists[0]:
-        return {}
-    rows = con.execute(
-        f"select {column}, count(*) from {table} where {column} >= ? and {column} < ? group by 1",
-        [start, end],
-    ).fetchall()
-    return dict(rows)
 
 
 def shrinking_days(

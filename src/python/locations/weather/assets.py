@@ -18,7 +18,7 @@ from locations.weather.ingest import (
 )
 from locations.weather.settings import Place, weather_settings
 from phlo_core.calendar import DayRange, today, utc_bounds
-from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, TableWrite, ingestion_asset
+from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, ingestion_asset
 from phlo_core.lakehouse import PartitionWrite
 from phlo_core.log import get_logger
 from phlo_core.settings import PhloSettings
@@ -41,19 +41,17 @@ def _day_table(batch: WeatherBatch) -> str:
     return "\n".join(lines)
 
 
-def batch_writes(batch: WeatherBatch, places: Sequence[Place]) -> list[TableWrite]:
+def batch_writes(batch: WeatherBatch, places: Sequence[Place]) -> list[PartitionWrite]:
     """The batch's days in both tables, observations first (the table a shrink is measured on),
     each replacing the hours of the places fetched only: a place no longer in WEATHER_PLACES
     (or misspelt there) keeps the days it has."""
     keys: dict[str, Sequence[object]] = {"place": [place.name for place in places]}
     return [
-        TableWrite(
-            PartitionWrite.of_days(OBSERVATIONS_TABLE, OBSERVATION_COLUMNS, batch.days, batch.rows),
-            keys,
+        PartitionWrite.of_days(
+            OBSERVATIONS_TABLE, OBSERVATION_COLUMNS, batch.days, batch.rows, keys=keys
         ),
-        TableWrite(
-            PartitionWrite.of_days(REJECTED_TABLE, REJECTED_COLUMNS, batch.days, batch.rejected),
-            keys,
+        PartitionWrite.of_days(
+            REJECTED_TABLE, REJECTED_COLUMNS, batch.days, batch.rejected, keys=keys
         ),
     ]
 
