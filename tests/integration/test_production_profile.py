@@ -483,7 +483,10 @@ def test_readers_never_see_a_published_mart_missing_or_partial(
             reader.join()
     assert failures == []
     assert len(seen) > 8 and all(result == expected for result in seen)
-    staging = pg(url, "select count(*) from pg_tables where tablename like '%%__phlo_%%'")
+    staging = pg(
+        url,
+        "select count(*) from pg_tables where tablename ~ '^_phlo_stage_|__phlo_[0-9a-f]{8}$'",
+    )
     assert staging == [(0,)]
 
 
