@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import os
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from phlo_core.locks import file_lock, write_atomically
+import pytest
+
+from phlo_core.locks import file_lock, lakehouse_writer_lock_path, write_atomically
+from phlo_core.private_folder import private_folder
+from phlo_core.settings import load_settings
 
 
 def test_a_lock_is_reentrant_within_a_process(tmp_path: Path) -> None:
@@ -55,3 +63,28 @@ def test_an_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     write_atomically(target, '{"nodes": {}}')
     assert target.read_text() == '{"nodes": {}}'
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_a_server_catalogs_writer_lock_is_in_the_users_private_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not in a folder every user may write (the machine's temporary folder), where anyone
+    could plant the file or hold the lock."""
+    settings = load_settings(
+        phlo_home=tmp_path / "home",
+        phlo_lake_catalog="postgres:dbname=lake host=127.0.0.1 port=5432 user=phlo",
+    )
+    path = lakehouse_writer_lock_path(settings)
+    assert path.parent == private_folder()
+    info = path.parent.lstat()
+    assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
+    assert info.st_uid == os.getuid()
+
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))  # short: a socket path's limit
+    try:
+        shared.chmod(0o777)  # writable by all, not sticky: others could swap phlo's folder
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
+        assert lakehouse_writer_lock_path(settings).parent == tmp_path / "home" / "locks"
+        assert not (shared / f"phlo-{os.getuid()}").exists()
+    finally:
+        shutil.rmtree(shared)

@@ -45,7 +45,6 @@ import select
 import selectors
 import signal
 import socket
-import stat
 import struct
 import subprocess
 import sys
@@ -54,6 +53,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
+
+from phlo_core.private_folder import NotPrivateError, check_private, open_private, private_folder
 
 if TYPE_CHECKING:
     from phlo_core.backfill import WorkerProcess, WorkerStarter
@@ -84,60 +85,6 @@ def wanted(tokens: Sequence[str]) -> bool:
     return hasattr(os, "pidfd_open") and hasattr(socket, "send_fds")
 
 
-class NotPrivateError(OSError):
-    """A place, or a server, that another user could control: nothing is sent there or created
-    there, and the command runs directly (the client says why in one line)."""
-
-
-def folder() -> Path:
-    """The user's private folder of sockets, locks and server logs, created if missing.
-
-    Raises `NotPrivateError` unless it is this user's own folder, mode 0700, not a symlink, in
-    a folder nobody else can rearrange: otherwise another user could have a client create files
-    named after its key in their folder, and listen where the client connects."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
-    try:
-        real = os.path.realpath(base)
-        if len(real) > 60:  # a socket's path has at most 107 bytes
-            real = os.path.realpath("/tmp")
-        path = _steady(Path(real)) / f"phlo-{os.getuid()}"
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)  # never follows a symlink in the last component
-        _check_private(path)
-    except NotPrivateError:
-        raise
-    except OSError as exc:
-        raise NotPrivateError(f"{exc.filename or base}: {exc.strerror or exc}") from None
-    return path
-
-
-def _steady(real: Path) -> Path:
-    """`real` (a path without symlinks) if no one but root and this user can replace what is in
-    it or above it: each folder theirs, and writable by others only if sticky (as /tmp, where
-    only an entry's owner can rename or remove it)."""
-    uid = os.getuid()
-    for part in (real, *real.parents):
-        info = os.lstat(part)
-        if info.st_uid not in (0, uid):
-            raise NotPrivateError(f"{part} belongs to another user (uid {info.st_uid})")
-        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
-            raise NotPrivateError(f"{part} is writable by other users and not sticky")
-    return real
-
-
-def _check_private(path: Path) -> None:
-    """`path` itself (lstat: a symlink is refused, not followed) is this user's folder, 0700."""
-    info = os.lstat(path)
-    if stat.S_ISLNK(info.st_mode):
-        raise NotPrivateError(f"{path} is a symlink")
-    if not stat.S_ISDIR(info.st_mode):
-        raise NotPrivateError(f"{path} is not a folder")
-    if info.st_uid != os.getuid():
-        raise NotPrivateError(f"{path} belongs to another user (uid {info.st_uid})")
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        raise NotPrivateError(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}, not 0700")
-
-
 def _peer_uid(sock: socket.socket) -> int:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     return struct.unpack("3i", creds)[1]
@@ -156,11 +103,6 @@ def _connect(path: Path) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def _open_private(path: Path, flags: int) -> int:
-    """Open (creating, 0600) a file in the private folder, never through a symlink."""
-    return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def _idle_seconds() -> float:
@@ -201,7 +143,7 @@ def run_through(tokens: Sequence[str]) -> int | None:
         return None
     path = None
     try:
-        path = folder() / f"{key}.sock"
+        path = private_folder() / f"{key}.sock"
         sock = _connect(path)
     except NotPrivateError as exc:
         print(f"phlo: warning: not using the phlo server: {exc}; running directly", file=sys.stderr)
@@ -228,7 +170,7 @@ def _failed_lately(path: Path) -> bool:
 
 
 def _start_server(path: Path) -> None:
-    log = _open_private(path.with_suffix(".log"), os.O_WRONLY | os.O_APPEND)
+    log = open_private(path.with_suffix(".log"), os.O_WRONLY | os.O_APPEND)
     with open(os.devnull, "rb") as null, open(log, "ab") as out:
         subprocess.Popen(
             # -P: not the current folder first on sys.path (a `json.py` there would run)
@@ -371,7 +313,7 @@ def _status_lost() -> int:
 def running() -> list[tuple[int, Path]]:
     """The servers of this user: (pid, socket path). Files of servers gone are removed."""
     found = []
-    for lock_path in sorted(folder().glob("*.lock")):
+    for lock_path in sorted(private_folder().glob("*.lock")):
         with open(lock_path, "a+") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -390,7 +332,7 @@ def running() -> list[tuple[int, Path]]:
 def stop_all() -> int:
     """Ask every server of this user to stop (running commands finish first); how many. Also
     forgets which keys could not be served, so that the next command tries again."""
-    for failed in folder().glob("*.failed"):
+    for failed in private_folder().glob("*.failed"):
         with contextlib.suppress(FileNotFoundError):
             failed.unlink()
     servers = running()
@@ -434,8 +376,8 @@ def serve(path: Path) -> int:
     its socket file is removed or replaced."""
     global _lock_fd, _lock_path, _socket
     try:
-        _check_private(path.parent)  # the client checked it; so does what creates files there
-        lock = _open_private(path.with_suffix(".lock"), os.O_RDWR)
+        check_private(path.parent)  # the client checked it; so does what creates files there
+        lock = open_private(path.with_suffix(".lock"), os.O_RDWR)
     except OSError as exc:
         print(f"not serving: {exc}")
         return 1
@@ -488,7 +430,7 @@ def _refuse(path: Path, reason: str) -> int:
     directly rather than start a server that fails again (a change of code or settings is a
     new key)."""
     print(f"not serving: {reason}")
-    failed = _open_private(path.with_suffix(".failed"), os.O_WRONLY | os.O_TRUNC)
+    failed = open_private(path.with_suffix(".failed"), os.O_WRONLY | os.O_TRUNC)
     with open(failed, "w") as out:
         out.write(reason + "\n")
     return 1

@@ -22,12 +22,12 @@ import errno
 import fcntl
 import hashlib
 import os
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from phlo_core.private_folder import NotPrivateError, private_folder
 from phlo_core.settings import PhloSettings
 
 _held: dict[Path, int] = {}
@@ -83,14 +83,21 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def lakehouse_writer_lock_path(settings: PhloSettings) -> Path:
     """One lock file per catalog: beside a SQLite catalog file (homes that share a catalog
-    share its lock), or, for a catalog on a server, in the machine's temporary folder keyed by
-    the catalog (so homes on this machine that share it share the lock too)."""
+    share its lock), or, for a catalog on a server, in the user's private folder keyed by the
+    catalog (so this user's homes that share it share the lock too; a folder every user could
+    write, as the machine's temporary folder was, let anyone hold the lock or plant the file).
+    Other users and other machines on the same catalog rely on DuckLake's conflict handling
+    and phlo's transaction retries, as they always have."""
     catalog = settings.lake_catalog
     if catalog.startswith("sqlite:"):
         file = Path(catalog.removeprefix("sqlite:"))
         return file.with_name(file.name + ".writer.lock")
     digest = hashlib.sha256(catalog.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / "phlo-locks" / f"lakehouse-{digest}.lock"
+    try:
+        folder = private_folder()
+    except NotPrivateError:
+        folder = settings.home / "locks"  # no private folder here: this home's processes
+    return folder / f"lakehouse-{digest}.lock"
 
 
 @contextmanager
