@@ -239,9 +239,12 @@ def weed_listeners(pid: int) -> tuple[set[int], set[str]]:
     """TCP ports and Unix socket paths the SeaweedFS process listens on (from /proc)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with_target = os.readlink(fd) if fd.is_symlink() else ""
-        if with_target.startswith("socket:["):
-            inodes.add(with_target[8:-1])
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
     ports: set[int] = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
