@@ -63,15 +63,23 @@ def test_secrets_do_not_show_in_the_settings_repr() -> None:
     assert site.nightscout_api_secret.get_secret_value() == "hunter2"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://reader:pa55word-xyz@ns.example",
+        "https://reader:pa55/word-xyz@ns.example",  # no userinfo for urlsplit: '/' hides it
+        "reader:pa55word-xyz@ns.example",  # no scheme: refused as credentials, not echoed
+    ],
+)
 def test_a_url_with_a_password_is_refused_without_showing_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, url: str
 ) -> None:
-    monkeypatch.setenv("NIGHTSCOUT_URL", "http://reader:pa55word-xyz@ns.example")
+    monkeypatch.setenv("NIGHTSCOUT_URL", url)
     with pytest.raises(SettingsError) as error:
         nightscout_settings(load_settings())
     message = str(error.value)
     assert "NIGHTSCOUT_URL" in message and "NIGHTSCOUT_API_SECRET" in message
-    assert "pa55word-xyz" not in message and "reader" not in message
+    assert "pa55" not in message and "word-xyz" not in message and "reader" not in message
 
 
 @pytest.mark.parametrize("value", ["20240329", "2024-W13-5", "2024-3-1"])

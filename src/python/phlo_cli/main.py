@@ -848,7 +848,10 @@ def services_up(*, pg_port: int | None = None, s3_port: int | None = None) -> in
     Dagster's storage and the published marts (and the demo's own), and writes
     PHLO_HOME/services.env: from then on every phlo command (and `dagster dev` through the
     dagster.yaml phlo writes) runs on this production profile. Data and logs stay under
-    PHLO_HOME/services.
+    PHLO_HOME/services (as root, PostgreSQL's files are in a folder phlo makes for the
+    postgres user, ~postgres/phlo/<id>: `phlo services status` shows it). Only their owner
+    reaches them: PostgreSQL wants the generated password on every connection, SeaweedFS's
+    internal ports this install's certificate and keys.
 
     Parameters
     ----------
@@ -929,8 +932,13 @@ def server_status() -> int:
     """This user's phlo servers: process id and socket. Each serves one set of code, settings
     and environment, and exits after PHLO_SERVER_IDLE_SECONDS (600) without a command."""
     from phlo_cli import server
+    from phlo_core.private_folder import NotPrivateError
 
-    servers = server.running()
+    try:
+        servers = server.running()
+    except NotPrivateError as exc:
+        _err(f"no phlo server can run here: {exc}")
+        return EXIT_FAILED
     for pid, path in servers:
         state = "" if path.exists() else "  stopping (no new commands)"
         print(f"pid {pid}  {path}  (log: {path.with_suffix('.log')}){state}")
@@ -944,8 +952,13 @@ def server_stop() -> int:
     """Stop this user's phlo servers (commands they are running finish first), and forget the
     settings a server could not serve (its log says why), so that the next command tries again."""
     from phlo_cli import server
+    from phlo_core.private_folder import NotPrivateError
 
-    print(f"stopped {server.stop_all()} phlo server(s)")
+    try:
+        print(f"stopped {server.stop_all()} phlo server(s)")
+    except NotPrivateError as exc:
+        _err(f"no phlo server can run here: {exc}")
+        return EXIT_FAILED
     return 0
 
 

@@ -50,8 +50,12 @@ def dsn_password(dsn: str) -> str | None:
 
 
 def has_userinfo(url: str) -> bool:
+    """Whether `url` carries credentials: userinfo, or any '@' before its query. Parsers cut a
+    password holding '/' differently ('https://u:p/w@host' has no userinfo for urlsplit, whose
+    path then holds the password's tail), so an '@' there is taken as one."""
     parts = urlsplit(url)
-    return parts.username is not None or parts.password is not None
+    before_query = url.split("?", 1)[0].split("#", 1)[0]
+    return parts.username is not None or parts.password is not None or "@" in before_query
 
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

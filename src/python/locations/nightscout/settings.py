@@ -33,15 +33,15 @@ class NightscoutSettings(BaseSettings):
     def _valid_url(cls, value: str | None) -> str | None:
         if value is None or value.strip() == "":
             return None
+        if has_userinfo(value.strip()):  # first, and without the value: it holds a secret
+            raise ValueError(
+                "the URL carries a user name or password (value not shown): remove it and put "
+                "the credential in NIGHTSCOUT_API_SECRET or NIGHTSCOUT_TOKEN"
+            )
         parts = urlsplit(value.strip())
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(
                 f"{redact(value)!r} is not an http(s) URL (e.g. 'https://my-site.example')"
-            )
-        if has_userinfo(value.strip()):
-            raise ValueError(
-                f"{redact(value.strip())!r} carries a user name or password: remove it and put "
-                "the credential in NIGHTSCOUT_API_SECRET or NIGHTSCOUT_TOKEN"
             )
         return value.strip().rstrip("/")
 

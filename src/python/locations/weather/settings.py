@@ -60,11 +60,11 @@ def parse_places(text: str) -> tuple[Place, ...]:
 
 
 def _base_url(value: str, variable: str) -> str:
+    if has_userinfo(value.strip()):  # first, and without the value: it holds a secret
+        raise ValueError("the URL carries a user name or password (value not shown): remove it")
     parts = urlsplit(value.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{redact(value)!r} is not an http(s) URL")
-    if has_userinfo(value.strip()):
-        raise ValueError(f"{redact(value.strip())!r} carries a user name or password: remove it")
     if parts.path.rstrip("/").endswith(("/v1/archive", "/v1/forecast")):
         raise ValueError(
             f"{value.strip()!r} includes the API path: give the server only "
