@@ -187,7 +187,7 @@ def test_the_command_prints_one_line_an_entry_and_rejects_bad_input(home: Home) 
         (["--level", "LOUD"], "is not one of DEBUG"),
         (["--run-id", "ffffffff"], "no run id starts with 'ffffffff'"),
         (["--asset", "no_such_asset"], "no run in this instance has touched"),
-        (["--limit", "0"], "--limit must be 1 or more"),
+        (["--limit", "0"], "--limit must be between 1 and"),
     ]:
         refused = home.phlo(*bad)
         assert refused.returncode == 2, (bad, refused.stderr)

@@ -13,8 +13,8 @@ from locations.nightscout.client import NightscoutClient, NightscoutConfigError
 from locations.nightscout.sample_data import _entry
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
-from phlo_core.http import RetryPolicy, SourceError
-from phlo_core.settings import PhloSettings, load_settings
+from phlo_core.http import RetryingClient, RetryPolicy, SourceError
+from phlo_core.settings import PhloSettings, SettingsError, load_settings
 from tests.conftest import TEST_SECRET
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -213,8 +213,25 @@ def test_a_url_hiding_a_password_is_refused_without_showing_it(
     url: str, make_settings: Callable[..., PhloSettings]
 ) -> None:
     settings = make_settings(nightscout_url=url)
-    with pytest.raises(SourceError) as error, NightscoutClient.from_settings(settings) as client:
+    # Refused where the settings load (NIGHTSCOUT_URL), or by the client if they were bypassed.
+    with (
+        pytest.raises((SourceError, SettingsError)) as error,
+        NightscoutClient.from_settings(settings) as client,
+    ):
         client.fetch_entries(START_MS, END_MS)
+    message = str(error.value)
+    assert "NIGHTSCOUT_URL" in message and "\n" not in message
+    for part in ("hunter", "2abc", "12/"):
+        assert part not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["https://reader:hunter/2abc@ns.example", "https://reader:12/2abc@ns.example"]
+)
+def test_the_http_client_itself_refuses_a_url_hiding_a_password(url: str) -> None:
+    """The second line of defence, for a URL that did not come through the settings."""
+    with pytest.raises(SourceError) as error:
+        RetryingClient("Nightscout", url)
     message = str(error.value)
     assert message.startswith("Nightscout") and "\n" not in message
     for part in ("hunter", "2abc", "12/"):

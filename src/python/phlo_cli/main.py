@@ -101,7 +101,8 @@ def _report_outcomes(outcomes: list[RunOutcome]) -> int:
         for error in outcome.errors:
             print(f"  error: {error}", file=sys.stderr)
         for check in outcome.failed_checks:
-            print(f"  failed check: {check}", file=sys.stderr)
+            about = outcome.check_descriptions.get(check)
+            print(f"  failed check: {check}" + (f" ({about})" if about else ""), file=sys.stderr)
         if not outcome.success and not outcome.skipped:
             print(f"  run's log: phlo logs --run-id {outcome.run_id[:8]}", file=sys.stderr)
         if not outcome.success:
@@ -397,10 +398,10 @@ def _print_backfill_plan(plan: Plan, skippable: int = 0) -> int:
     workers = min(record.parallel, len(plan.ranges)) or 1
     print(f"backfill {record.selection} (dry run: nothing started)")
     print(f"  days:     {len(record.days)} ({record.days[0]}..{record.days[-1]})")
-    if plan.done:
-        print(f"  done:     {plan.done} already materialized, skipped")
-    elif skippable:
+    if skippable and not plan.done:
         print(f"  done:     {skippable} materialized before, run again (--missing skips them)")
+    else:
+        print(f"  done:     {plan.done} already materialized" + (", skipped" if plan.done else ""))
     print(
         f"  to run:   {len(plan.todo)} day(s) in {len(plan.ranges)} range(s) of at most "
         f"{record.chunk_size} day(s), {workers} worker(s)"
