@@ -206,6 +206,10 @@ def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "SAMPLE DATA" in result.stderr
     assert "succeeded: 8 asset(s) for 2024-01-01..2024-01-14" in result.stdout
+    # One run per location, each after the locations it reads: no mart before its inputs.
+    started = re.findall(r"^(\w+): materializing", result.stderr, re.MULTILINE)
+    assert started == ["nightscout", "weather", "insights"], result.stderr
+    assert "failed check" not in result.stderr, result.stderr
     sections = result.stdout.split("\n== ")
     daily = next(s for s in sections if "Daily glucose metrics [SAMPLE DATA]" in s)
     hourly = next(s for s in sections if "Hourly glucose profile" in s)

@@ -125,3 +125,21 @@ def test_the_instance_file_follows_phlo_unless_it_is_the_users(
     config.write_text(own)
     instance_for(settings)
     assert config.read_text() == own
+
+
+def test_every_check_has_a_description(make_settings: Callable[..., PhloSettings]) -> None:
+    """Dagster's UI showed "No description provided" for every dbt test: a singular test
+    carries its schema.yml description, a generic one what it tests."""
+    settings = make_settings()
+    described: dict[str, str] = {}
+    for name in ("nightscout", "insights"):
+        graph = load_definitions(location_ref(settings, name), settings).resolve_asset_graph()
+        for assets in graph.assets_defs:
+            for spec in assets.check_specs:
+                described[f"{spec.asset_key.to_user_string()}:{spec.name}"] = spec.description or ""
+    assert described and all(described.values()), [k for k, v in described.items() if not v]
+    weather = described["mrt_glucose_weather_daily:assert_some_days_have_weather"]
+    assert weather.startswith("Warns when no glucose day has weather")
+    assert described["stg_glucose_entries:unique_stg_glucose_entries_entry_id"] == (
+        "unique: entry_id"
+    )

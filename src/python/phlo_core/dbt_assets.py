@@ -17,13 +17,15 @@ from dagster import (
     AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    AssetSpec,
     Failure,
     MaterializeResult,
 )
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject, dbt_assets
 
 from phlo_core.dbt_project import prepare_project
 from phlo_core.dbt_runner import DbtError, cause_line, invoke_dbt, parsed_manifest, target_path
@@ -54,6 +56,27 @@ class PhloDbtTranslator(DagsterDbtTranslator):
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return self._group_name
+
+    def get_asset_check_spec(
+        self,
+        asset_spec: AssetSpec,
+        manifest: Mapping[str, Any],
+        unique_id: str,
+        project: DbtProject | None,
+    ) -> AssetCheckSpec | None:
+        """dagster-dbt reads a check's description from the test's `meta` only, so every check
+        showed "No description provided": the test's own description (schema.yml), or for a
+        generic test what it tests ("unique: reading_date")."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None or spec.description:
+            return spec
+        test = manifest.get("nodes", {}).get(unique_id, {})
+        generic = test.get("test_metadata") or {}
+        column = test.get("column_name")
+        description = test.get("description") or (
+            f"{generic.get('name', 'test')}{f': {column}' if column else ''}" if generic else ""
+        )
+        return spec._replace(description=description) if description else spec
 
 
 def _failing_rows(compiled_sql: str | None, settings: PhloSettings, limit: int = 3) -> str:

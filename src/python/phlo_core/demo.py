@@ -5,7 +5,8 @@ DayRange), `SELECTION`, `REPORTS` (title, SQL), `SOURCE` (what serves the sample
 user), `EXPLORE_SQL` (a query to suggest afterwards) and `sample_source(settings)`, a context
 manager that serves the sample data over the source's real protocol and yields settings
 overrides. A location without a source of its own (one that only reads others' tables) has
-just `REPORTS` and `EXPLORE_SQL`: shown once the runs before it succeeded, in workspace order.
+just `REPORTS` and `EXPLORE_SQL`: shown when its run (reached by the others' `+` selections)
+succeeded.
 The demo writes to its own lakehouse and Dagster instance under PHLO_HOME/demo, so sample data
 never mixes with real data; with `phlo services` running, to their own databases and S3 prefix
 (PHLO_HOME/demo/services.env), on the production profile.
@@ -16,9 +17,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from types import ModuleType
 
+from phlo_core.calendar import DayRange
 from phlo_core.engine import RunOutcome, materialize
 from phlo_core.lakehouse import QueryResult, query
 from phlo_core.progress import ProgressCallback
@@ -72,34 +75,36 @@ def run_demo(
     on_progress: ProgressCallback | None = None,
     on_source: Callable[[str, str], None] | None = None,
 ) -> DemoResult:
+    """Every sample source served at once and ONE materialize of all their selections: the plan
+    runs each location once, after every location it reads (a location joining two others'
+    tables after both), so no mart is built before its inputs exist."""
     base = demo_settings(settings)
-    outcomes: list[RunOutcome] = []
-    reports: list[DemoReport] = []
-    explore: list[str] = []
-    for location, module in demo_modules(settings).items():
-        explore.append(module.EXPLORE_SQL)
-        selection = getattr(module, "SELECTION", None)
-        if selection is None:
-            # Only shows what other locations' runs built (their `+` selections reach it).
-            if outcomes and all(outcome.success for outcome in outcomes):
-                for title, sql in module.REPORTS:
-                    reports.append(DemoReport(location, title, query(sql, base)))
-            continue
-        if on_source:
-            on_source(location, module.SOURCE)
-        with module.sample_source(base) as overrides:
-            start = min(base.phlo_partition_start, module.DAYS.start)
-            run_settings = with_overrides(base, **overrides, phlo_partition_start=start)
-            ran = materialize(
-                selection,
-                module.DAYS,
-                run_settings,
-                on_start=on_start,
-                on_progress=on_progress,
-                log_level="CRITICAL",
-            )
-            outcomes += ran
-            if ran and all(outcome.success for outcome in ran):
-                for title, sql in module.REPORTS:
-                    reports.append(DemoReport(location, title, query(sql, run_settings)))
-    return DemoResult(base, outcomes, reports, explore)
+    modules = demo_modules(settings)
+    sourced = {name: m for name, m in modules.items() if getattr(m, "SELECTION", None)}
+    with ExitStack() as stack:
+        overrides: dict[str, object] = {}
+        for location, module in sourced.items():
+            if on_source:
+                on_source(location, module.SOURCE)
+            overrides |= stack.enter_context(module.sample_source(base))
+        days = DayRange(
+            min(m.DAYS.start for m in sourced.values()), max(m.DAYS.end for m in sourced.values())
+        )
+        start = min(base.phlo_partition_start, days.start)
+        run_settings = with_overrides(base, **overrides, phlo_partition_start=start)
+        outcomes = materialize(
+            ",".join(m.SELECTION for m in sourced.values()),
+            days,
+            run_settings,
+            on_start=on_start,
+            on_progress=on_progress,
+            log_level="CRITICAL",
+        )
+    succeeded = {o.location for o in outcomes if o.success}
+    reports = [
+        DemoReport(location, title, query(sql, run_settings))
+        for location, module in modules.items()
+        if location in succeeded
+        for title, sql in module.REPORTS
+    ]
+    return DemoResult(base, outcomes, reports, [m.EXPLORE_SQL for m in modules.values()])

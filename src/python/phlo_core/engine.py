@@ -52,6 +52,7 @@ class RunOutcome:
     seconds: float
     errors: list[str] = field(default_factory=list)
     failed_checks: list[str] = field(default_factory=list)
+    check_descriptions: dict[str, str] = field(default_factory=dict)  # of the failed checks
     summaries: dict[str, str] = field(default_factory=dict)
     skipped: bool = False  # not run, because a location it reads from failed
     partitioned: bool = True  # False: tables rebuilt whole, the days did not apply
@@ -269,6 +270,13 @@ def _run(
         seconds=time.perf_counter() - started,
         errors=errors,
         failed_checks=failed_checks,
+        check_descriptions={
+            name: spec.description
+            for assets in graph.assets_defs
+            for spec in assets.check_specs
+            if spec.description
+            and (name := f"{spec.asset_key.to_user_string()}:{spec.name}") in failed_checks
+        },
         summaries=summaries,
         partitioned=partitioned,
     )
