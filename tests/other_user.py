@@ -67,7 +67,7 @@ def other_user() -> OtherUser:
         if done.returncode not in (0, 9):
             pytest.skip(f"could not create the user {NAME!r}: {done.stderr.strip()}")
         entry = pwd.getpwnam(NAME)
-    if os.geteuid() != 0 or shutil.which("runuser") is None:
+    if os.geteuid() != 0 or not os.access(RUNUSER, os.X_OK):
         pytest.skip("needs root and runuser to run commands as another user")
     return OtherUser(entry.pw_name, entry.pw_uid, entry.pw_gid)
 

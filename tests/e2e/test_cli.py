@@ -62,7 +62,10 @@ def test_help_lists_the_commands_and_imports_nothing_heavy() -> None:
         (["logs", "--since", "99999999999d"], "no run is that old"),
         (["logs", "--limit", "100000000000000000000"], "--limit must be between 1 and"),
         (["status", "--end-date", "9999-12-31"], "after the last day"),
-        (["materialize", "dlt_glucose_entries", "--partition", "2024-01-01..9999-12-31"], "last"),
+        (
+            ["materialize", "dlt_glucose_entries", "--partition", "2024-01-01..9999-12-31"],
+            "after the last day",
+        ),
         (["backfill", "dlt_glucose_entries", "--partitions", "9999-12-31"], "after the last day"),
     ],
 )
@@ -109,7 +112,8 @@ def test_unknown_asset_lists_the_known_ones(tmp_path: Path) -> None:
         env={"PHLO_HOME": str(tmp_path / "home")},
     )
     assert result.returncode == 2
-    assert "unknown asset 'glucose_entries_typo'" in result.stderr
+    assert "unknown asset 'glucose_entries_typo' (did you mean " in result.stderr
+    assert "'dlt_glucose_entries'" in result.stderr.split("?)")[0]
     assert "dlt_glucose_entries" in result.stderr
 
 

@@ -69,6 +69,7 @@ def test_a_lost_catalog_beside_data_files_is_an_error_and_changes_nothing(
 
     for args in (
         ["query", "select count(*) from raw.glucose_entries"],
+        ["status", "dlt_glucose_entries", "--start-date", "2024-01-15", "--end-date", "2024-01-16"],
         ["materialize", "dlt_glucose_entries+", "--partition", "2024-01-15"],
     ):
         result = phlo(*args, env=env)

@@ -246,3 +246,41 @@ def test_follow_prints_the_entries_of_a_run_started_after_it(home: Home) -> None
         follower.send_signal(signal.SIGINT)
         follower.wait(timeout=30)
     assert follower.returncode == 0
+
+
+def test_text_lines_show_the_fields_and_the_day(home: Home) -> None:
+    """What --json carries is on the text line too: a retry's attempt, wait and reason, what
+    was fetched, and which day each materialization of a range is."""
+    run = home.runs["glucose"].run_id
+    result = home.phlo("--run-id", run, "--limit", "1000", "--full")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    retry = next(line for line in lines if "retrying request" in line)
+    assert "source=Nightscout" in retry and "attempt=1" in retry
+    assert 'reason="HTTP 503"' in retry and "wait_seconds=" in retry
+    fetched = next(line for line in lines if "fetched entries" in line)
+    assert "days=2024-02-01" in fetched and "entries=" in fetched
+    loaded = next(line for line in lines if "readings loaded" in line)
+    assert "dlt_glucose_entries [2024-02-01]:" in loaded
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(home: Home) -> None:
+    shell = subprocess.run(
+        f'{PHLO} logs --limit 100000 | head -n 1; echo "status=${{PIPESTATUS[0]}}"',
+        shell=True,
+        executable="/bin/bash",
+        capture_output=True,
+        text=True,
+        env=home.env(),
+        timeout=120,
+    )
+    assert shell.stdout.count("\n") == 2 and "status=141" in shell.stdout, shell.stdout
+    assert shell.stderr == "", shell.stderr
+
+
+def test_levels_are_read_in_any_case_and_warn_means_warning(home: Home) -> None:
+    shown = {
+        spelling: home.phlo("--level", spelling, "--limit", "100000").stdout
+        for spelling in ("warn", "Warning", "WARNING")
+    }
+    assert len(set(shown.values())) == 1 and " WARNING " in shown["warn"]

@@ -9,9 +9,12 @@ import pyarrow as pa
 import pytest
 
 from phlo_core.lakehouse import (
+    IDENTITY_TABLE,
     LakehouseError,
     PartitionWrite,
     QueryError,
+    lakehouse,
+    lakehouse_created,
     query,
     replace_partitions,
 )
@@ -110,3 +113,22 @@ def test_concurrent_writers_to_one_table_all_land(
     assert [w.exitcode for w in workers] == [0, 0, 0, 0]
     counts = query("select count(*), count(distinct day) from raw.busy", settings).rows
     assert counts == [(60, 20)]
+
+
+def test_a_lakehouse_made_before_the_birth_record_keeps_counting_its_days(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    """Upgrading users: a lakehouse that holds tables but no birth record (made by an older
+    phlo) is dated to the epoch, so every day materialized into it still counts as done; a new
+    one is dated now."""
+    settings = make_settings()
+    replace_partitions([write("raw.values", D1, D2, [(D1, 1)])], settings)
+    born = lakehouse_created(settings)
+    assert born is not None and abs(born - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
+
+    with lakehouse(settings) as con:
+        con.execute(f"drop table {IDENTITY_TABLE}")  # as an older phlo left it
+    assert lakehouse_created(settings) == dt.datetime.fromtimestamp(0, dt.UTC)
+    replace_partitions([write("raw.values", D2, D3, [(D2, 2)])], settings)  # records the epoch
+    assert lakehouse_created(settings) == dt.datetime.fromtimestamp(0, dt.UTC)
+    assert query("select count(*) from raw.values", settings).rows == [(2,)]

@@ -387,7 +387,7 @@ def test_seaweedfs_internal_ports_refuse_another_user(
     assert lake_contents(running.profile) == before
 
 
-def test_seaweedfs_keys_are_generated_per_install_and_owner_only(running: Running) -> None:
+def test_seaweedfs_keys_are_owner_only_and_never_logged(running: Running) -> None:
     s3_dir = running.home / "services" / "s3"
     security = s3_dir / "security.toml"
     text = security.read_text()

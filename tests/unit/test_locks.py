@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from phlo_core.locks import file_lock, lakehouse_writer_lock_path, write_atomically
-from phlo_core.private_folder import private_folder
 from phlo_core.settings import load_settings
 
 
@@ -69,22 +68,24 @@ def test_a_server_catalogs_writer_lock_is_in_the_users_private_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not in a folder every user may write (the machine's temporary folder), where anyone
-    could plant the file or hold the lock."""
+    could plant the file or hold the lock; and the same for every process of the user,
+    whatever its session ($XDG_RUNTIME_DIR differs between cron, ssh and a desktop)."""
     settings = load_settings(
         phlo_home=tmp_path / "home",
         phlo_lake_catalog="postgres:dbname=lake host=127.0.0.1 port=5432 user=phlo",
     )
     path = lakehouse_writer_lock_path(settings)
-    assert path.parent == private_folder()
+    assert path.parent == Path(f"/tmp/phlo-{os.getuid()}")
     info = path.parent.lstat()
     assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
     assert info.st_uid == os.getuid()
 
-    shared = Path(tempfile.mkdtemp(dir="/tmp"))  # short: a socket path's limit
+    session = Path(tempfile.mkdtemp(dir="/tmp"))
     try:
-        shared.chmod(0o777)  # writable by all, not sticky: others could swap phlo's folder
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared))
-        assert lakehouse_writer_lock_path(settings).parent == tmp_path / "home" / "locks"
-        assert not (shared / f"phlo-{os.getuid()}").exists()
+        session.chmod(0o700)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(session))
+        assert lakehouse_writer_lock_path(settings) == path
+        with file_lock(path):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600  # nobody else may even open it
     finally:
-        shutil.rmtree(shared)
+        shutil.rmtree(session)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import stat
 from pathlib import Path
 from urllib.parse import quote
 
@@ -296,3 +297,15 @@ def test_a_wrong_http_limit_is_one_line_naming_the_variable(
     message = str(error.value)
     assert message.startswith(f"invalid configuration: {variable}: ")
     assert "\n" not in message
+
+
+def test_a_home_phlo_creates_is_its_owners_alone_and_an_existing_one_is_left_as_it_is(
+    tmp_path: Path,
+) -> None:
+    created = check_home(load_settings(phlo_home=tmp_path / "new" / "home"))
+    assert stat.S_IMODE(created.stat().st_mode) == 0o700
+    existing = tmp_path / "mine"
+    existing.mkdir(mode=0o755)
+    existing.chmod(0o755)
+    check_home(load_settings(phlo_home=existing))
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o755

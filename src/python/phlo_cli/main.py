@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # for annotations only: these modules load inside the command
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a tool whose reader went away
 SERVED = ("materialize", "backfill")  # run through a warm phlo server (phlo_cli.server)
 MAX_LOG_LIMIT = 1_000_000_000  # more entries than any instance holds; past 2**31 SQL drivers fail
 
@@ -125,8 +126,8 @@ def materialize(
     ----------
     selection
         Asset names, comma-separated. `name+` adds everything downstream of it, `+name`
-        everything upstream, e.g. `stg_orders+` (the asset and all it feeds). A table's name
-        (`orders`, `raw.orders`) means the asset that writes it.
+        everything upstream, e.g. `stg_glucose_entries+` (the asset and all it feeds). A
+        table's name (`glucose_entries`, `raw.glucose_entries`) means the asset that writes it.
     partition
         A local day `YYYY-MM-DD`, or a range `YYYY-MM-DD..YYYY-MM-DD` (both ends included),
         run as one Dagster run.
@@ -201,10 +202,10 @@ def backfill(
     Parameters
     ----------
     selection
-        Asset names or the tables they write, comma-separated: `orders` is the ingestion
-        writing table `orders`. Each comes with everything downstream of it (a day backfilled
-        is rebuilt in every layer built from it) unless --only; `+name` adds everything
-        upstream.
+        Asset names or the tables they write, comma-separated: `glucose_entries` is the
+        ingestion writing table `raw.glucose_entries`. Each comes with everything downstream
+        of it (a day backfilled is rebuilt in every layer built from it) unless --only;
+        `+name` adds everything upstream.
     start_date
         First day (YYYY-MM-DD, a local day in PHLO_TIMEZONE).
     end_date
@@ -580,6 +581,7 @@ def status(
 
     from phlo_core.calendar import DayRange, PartitionError, check_within, parse_day, today
     from phlo_core.instance import InstanceError
+    from phlo_core.lakehouse import LakehouseError
     from phlo_core.selection import SelectionError, check_selection
     from phlo_core.status import status_of
     from phlo_core.workspace import WorkspaceError
@@ -597,7 +599,7 @@ def status(
         found = status_of(settings, selection, days)
     except (PartitionError, SelectionError) as exc:
         raise UsageError(str(exc)) from None
-    except (WorkspaceError, InstanceError) as exc:
+    except (WorkspaceError, InstanceError, LakehouseError) as exc:
         _err(str(exc))
         return EXIT_FAILED
     if as_json:
@@ -885,16 +887,22 @@ def services_up(*, pg_port: int | None = None, s3_port: int | None = None) -> in
 
 
 @services_app.command(name="down")
-def services_down() -> int:
+def services_down(*, purge: bool = False) -> int:
     """Stop the servers `phlo services up` started; their data stays for the next `up`.
 
     phlo commands use the embedded default (or your own settings) again.
+
+    Parameters
+    ----------
+    purge
+        Also delete everything `up` made: the servers' data, keys and logs, PostgreSQL's files
+        wherever they live (as root, ~postgres/phlo/<id>). The lakehouse is gone with them.
     """
     from phlo_core.services import ServiceError, down
 
     settings = _settings()
     try:
-        statuses = down(settings)
+        statuses = down(settings, purge=purge)
     except ServiceError as exc:
         _err(str(exc))
         return EXIT_FAILED
@@ -940,9 +948,9 @@ def server_status() -> int:
     except NotPrivateError as exc:
         _err(f"no phlo server can run here: {exc}")
         return EXIT_FAILED
-    for pid, path in servers:
-        state = "" if path.exists() else "  stopping (no new commands)"
-        print(f"pid {pid}  {path}  (log: {path.with_suffix('.log')}){state}")
+    for found in servers:
+        state = "  stopping (no new commands)" if found.stopping else ""
+        print(f"pid {found.pid}  {found.socket}  (log: {found.log}){state}")
     if not servers:
         print("no phlo server running")
     return 0
@@ -1130,6 +1138,11 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as exc:
         _err(str(exc))
         sys.exit(EXIT_USAGE)
+    except BrokenPipeError:
+        # The reader went away (`phlo logs | head`): stop quietly, as Unix tools do. Python
+        # would flush stdout again at exit and complain: point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
     except KeyboardInterrupt as exc:
         run_id = getattr(exc, "run_id", None)
         _err(f"interrupted; run {run_id} canceled" if run_id else "interrupted")

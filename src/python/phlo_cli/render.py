@@ -90,15 +90,26 @@ _COLOURS = {
 }
 
 
+def _field(value: object) -> str:
+    """A field's value as `key=value` shows it: quoted when it has spaces, so it reads back."""
+    text = str(value)
+    return json.dumps(text) if not text or any(c.isspace() or c == '"' for c in text) else text
+
+
 def log_line(entry: LogEntry, *, width: int | None, full: bool, colour: bool) -> str:
     """One run-log entry: local time, level, short run id, job, asset or step, message. Fitted
     to `width` unless `full` (which adds the stack of a failure below)."""
     local = dt.datetime.fromtimestamp(entry.timestamp).astimezone()
     subject = entry.asset or entry.step or "-"
+    fields = dict(entry.fields)
+    day = fields.pop("partition", None)  # a range run's materializations: which day each is
+    if day is not None:
+        subject = f"{subject} [{day}]"
     message = entry.message if full else " ".join(entry.message.split())
+    shown = " ".join(f"{key}={_field(value)}" for key, value in fields.items())
     line = (
         f"{local:%Y-%m-%d %H:%M:%S} {entry.level_name:<8} {entry.run_id[:8]} {entry.job} "
-        f"{subject}: {message}"
+        f"{subject}: {message}" + (f"  {shown}" if shown else "")
     )
     if full and entry.stack:
         line += "\n" + entry.stack.rstrip()

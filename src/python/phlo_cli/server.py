@@ -51,6 +51,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -297,11 +298,12 @@ def worker_starter() -> WorkerStarter | None:
 
 
 def _status_lost() -> int:
-    """The keeper that waits for the command was killed before the command ended: its outcome
-    cannot be known (the command may still run, or have been killed with it)."""
+    """The keeper that waits for the command ended before the command did (killed, or it could
+    not fork): the outcome cannot be known, and the command is stopped with this client (its
+    process group is killed when the connection closes)."""
     print(
         "phlo: error: the command's exit status was lost (the phlo server process waiting for "
-        "it was killed)",
+        "it ended first); the command was stopped",
         file=sys.stderr,
     )
     return 1
@@ -310,22 +312,40 @@ def _status_lost() -> int:
 # --- `phlo server` -------------------------------------------------------------------------------
 
 
-def running() -> list[tuple[int, Path]]:
-    """The servers of this user: (pid, socket path). Files of servers gone are removed."""
+@dataclass(frozen=True)
+class Running:
+    pid: int
+    socket: Path
+    log: Path
+    stopping: bool  # gave up its key (socket gone, or asked to stop): finishing its commands
+
+
+def running() -> list[Running]:
+    """The servers of this user. Files of servers gone are removed. Lock files are opened to
+    read, never created: a server retiring renames its lock away meanwhile."""
     found = []
     for lock_path in sorted(private_folder().glob("*.lock")):
-        with open(lock_path, "a+") as lock:
+        key, _, _ = lock_path.name.removesuffix(".lock").partition(".stopping-")
+        try:
+            fd = os.open(lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        with os.fdopen(fd) as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:  # held: the server is alive
-                lock.seek(0)
                 text = lock.read().strip()
                 if text.isdigit():
-                    found.append((int(text), lock_path.with_suffix(".sock")))
+                    stopping = ".stopping-" in lock_path.name
+                    socket_path = lock_path.with_name(f"{key}.sock")
+                    log = lock_path.with_name(f"{key}.log")
+                    found.append(Running(int(text), socket_path, log, stopping))
                 continue
-            for suffix in (".sock", ".log", ".lock"):
+            names = [lock_path.name] if ".stopping-" in lock_path.name else []
+            names += [] if names else [f"{key}.sock", f"{key}.log", f"{key}.lock"]
+            for name in names:
                 with contextlib.suppress(FileNotFoundError):
-                    lock_path.with_suffix(suffix).unlink()
+                    lock_path.with_name(name).unlink()
     return found
 
 
@@ -336,9 +356,9 @@ def stop_all() -> int:
         with contextlib.suppress(FileNotFoundError):
             failed.unlink()
     servers = running()
-    for pid, _ in servers:
+    for server in servers:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+            os.kill(server.pid, signal.SIGTERM)
     return len(servers)
 
 

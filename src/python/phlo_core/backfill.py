@@ -51,7 +51,8 @@ def max_parallel() -> int:
     """The most workers a backfill starts here: two per CPU core this process may use. Each
     worker runs DuckDB and dbt (CPU-bound, about 0.6 GB): past that they only wait for each
     other and for memory (1,000 asked for had planned 58 workers on 2 cores)."""
-    return 2 * max(1, len(os.sched_getaffinity(0)))
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return 2 * max(1, len(usable) if usable else os.cpu_count() or 1)
 
 
 class BackfillError(ValueError):
@@ -563,6 +564,8 @@ def plan_backfill(
     from phlo_core.lakehouse import lakehouse_created
     from phlo_core.selection import plan_selection
 
+    # A record made on a bigger machine (or before the cap) runs no more workers than this.
+    backfill.parallel = min(backfill.parallel, max_parallel())
     plans = plan_selection(backfill.selection, settings)
     daily = only_part(plans, daily=True)
     if not daily:

@@ -68,8 +68,7 @@ def sync_instance_config(settings: PhloSettings) -> None:
     ours = current is not None and current.startswith(wanted.splitlines()[0])
     if current is None or (ours and current != wanted):
         # Missing, written by an older phlo or for other settings: follow these.
-        write_atomically(config, wanted)
-        config.chmod(0o600)
+        write_atomically(config, wanted, mode=0o600)  # may hold the storage's password
 
 
 def check_dagster_postgres(settings: PhloSettings) -> None:

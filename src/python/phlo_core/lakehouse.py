@@ -161,7 +161,8 @@ def _sqlite_catalog_state(catalog_file: Path) -> str:
     import sqlite3
 
     try:
-        with closing(sqlite3.connect(f"{catalog_file.as_uri()}?mode=ro", uri=True)) as db:
+        uri = f"{catalog_file.absolute().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as db:
             found = db.execute(
                 "select count(*) from sqlite_master where name = 'ducklake_metadata'"
             ).fetchone()
@@ -221,9 +222,12 @@ def _ensure_identity(con: duckdb.DuckDBPyConnection) -> None:
 def lakehouse_created(settings: PhloSettings) -> dt.datetime | None:
     """When this lakehouse was created (its birth record), for counting only materializations
     that wrote into it; None when there is no lakehouse yet (nothing is in it). A lakehouse
-    that has no record yet (never written since phlo keeps one) gives the epoch."""
+    that has no record yet (never written since phlo keeps one) gives the epoch. A lost
+    catalog beside data files, or a lakehouse that cannot be opened, is a LakehouseError: what
+    it holds cannot be told then."""
     import duckdb
 
+    refuse_orphaned_data(settings)
     catalog = settings.lake_catalog
     if catalog.startswith("sqlite:") and _sqlite_catalog_state(Path(catalog[7:])) != "ok":
         return None
@@ -239,8 +243,10 @@ def lakehouse_created(settings: PhloSettings) -> dt.datetime | None:
     return row[0] if row and row[0] is not None else dt.datetime.fromtimestamp(0, dt.UTC)
 
 
-def _prepare_local_folders(settings: PhloSettings) -> None:
+def _prepare_local_folders(settings: PhloSettings, *, read_only: bool) -> None:
     settings.extension_directory.mkdir(parents=True, exist_ok=True)
+    if read_only:
+        return  # a reader creates nothing: what is missing reads as empty
     if settings.lake_catalog.startswith("sqlite:"):
         Path(settings.lake_catalog.removeprefix("sqlite:")).parent.mkdir(
             parents=True, exist_ok=True
@@ -260,7 +266,7 @@ def connect(
 
     settings = settings or get_settings()
     refuse_orphaned_data(settings)
-    _prepare_local_folders(settings)
+    _prepare_local_folders(settings, read_only=read_only)
     con = duckdb.connect(
         config={
             "extension_directory": str(settings.extension_directory),

@@ -57,7 +57,7 @@ def file_lock(path: Path) -> Iterator[None]:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES):
             raise
@@ -83,9 +83,10 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def lakehouse_writer_lock_path(settings: PhloSettings) -> Path:
     """One lock file per catalog: beside a SQLite catalog file (homes that share a catalog
-    share its lock), or, for a catalog on a server, in the user's private folder keyed by the
-    catalog (so this user's homes that share it share the lock too; a folder every user could
-    write, as the machine's temporary folder was, let anyone hold the lock or plant the file).
+    share its lock), or, for a catalog on a server, in the user's private folder /tmp/phlo-UID
+    keyed by the catalog (so this user's homes that share it share the lock too; a folder
+    every user could write, as /tmp/phlo-locks was, let anyone hold the lock or plant the
+    file; when the private folder is not private, writes refuse rather than go unlocked).
     Other users and other machines on the same catalog rely on DuckLake's conflict handling
     and phlo's transaction retries, as they always have."""
     catalog = settings.lake_catalog
@@ -94,9 +95,11 @@ def lakehouse_writer_lock_path(settings: PhloSettings) -> Path:
         return file.with_name(file.name + ".writer.lock")
     digest = hashlib.sha256(catalog.encode()).hexdigest()[:16]
     try:
-        folder = private_folder()
-    except NotPrivateError:
-        folder = settings.home / "locks"  # no private folder here: this home's processes
+        # /tmp, not $XDG_RUNTIME_DIR: every process of this user (cron, ssh, a desktop
+        # session) must find the same lock, and a session's folder goes at logout.
+        folder = private_folder("/tmp")
+    except NotPrivateError as exc:
+        raise NotPrivateError(f"cannot lock the lakehouse's writers: {exc}") from None
     return folder / f"lakehouse-{digest}.lock"
 
 
@@ -118,7 +121,7 @@ def lakehouse_building(settings: PhloSettings) -> Iterator[None]:
     ones: never while a build reads or writes. A shared `flock` on a file of its own."""
     path = _maintenance_lock_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         yield
@@ -134,10 +137,17 @@ def lakehouse_maintenance(settings: PhloSettings) -> Iterator[None]:
         yield
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:
     """Replace `path` with `text` so that readers (and a kill midway) see the old or the new
-    file whole, never a truncated one."""
+    file whole, never a truncated one. The file has `mode` from its first byte (written, then
+    chmodded, another user could open a secret in between), and nothing is written through a
+    symlink planted in the folder (the scratch file is created exclusively; a rename replaces
+    a link, it does not follow it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "w") as out:
+        os.fchmod(out.fileno(), mode)  # whatever the umask
+        out.write(text)
     os.replace(temporary, path)

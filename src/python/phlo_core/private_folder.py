@@ -21,9 +21,10 @@ class NotPrivateError(OSError):
     """A place that another user could control: nothing is created or sent there."""
 
 
-def private_folder() -> Path:
-    """The user's private folder, created if missing; `NotPrivateError` when it is not private."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+def private_folder(base: str | None = None) -> Path:
+    """The user's private folder in `base` (default: $XDG_RUNTIME_DIR, else /tmp), created if
+    missing; `NotPrivateError` when it is not private."""
+    base = base or os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
     try:
         real = os.path.realpath(base)
         if len(real) > 60:  # a socket's path has at most 107 bytes

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from typing import Any
 
 from dagster import AssetKey, AssetsDefinition, MaterializeResult, asset
@@ -108,7 +108,8 @@ def publish(tables: Sequence[str], settings: PhloSettings) -> dict[str, int]:
                 pg.commit()
                 return counts
             except BaseException:
-                pg.rollback()
+                with suppress(Exception):  # a lost connection: the error that matters is above
+                    pg.rollback()
                 pg.autocommit = True
                 with pg.cursor() as cur:
                     for staging in staged.values():
@@ -302,7 +303,8 @@ def _copy(staged: dict[str, str], url: str, settings: PhloSettings) -> dict[str,
                     counts[table] = int(row[0]) if row else 0
                 con.execute("commit")
             except BaseException:
-                con.execute("rollback")
+                with suppress(Exception):
+                    con.execute("rollback")
                 raise
         finally:
             con.execute("detach published")

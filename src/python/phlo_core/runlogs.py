@@ -125,7 +125,8 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
 
 
 def parse_level(text: str) -> int:
-    level = LEVELS.get(text.strip().upper())
+    name = text.strip().upper()
+    level = LEVELS.get("WARNING" if name == "WARN" else name)
     if level is None:
         raise LogsError(f"--level {text!r} is not one of {', '.join(LEVELS)}")
     return level
@@ -309,11 +310,12 @@ def _epoch(stamp: str | dt.datetime | None) -> float:
 
 def read_only_uri(path: Path) -> str:
     """A SQLite URI that opens `path` to read. Dagster's files are in WAL mode, which even a
-    reader opens with its shared-memory file beside the database: in a folder this process may
-    not write (a read-only home, nobody else writing either) that fails, so the file is opened
-    as immutable there."""
-    uri = f"{path.as_uri()}?mode=ro"
-    return uri if os.access(path.parent, os.W_OK) else uri + "&immutable=1"
+    reader opens with its shared-memory file beside the database: on a read-only file system
+    (a mounted backup: nobody writes there either) that fails, so the file is opened as
+    immutable there, and only there (SQLite would ignore a live writer's WAL)."""
+    uri = f"{path.absolute().as_uri()}?mode=ro"
+    read_only = os.statvfs(path.parent).f_flag & os.ST_RDONLY
+    return uri + "&immutable=1" if read_only else uri
 
 
 class SqliteFiles(_Tables):

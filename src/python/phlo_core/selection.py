@@ -2,9 +2,9 @@
 
 `a,b` names assets, `a+` adds everything downstream of a (in every location that reads it),
 `+a` everything upstream of a in its own location. A name is an asset's, or a table's that
-one asset writes (`orders` for the ingestion `dlt_orders`). A name is found in whichever location
-defines it; a name two locations define is an error. Locations come back in dependency order:
-one that reads another's selected assets comes after it.
+one asset writes (`glucose_entries` for the ingestion `dlt_glucose_entries`). A name is found
+in whichever location defines it; a name two locations define is an error. Locations come
+back in dependency order: one that reads another's selected assets comes after it.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ def parse_selection(selection: str) -> list[tuple[str, bool, bool]]:
             raise SelectionError(f"{raw.strip()!r} names no asset")
         tokens.append((name, upstream, downstream))
     if not tokens:
-        raise SelectionError("the selection is empty: name one or more assets, e.g. 'stg_orders+'")
+        raise SelectionError(
+            "the selection is empty: name one or more assets, e.g. 'dlt_glucose_entries+'"
+        )
     return tokens
 
 
@@ -66,8 +68,12 @@ def resolve_names(
                     f"{name!r} is a table written by several assets ({', '.join(writers)}): "
                     "name the asset"
                 )
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(index.names), n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             listing = ", ".join(sorted(index.names))
-            raise SelectionError(f"unknown asset {name!r}; known assets: {listing}")
+            raise SelectionError(f"unknown asset {name!r}{hint}; known assets: {listing}")
         resolved.append((asset, upstream, downstream))
     return resolved
 

@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from phlo_core.locks import file_lock
+from phlo_core.locks import file_lock, write_atomically
 from phlo_core.settings import SERVICES_ENV, PhloSettings
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
@@ -235,31 +235,30 @@ def _hand_to_postgres_user(*paths: Path, recursive: bool = False) -> None:
 
 def _own_folder(path: Path) -> None:
     """A folder of phlo's own, owner only (0700): created so, or tightened if an older phlo
-    made it wider (never loosened); never a symlink, whose target phlo did not create."""
-    try:
+    made it wider (never loosened); never a symlink, whose target phlo did not create. The
+    mode is changed through the folder opened without following links: some of these folders
+    belong to the postgres user, who could swap one for a link between a check and a chmod."""
+    with suppress(FileExistsError):
         path.mkdir(mode=0o700)
-    except FileExistsError:
-        info = path.lstat()
-        if not stat.S_ISDIR(info.st_mode):
-            raise ServiceError(
-                f"{path} is not a folder (a symlink?): phlo keeps its servers' files in folders "
-                "of its own; move it away and run `phlo services up` again"
-            ) from None
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            path.chmod(stat.S_IMODE(info.st_mode) & 0o700)
-    else:
-        path.chmod(0o700)  # whatever the umask
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        raise ServiceError(
+            f"{path} is not a folder (a symlink?): phlo keeps its servers' files in folders "
+            "of its own; move it away and run `phlo services up` again"
+        ) from None
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode & 0o077:
+            os.fchmod(fd, mode & 0o700)
+    finally:
+        os.close(fd)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Replace `path` whole with a file only its owner can read, from its first byte (written
-    then chmodded, another user could open it in between)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(temporary, path)
+def _write_private_file(path: Path, text: str) -> None:
+    """Replace `path` whole with a file only its owner can read, from its first byte, never
+    through a symlink planted in its folder (some are the postgres user's, written as root)."""
+    write_atomically(path, text, mode=0o600)
 
 
 def _run(command: list[str], what: str, timeout: float = 120) -> str:
@@ -286,7 +285,7 @@ def _read_state(root: Path) -> dict[str, Any]:
 
 
 def _write_state(where: Layout, state: dict[str, Any]) -> None:
-    _write_private(where.state_file, json.dumps(state, indent=2))
+    _write_private_file(where.state_file, json.dumps(state, indent=2))
 
 
 # SeaweedFS's signing keys (security.toml): master-issued tokens for volume writes and reads,
@@ -357,7 +356,7 @@ def _postgres_home_folder(root: Path) -> Path:
         _own_folder(folder)
         _hand_to_postgres_user(folder)
     # Whose folder this is, for whoever finds it in the postgres user's home.
-    (folder / "PHLO_HOME").write_text(f"{root.parent}\n")
+    _write_private_file(folder / "PHLO_HOME", f"{root.parent}\n")
     return folder
 
 
@@ -370,7 +369,7 @@ def _pg_start(where: Layout, port: int, password: str) -> None:
     if not (where.pg_data / "PG_VERSION").exists():
         _own_folder(where.pg_data)
         pwfile = where.pg_root / "pwfile"
-        _write_private(pwfile, password + "\n")
+        _write_private_file(pwfile, password + "\n")
         _hand_to_postgres_user(where.pg_data, pwfile)
         try:
             _run(
@@ -392,7 +391,7 @@ def _pg_start(where: Layout, port: int, password: str) -> None:
         finally:
             pwfile.unlink(missing_ok=True)
     # Written at every start: data folders an older phlo made trusted local connections.
-    _write_private(where.pg_data / "pg_hba.conf", PG_HBA)
+    _write_private_file(where.pg_data / "pg_hba.conf", PG_HBA)
     _hand_to_postgres_user(where.pg_data / "pg_hba.conf")
     options = (
         f"-p {port} -k {where.pg_socket} -c listen_addresses=127.0.0.1 -c fsync=off "
@@ -597,11 +596,11 @@ def _s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, 
         "credentials": [{"accessKey": creds["s3_access_key"], "secretKey": creds["s3_secret_key"]}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
-    _write_private(config, json.dumps({"identities": [identity]}))
+    _write_private_file(config, json.dumps({"identities": [identity]}))
     # weed reads security.toml from -config_dir first (then ./, ~/.seaweedfs, /etc/seaweedfs):
     # that is where.s3_dir, also its working folder; WEED_* variables, which would override
     # the file, are not passed on.
-    _write_private(where.s3_dir / "security.toml", _security_toml(_tls_files(where), creds))
+    _write_private_file(where.s3_dir / "security.toml", _security_toml(_tls_files(where), creds))
     # Its Unix sockets default to /tmp/seaweedfs-<name>-<port>.sock: these two can move into
     # this private folder when the path fits (the gRPC ones cannot; mutual TLS covers them).
     sockets = []
@@ -757,7 +756,7 @@ def _write_profile_files(settings: PhloSettings, state: dict[str, Any]) -> None:
             *[f"{key}='{value}'" for key, value in profile_values(state, profile).items()],
         ]
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(path, "\n".join(lines) + "\n")
+        _write_private_file(path, "\n".join(lines) + "\n")
 
 
 # --- commands --------------------------------------------------------------------------------

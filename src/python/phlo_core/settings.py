@@ -421,7 +421,10 @@ def check_home(settings: PhloSettings, *, writes: bool = True) -> Path:
     if not writes:
         return home
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        # The owner's alone (health data, logs, settings with secrets); a home that exists
+        # keeps the mode its owner gave it.
+        home.parent.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, exist_ok=True)
         probe = home / f".phlo-write-check-{os.getpid()}"
         probe.touch()
         probe.unlink()

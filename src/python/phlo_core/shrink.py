@@ -12,10 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
 
 # A run tag that forces a shrinking write for that run (set by `--allow-shrink`).
 ALLOW_SHRINK_TAG = "phlo/allow_shrink"
