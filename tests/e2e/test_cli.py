@@ -90,6 +90,26 @@ def test_odd_dates_and_a_blank_url_are_usage_errors(
     assert ("NIGHTSCOUT_URL is not set" if variable else "use YYYY-MM-DD") in error
 
 
+def test_a_backfill_without_its_source_is_a_usage_error_and_records_nothing(
+    tmp_path: Path,
+) -> None:
+    env = {"PHLO_HOME": str(tmp_path / "home"), "NIGHTSCOUT_URL": ""}
+    result = phlo(
+        "backfill",
+        "dlt_glucose_entries",
+        "--start-date",
+        "2024-01-01",
+        "--end-date",
+        "2024-01-03",
+        env=env,
+    )
+    assert result.returncode == 2, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("phlo: error:")]
+    assert "NIGHTSCOUT_URL is not set" in error and "resume" not in result.stderr
+    listed = phlo("backfill", "list", "--json", env=env)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
+
+
 def test_a_home_that_is_a_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "home").write_text("")
     result = phlo("query", "select 1", env={"PHLO_HOME": str(tmp_path / "home")})

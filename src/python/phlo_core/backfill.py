@@ -563,10 +563,13 @@ def plan_backfill(
     from phlo_core.instance import instance_for
     from phlo_core.lakehouse import lakehouse_created
     from phlo_core.selection import plan_selection
+    from phlo_core.workspace import preflight
 
     # A record made on a bigger machine (or before the cap) runs no more workers than this.
     backfill.parallel = min(backfill.parallel, max_parallel())
     plans = plan_selection(backfill.selection, settings)
+    for plan in plans:  # missing settings: one usage error, before anything is recorded
+        preflight(plan.location, settings, [key.to_user_string() for key in plan.keys])
     daily = only_part(plans, daily=True)
     if not daily:
         raise BackfillError(
