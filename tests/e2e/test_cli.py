@@ -110,6 +110,27 @@ def test_a_backfill_without_its_source_is_a_usage_error_and_records_nothing(
     assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stdout
 
 
+def test_an_empty_answer_says_which_home_it_read_and_where_the_demo_is(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "demo" / "dagster").mkdir(parents=True)  # what `phlo demo` leaves beside it
+    env = {"PHLO_HOME": str(home)}
+    # Paths as short as they can be shown: relative to the working folder (tmp_path here).
+    demo = "the demo's runs are in home/demo: PHLO_HOME=home/demo phlo"
+
+    no_instance = phlo("logs", env=env)
+    assert no_instance.returncode == 1 and f"{demo} logs" in no_instance.stderr
+    days = ("--start-date", "2024-01-01", "--end-date", "2024-01-02")
+    status = phlo("status", "dlt_glucose_entries", *days, env=env)
+    assert status.returncode == 0, status.stderr
+    assert f"no day is materialized in PHLO_HOME=home; {demo} status" in status.stderr
+    listed = phlo("backfill", "list", env=env)
+    assert listed.returncode == 0 and listed.stdout == ""
+    assert f"no backfill recorded in PHLO_HOME=home; {demo} backfill list" in listed.stderr
+    no_entries = phlo("logs", env=env)  # the instance exists now, with no run in it
+    assert no_entries.returncode == 0 and no_entries.stdout == ""
+    assert f"no entries match in PHLO_HOME=home; {demo} logs" in no_entries.stderr
+
+
 def test_a_home_that_is_a_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "home").write_text("")
     result = phlo("query", "select 1", env={"PHLO_HOME": str(tmp_path / "home")})

@@ -532,6 +532,9 @@ def backfill_list(*, as_json: Annotated[bool, Parameter(name="--json")] = False)
 
         print(json.dumps(rows))
         return 0
+    if not rows:
+        _read_nothing(settings, "no backfill recorded", "backfill list")
+        return 0
     print(
         to_table(
             ["id", "selection", "days", "done", "failed", "state", "created"],
@@ -607,6 +610,8 @@ def status(
         return 0
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     print(status_table(found, days, colour=colour, width=_terminal_width()))
+    if not any(asset.done for asset in found):
+        _read_nothing(settings, "no day is materialized", "status")
     return 0
 
 
@@ -774,7 +779,7 @@ def logs(
     except LogsError as exc:
         raise UsageError(str(exc)) from None
     except NoInstanceError as exc:
-        _err(str(exc))
+        _err(str(exc) + _demo_hint(settings, "logs"))
         return EXIT_FAILED
     logs_filter = LogFilter(
         run_ids=run_ids,
@@ -802,9 +807,29 @@ def logs(
                 show(entry)
         except KeyboardInterrupt:
             return 0
-    for entry in read_entries(source, logs_filter):
+    found = read_entries(source, logs_filter)
+    for entry in found:
         show(entry)
+    if not found and not as_json:
+        _read_nothing(settings, "no entries match", "logs")
     return 0
+
+
+def _demo_hint(settings: PhloSettings, command: str) -> str:
+    """Where the demo's data is, when this home has a demo beside it: commands read PHLO_HOME
+    (`.phlo` by default), and `phlo demo` writes to PHLO_HOME/demo."""
+    demo = settings.home / "demo"
+    if not (demo / "dagster").exists():
+        return ""
+    return f"; the demo's runs are in {_shown(demo)}: PHLO_HOME={_shown(demo)} phlo {command}"
+
+
+def _read_nothing(settings: PhloSettings, what: str, command: str) -> None:
+    """An empty answer says which home it read (and where the demo is), on stderr."""
+    print(
+        f"{what} in PHLO_HOME={_shown(settings.home)}{_demo_hint(settings, command)}",
+        file=sys.stderr,
+    )
 
 
 services_app = App(
