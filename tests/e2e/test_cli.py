@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +131,37 @@ def test_an_empty_answer_says_which_home_it_read_and_where_the_demo_is(tmp_path:
     no_entries = phlo("logs", env=env)  # the instance exists now, with no run in it
     assert no_entries.returncode == 0 and no_entries.stdout == ""
     assert f"no entries match in PHLO_HOME=home; {demo} logs" in no_entries.stderr
+
+
+def test_sample_serve_prints_settings_that_phlo_runs_on_and_stops_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    serving = subprocess.Popen(
+        [PHLO, "sample", "serve"],
+        env={**os.environ, "PHLO_HOME": str(tmp_path / "home")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert serving.stdout is not None
+        exports: dict[str, str] = {}
+        for line in serving.stdout:
+            if line.startswith("export "):
+                name, _, value = line.removeprefix("export ").strip().partition("=")
+                exports[name] = shlex.split(value)[0]
+            if line.startswith("# then"):
+                break
+        assert exports["PHLO_HOME"] == str(tmp_path / "home" / "demo")
+        assert exports["NIGHTSCOUT_URL"].startswith("http://127.0.0.1:")
+        assert exports["OPEN_METEO_URL"].startswith("http://127.0.0.1:")
+        run = phlo("materialize", "dlt_glucose_entries", "--partition", "2024-01-20", env=exports)
+        assert run.returncode == 0, run.stderr
+        assert re.search(r"dlt_glucose_entries: 2\d\d readings loaded", run.stdout)
+    finally:
+        serving.send_signal(signal.SIGINT)
+        assert serving.wait(timeout=30) == 0
+    assert "sample sources stopped" in (serving.stderr.read() if serving.stderr else "")
 
 
 def test_a_home_that_is_a_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:

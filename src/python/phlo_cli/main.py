@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -1050,6 +1051,41 @@ def maintenance(*, retention_days: int | None = None) -> int:
     return 0
 
 
+sample_app = App(
+    name="sample",
+    help="The demo's sample sources, served over their real APIs for trying phlo on them.",
+)
+app.command(sample_app)
+
+
+@sample_app.command(name="serve")
+def sample_serve() -> int:
+    """Serve every location's SAMPLE source on loopback until Ctrl-C, and print the settings
+    that point phlo at them and at the demo's home: export them in another shell and run
+    backfill, status, logs or the UI on the sample data (`phlo demo` made its first days)."""
+    import signal
+    import threading
+
+    from phlo_core.demo import sample_sources
+
+    settings = _settings()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with sample_sources(settings) as environment:
+        print("# SAMPLE DATA sources, until Ctrl-C. In another shell:")
+        for name, value in environment.items():
+            print(f"export {name}={shlex.quote(value)}")
+        print(
+            "# then e.g.: phlo backfill dlt_glucose_entries --start-date 2024-01-15 "
+            "--end-date 2024-02-15; phlo status; phlo logs",
+            flush=True,
+        )
+        stop.wait()
+    print("sample sources stopped", file=sys.stderr)
+    return 0
+
+
 @app.command
 def demo() -> int:
     """Run every pipeline end to end on SAMPLE data served by local, protocol-true servers.
@@ -1076,8 +1112,13 @@ def demo() -> int:
     for report in result.reports:
         print(f"\n== {report.location}: {report.title} [SAMPLE DATA] ==")
         print(to_table(report.result.columns, report.result.rows))
+    from phlo_core.workspace import workspace_file
+
     home = _shown(result.settings.home)
-    dagster_home = _shown(result.settings.resolved_dagster_home)
+    # Absolute: Dagster refuses a relative DAGSTER_HOME, and the workspace file's path is
+    # read from wherever the command is started.
+    dagster_home = result.settings.resolved_dagster_home.absolute()
+    workspace = workspace_file(result.settings).absolute()
     phlo = _shown(Path(sys.argv[0]).absolute()) if sys.argv[0].endswith("phlo") else "phlo"
     dagster = _shown(Path(sys.executable).with_name("dagster"))
     explore = "".join(
@@ -1085,14 +1126,17 @@ def demo() -> int:
     )
     published = result.settings.phlo_publish_postgres_url
     if published is not None and not code:
-        from phlo_core.redact import redact
+        from urllib.parse import urlsplit
 
-        print(f"\nmarts published to {redact(published.get_secret_value())} (schema marts)")
+        target = urlsplit(published.get_secret_value())  # where, never who or the password
+        where = f"{target.hostname}:{target.port or 5432}{target.path}"
+        print(f"\nmarts published to PostgreSQL at {where} (schema marts)")
     print(
         f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {home}\n"
         f"{explore}"
-        f"browse runs: PHLO_HOME={home} DAGSTER_HOME={dagster_home} {dagster} dev "
-        "-w infra/dagster/workspace.yaml"
+        f"go on with the sample data (backfill, status, logs): {phlo} sample serve\n"
+        f"browse runs: PHLO_HOME={result.settings.home.absolute()} DAGSTER_HOME={dagster_home} "
+        f"{dagster} dev -w {workspace}"
     )
     return code
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -108,3 +108,19 @@ def run_demo(
         for title, sql in module.REPORTS
     ]
     return DemoResult(base, outcomes, reports, [m.EXPLORE_SQL for m in modules.values()])
+
+
+@contextmanager
+def sample_sources(settings: PhloSettings) -> Iterator[dict[str, str]]:
+    """Every location's sample source served, as long as the block runs: the environment
+    (variable -> value) that points phlo at them and at the demo's home, so that backfill,
+    status, logs and the UI can be tried on the sample data after the demo."""
+    base = demo_settings(settings)
+    environment = {"PHLO_HOME": str(base.home)}
+    with ExitStack() as stack:
+        for module in demo_modules(settings).values():
+            if getattr(module, "SELECTION", None) is None:
+                continue
+            overrides = stack.enter_context(module.sample_source(base))
+            environment |= {name.upper(): str(value) for name, value in overrides.items()}
+        yield environment
