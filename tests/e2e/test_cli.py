@@ -10,6 +10,8 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -331,3 +333,58 @@ def test_parallel_is_capped_at_two_workers_a_core_and_says_so(tmp_path: Path) ->
     most = 2 * len(os.sched_getaffinity(0))
     assert f"--parallel 1000 lowered to {most}" in result.stderr
     assert f" {most} worker(s)" in result.stdout
+
+
+def dagster_processes(marker: str) -> list[int]:
+    """Pids of processes whose command line or environment names `marker` (the test's home)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in seen:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_ui_serves_every_location_and_ctrl_c_ends_every_process(tmp_path: Path) -> None:
+    from phlo_core.services import free_port
+    from phlo_core.workspace import DEFAULT_WORKSPACE
+    from tests.e2e.test_pex_deploy import LOCATIONS, gql, loaded, locations_of
+
+    home = tmp_path / "ui-home"
+    port = free_port()
+    ui = subprocess.Popen(
+        [PHLO, "ui", "--demo", "--port", str(port)],
+        env={**os.environ, "PHLO_HOME": str(home)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/graphql"
+        deadline = time.monotonic() + 300
+        entries: list[dict] = []
+        while time.monotonic() < deadline and ui.poll() is None:
+            try:
+                entries = gql(url, LOCATIONS)["workspaceOrError"]["locationEntries"]
+            except (urllib.error.URLError, ConnectionError):
+                entries = []
+            if entries and all(loaded(entry) for entry in entries):
+                break
+            time.sleep(2)
+        assert {e["name"] for e in entries if loaded(e)} == set(locations_of(DEFAULT_WORKSPACE))
+        assert (home / "demo" / "dagster" / "dagster.yaml").exists(), "the demo's instance"
+        assert dagster_processes(str(home)), "webserver, daemon and code servers run"
+    finally:
+        ui.send_signal(signal.SIGINT)
+        code = ui.wait(timeout=60)
+    assert code == 0, ui.stderr.read() if ui.stderr else ""
+    assert "UI stopped" in (ui.stderr.read() if ui.stderr else "")
+    deadline = time.monotonic() + 10
+    while dagster_processes(str(home)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert dagster_processes(str(home)) == [], "every process of the UI ended"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -366,8 +367,7 @@ def _submit_backfill(plan: Plan, settings: PhloSettings) -> int:
     if not backfills.daemon_running(instance):
         print(
             "warning: no dagster-daemon has reported to this instance lately: the backfill "
-            "waits until one runs (`dagster dev`, or `dagster-daemon run -w "
-            "infra/dagster/workspace.yaml` with DAGSTER_HOME set)",
+            "waits until one runs (`phlo ui` starts one)",
             file=sys.stderr,
         )
     return 0
@@ -1051,6 +1051,65 @@ def maintenance(*, retention_days: int | None = None) -> int:
     return 0
 
 
+@app.command
+def ui(*, demo: bool = False, port: int = 3000, host: str = "127.0.0.1") -> int:
+    """Dagster's UI (webserver and daemon) on this home's instance and workspace, until Ctrl-C.
+
+    Parameters
+    ----------
+    demo
+        The demo's home (PHLO_HOME/demo), with its sample sources served, so that runs launched
+        from the UI ingest sample data.
+    port
+        The webserver's port.
+    host
+        The address it listens on (loopback by default: the UI has no login).
+    """
+    import threading
+    from contextlib import ExitStack
+
+    from phlo_core.demo import demo_settings, sample_sources
+    from phlo_core.services import port_in_use
+    from phlo_core.ui import UiError, start_ui
+
+    if not 1024 <= port <= 65535:
+        raise UsageError(f"--port must be from 1024 to 65535, not {port}")
+    if port_in_use(port):
+        raise UsageError(f"port {port} is in use: give another with --port")
+    settings = _settings()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
+    with ExitStack() as stack:
+        extra = stack.enter_context(sample_sources(settings)) if demo else {}
+        home = demo_settings(settings) if demo else settings
+        try:
+            started = start_ui(home, host=host, port=port, extra_env=extra)
+        except UiError as exc:
+            _err(str(exc))
+            return EXIT_FAILED
+        stack.callback(started.stop)
+        print(
+            f"Dagster's UI for PHLO_HOME={_shown(home.home)}"
+            + (" (SAMPLE DATA)" if demo else "")
+            + f": {started.url}  starting, about 20 s; Ctrl-C stops it (logs: "
+            + f"{_shown(started.logs)})",
+            file=sys.stderr,
+            flush=True,
+        )
+        ready = False
+        while not stop.wait(0.5):
+            if ended := started.exited():
+                name, code = next(iter(ended.items()))
+                _err(f"the {name} ended (exit code {code}): see {started.logs / name}.log")
+                return EXIT_FAILED
+            if not ready and (ready := started.answers()):
+                print(f"ready: {started.url}", file=sys.stderr, flush=True)
+        print("stopping the UI ...", file=sys.stderr, flush=True)
+    print("UI stopped", file=sys.stderr)
+    return 0
+
+
 sample_app = App(
     name="sample",
     help="The demo's sample sources, served over their real APIs for trying phlo on them.",
@@ -1063,7 +1122,6 @@ def sample_serve() -> int:
     """Serve every location's SAMPLE source on loopback until Ctrl-C, and print the settings
     that point phlo at them and at the demo's home: export them in another shell and run
     backfill, status, logs or the UI on the sample data (`phlo demo` made its first days)."""
-    import signal
     import threading
 
     from phlo_core.demo import sample_sources
@@ -1112,15 +1170,8 @@ def demo() -> int:
     for report in result.reports:
         print(f"\n== {report.location}: {report.title} [SAMPLE DATA] ==")
         print(to_table(report.result.columns, report.result.rows))
-    from phlo_core.workspace import workspace_file
-
     home = _shown(result.settings.home)
-    # Absolute: Dagster refuses a relative DAGSTER_HOME, and the workspace file's path is
-    # read from wherever the command is started.
-    dagster_home = result.settings.resolved_dagster_home.absolute()
-    workspace = workspace_file(result.settings).absolute()
     phlo = _shown(Path(sys.argv[0]).absolute()) if sys.argv[0].endswith("phlo") else "phlo"
-    dagster = _shown(Path(sys.executable).with_name("dagster"))
     explore = "".join(
         f'explore it:  PHLO_HOME={home} {phlo} query "{sql}"\n' for sql in result.explore_sql
     )
@@ -1135,8 +1186,7 @@ def demo() -> int:
         f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {home}\n"
         f"{explore}"
         f"go on with the sample data (backfill, status, logs): {phlo} sample serve\n"
-        f"browse runs: PHLO_HOME={result.settings.home.absolute()} DAGSTER_HOME={dagster_home} "
-        f"{dagster} dev -w {workspace}"
+        f"browse runs in Dagster's UI: {phlo} ui --demo"
     )
     return code
 
