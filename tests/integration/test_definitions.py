@@ -121,6 +121,10 @@ def test_the_instance_file_follows_phlo_unless_it_is_the_users(
     config.write_text(older)
     instance_for(settings)
     assert "managed_python_loggers" in config.read_text()
+    # Before its first line stopped calling every file "the embedded default".
+    config.write_text("# Instance settings for the embedded default (SQLite storage under X).\n")
+    instance_for(settings)
+    assert config.read_text().startswith(TEMPLATE.read_text())
     own = "telemetry:\n  enabled: false\n"
     config.write_text(own)
     instance_for(settings)

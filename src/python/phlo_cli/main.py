@@ -1171,6 +1171,11 @@ def demo() -> int:
         print(f"\n== {report.location}: {report.title} [SAMPLE DATA] ==")
         print(to_table(report.result.columns, report.result.rows))
     home = _shown(result.settings.home)
+    where = (
+        f"PostgreSQL (catalog) and {result.settings.lake_data_path} (files), home {home}"
+        if result.settings.on_servers
+        else home
+    )
     phlo = _shown(Path(sys.argv[0]).absolute()) if sys.argv[0].endswith("phlo") else "phlo"
     explore = "".join(
         f'explore it:  PHLO_HOME={home} {phlo} query "{sql}"\n' for sql in result.explore_sql
@@ -1183,7 +1188,7 @@ def demo() -> int:
         where = f"{target.hostname}:{target.port or 5432}{target.path}"
         print(f"\nmarts published to PostgreSQL at {where} (schema marts)")
     print(
-        f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {home}\n"
+        f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {where}\n"
         f"{explore}"
         f"go on with the sample data (backfill, status, logs): {phlo} sample serve\n"
         f"browse runs in Dagster's UI: {phlo} ui --demo"

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 
 TEMPLATE = REPO_ROOT / "infra" / "dagster" / "dagster.yaml"
+# What an older phlo's file began with (it said "embedded" above PostgreSQL storage too): ours.
+_EARLIER_FIRST_LINE = "# Instance settings for the embedded default (SQLite storage under"
 
 
 class InstanceError(RuntimeError):
@@ -65,7 +67,7 @@ def sync_instance_config(settings: PhloSettings) -> None:
     config = home / "dagster.yaml"
     wanted = instance_config(settings)
     current = config.read_text() if config.exists() else None
-    ours = current is not None and current.startswith(wanted.splitlines()[0])
+    ours = current is not None and current.startswith((wanted.splitlines()[0], _EARLIER_FIRST_LINE))
     if current is None or (ours and current != wanted):
         # Missing, written by an older phlo or for other settings: follow these.
         write_atomically(config, wanted, mode=0o600)  # may hold the storage's password
