@@ -223,6 +223,9 @@ def test_materialize_then_query_in_every_format(tmp_path: Path) -> None:
         assert "succeeded: 8 asset(s) for 2024-01-15" in run.stdout
         assert "materialized fct_daily_glucose_metrics" in run.stderr
         assert re.search(r"dlt_glucose_entries: 2\d\d readings loaded, 0 rejected", run.stdout)
+        mart = phlo("materialize", "mrt_glucose_overview", env=env)  # unpartitioned: no day
+        assert mart.returncode == 0, mart.stderr
+        assert "succeeded: 1 asset(s) (rebuilt whole)" in mart.stdout
 
     sql = "select reading_date, reading_count, tir_pct from silver.fct_daily_glucose_metrics"
     as_json = phlo("query", sql, "--format", "json", env=env)

@@ -118,7 +118,7 @@ def materialize(
     selection: str,
     /,
     *,
-    partition: Annotated[str, Parameter(name=["--partition", "-p"])],
+    partition: Annotated[str | None, Parameter(name=["--partition", "-p"])] = None,
     verbose: Annotated[bool, Parameter(name=["--verbose", "-v"])] = False,
     allow_shrink: bool = False,
 ) -> int:
@@ -132,7 +132,8 @@ def materialize(
         table's name (`glucose_entries`, `raw.glucose_entries`) means the asset that writes it.
     partition
         A local day `YYYY-MM-DD`, or a range `YYYY-MM-DD..YYYY-MM-DD` (both ends included),
-        run as one Dagster run.
+        run as one Dagster run. Needed when the selection has a daily asset; marts and
+        publishing alone are rebuilt whole without it.
     verbose
         Show Dagster's own log lines and every partition's materialization.
     allow_shrink
@@ -150,10 +151,12 @@ def materialize(
 
     settings = _settings()
     try:
-        days = parse_day_range(partition)
-        validate_days(days, settings)  # before any output; the engine checks again for its callers
+        days = parse_day_range(partition) if partition is not None else None
+        if days is not None:  # before any output; the engine checks again for its callers
+            validate_days(days, settings)
         selection = check_selection(selection, settings)
-        print(f"materializing {selection} for {days.label()} ...", file=sys.stderr)
+        label = days.label() if days is not None else "the assets rebuilt whole"
+        print(f"materializing {selection} for {label} ...", file=sys.stderr)
         outcomes = run_materialize(
             selection,
             days,
@@ -161,7 +164,7 @@ def materialize(
             on_start=lambda location, assets: print(
                 f"{location}: running {len(assets)} asset(s): {', '.join(assets)}", file=sys.stderr
             ),
-            on_progress=_progress_printer(verbose, days.label()),
+            on_progress=_progress_printer(verbose, label),
             log_level="INFO" if verbose else "CRITICAL",
             allow_shrink=allow_shrink,
         )

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from phlo_core.calendar import DayRange, check_within, today
+from phlo_core.calendar import DayRange, PartitionError, check_within, today
 from phlo_core.instance import check_dagster_postgres, instance_for
 from phlo_core.lakehouse import lakehouse, refuse_orphaned_data
 from phlo_core.orphans import process_tags
@@ -79,7 +79,7 @@ def validate_days(days: DayRange, settings: PhloSettings) -> None:
 
 def materialize(
     selection: str,
-    days: DayRange,
+    days: DayRange | None,
     settings: PhloSettings,
     *,
     on_start: Callable[[str, list[str]], None] | None = None,
@@ -94,9 +94,11 @@ def materialize(
     `allow_shrink` lets this run replace days with far fewer rows than they hold (the run is
     tagged, so the UI shows it was forced). `extra_tags` go on every run. `part` keeps only the
     daily-partitioned assets or only those rebuilt whole (a backfill runs its ranges with the
-    first and the second once, at the end).
+    first and the second once, at the end). `days` None: the selection must have no daily
+    asset (marts, publishing are rebuilt whole), else a PartitionError names them.
     """
-    validate_days(days, settings)
+    if days is not None:
+        validate_days(days, settings)
     if settings.on_servers:
         # Servers that cannot be reached (a catalog server down, wrong object-store keys, a
         # missing bucket) are one error before anything else (loading the locations takes
@@ -110,6 +112,15 @@ def materialize(
     plans = plan_selection(selection, settings)
     if part != "all":
         plans = only_part(plans, daily=part == "daily")
+    if days is None:
+        daily = sorted(k.to_user_string() for p in only_part(plans, daily=True) for k in p.keys)
+        if daily:
+            raise PartitionError(
+                f"{', '.join(daily)} {'is' if len(daily) == 1 else 'are'} daily-partitioned: "
+                "give --partition YYYY-MM-DD (or a range)"
+            )
+        day = today(settings.timezone)  # not used: nothing in the plans is partitioned
+        days = DayRange(day, day + dt.timedelta(days=1))
     for plan in plans:
         preflight(plan.location, settings, [k.to_user_string() for k in plan.keys])
     instance = instance_for(settings)
