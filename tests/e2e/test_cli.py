@@ -166,6 +166,22 @@ def test_sample_serve_prints_settings_that_phlo_runs_on_and_stops_on_ctrl_c(
     assert "sample sources stopped" in (serving.stderr.read() if serving.stderr else "")
 
 
+def test_a_retry_is_shown_on_the_terminal_with_its_wait_and_reason(tmp_path: Path) -> None:
+    with SampleNightscoutServer(api_secret=TEST_SECRET) as server:
+        server.fail_next(1, status=503)
+        env = {
+            "PHLO_HOME": str(tmp_path / "home"),
+            "NIGHTSCOUT_URL": server.url,
+            "NIGHTSCOUT_API_SECRET": TEST_SECRET,
+            "HTTP_BACKOFF_SECONDS": "0.01",
+        }
+        run = phlo("materialize", "dlt_glucose_entries", "--partition", "2024-01-15", env=env)
+    assert run.returncode == 0, run.stderr
+    [retry] = [line for line in run.stderr.splitlines() if "retrying request" in line]
+    assert "warning dlt_glucose_entries: retrying request source=Nightscout" in retry
+    assert "attempt=1" in retry and "wait_seconds=" in retry and 'reason="HTTP 503"' in retry
+
+
 def test_a_home_that_is_a_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "home").write_text("")
     result = phlo("query", "select 1", env={"PHLO_HOME": str(tmp_path / "home")})

@@ -83,6 +83,8 @@ def _progress_printer(verbose: bool, days_label: str | None = None) -> ProgressC
             print(f"  {elapsed}  running {event.subject}", file=sys.stderr)
         elif event.kind == "step_failure":
             print(f"  {elapsed}  FAILED {event.subject}", file=sys.stderr)
+        elif event.kind == "warning":
+            print(f"  {elapsed}  warning {event.subject}: {event.message}", file=sys.stderr)
 
     return show
 

@@ -7,6 +7,7 @@ event listener marks the run canceling as soon as an interrupt fails a step.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,9 +76,10 @@ def mark_canceled(instance: DagsterInstance, run_id: str) -> None:
 class Progress:
     """Something that happened in a run: a step started or failed, an asset materialized."""
 
-    kind: str  # step_start | materialized | step_failure | step_interrupted
+    kind: str  # step_start | materialized | step_failure | step_interrupted | warning
     subject: str
     partition: str | None = None
+    message: str = ""  # a warning's line (a retry: its attempt, wait and reason)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -99,8 +101,12 @@ class RunWatcher(threading.Thread):
             return
         self.cursor = connection.cursor
         for record in connection.records:
-            event = record.event_log_entry.dagster_event
+            entry = record.event_log_entry
+            event = entry.dagster_event
             if event is None:
+                if entry.level >= logging.WARNING:  # a retry's wait is not silent
+                    subject = entry.step_key or "-"
+                    self.callback(Progress("warning", subject, message=entry.user_message))
                 continue
             kind = event.event_type_value
             if kind == "STEP_START":
