@@ -167,3 +167,21 @@ def test_a_read_only_home_can_be_queried_and_its_status_and_logs_read(
     )
     assert written.returncode == 2 and "Read-only file system" in written.stderr
     assert files_of(home) == before
+
+
+def test_docs_describe_every_model_with_the_lakehouses_column_types(
+    materialized: tuple[dict[str, str], Path],
+) -> None:
+    env, home = materialized
+    result = phlo("docs", env=env)
+    assert result.returncode == 0, result.stderr
+    assert {line.split(":")[0] for line in result.stdout.splitlines()} == {
+        "insights",
+        "nightscout",
+        "weather",
+    }
+    page = (home / "docs" / "nightscout" / "static_index.html").read_text()
+    assert "fct_daily_glucose_metrics" in page and "time in range" in page.lower()
+    catalog = json.loads((home / "docs" / "nightscout" / "catalog.json").read_text())
+    columns = catalog["nodes"]["model.nightscout.fct_daily_glucose_metrics"]["columns"]
+    assert columns["reading_date"]["type"] == "DATE"  # read from the lakehouse's table

@@ -1115,6 +1115,53 @@ def ui(*, demo: bool = False, port: int = 3000, host: str = "127.0.0.1") -> int:
     return 0
 
 
+@app.command
+def docs(*, serve: bool = False, port: int = 8580, host: str = "127.0.0.1") -> int:
+    """dbt's documentation of every dbt project (models, columns, tests, lineage, the
+    lakehouse's column types): one self-contained page per project under PHLO_HOME/docs.
+
+    Parameters
+    ----------
+    serve
+        Also serve them on loopback until Ctrl-C.
+    port
+        The port to serve on.
+    host
+        The address to serve on.
+    """
+    import threading
+
+    from phlo_core.dbt_docs import build_docs, serve_docs
+    from phlo_core.dbt_runner import DbtError
+    from phlo_core.lakehouse import LakehouseError
+
+    if serve and not 1024 <= port <= 65535:
+        raise UsageError(f"--port must be from 1024 to 65535, not {port}")
+    settings = _settings()
+    try:
+        pages = build_docs(settings)
+    except (DbtError, LakehouseError) as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    for project, page in pages.items():
+        print(f"{project}: {_shown(page)}")
+    if not serve:
+        return 0
+    try:
+        server = serve_docs(settings, host, port)
+    except OSError as exc:
+        raise UsageError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+    for project, page in pages.items():
+        print(f"{project}: http://{host}:{port}/{project}/{page.name}", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    print("serving the docs until Ctrl-C", file=sys.stderr, flush=True)
+    stop.wait()
+    server.shutdown()
+    return 0
+
+
 sample_app = App(
     name="sample",
     help="The demo's sample sources, served over their real APIs for trying phlo on them.",
