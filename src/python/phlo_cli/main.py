@@ -666,7 +666,8 @@ def query(
     except (LakehouseError, QueryLimitError) as exc:
         _err(str(exc))
         return EXIT_FAILED
-    print(render(output_format, result.columns, result.rows))
+    width = _terminal_width() if sys.stdout.isatty() else None  # a file or a pipe gets it whole
+    print(render(output_format, result.columns, result.rows, width))
     return 0
 
 

@@ -46,6 +46,10 @@ def to_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "null"
@@ -54,11 +58,28 @@ def _cell(value: Any) -> str:
     return str(_jsonable(value))
 
 
-def to_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+MIN_COLUMN = 8  # a column cut to fit the terminal keeps at least this much
+
+
+def to_table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None = None
+) -> str:
+    """An aligned text table; with `width` (a terminal's), the widest columns are cut (their
+    cells end in …) until a line fits, as far as MIN_COLUMN allows: `show all tables` lists
+    every column of every table in one cell."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [len(c) for c in columns]
     for row in cells:
         widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
+    if width is not None:
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            widest = max(range(len(widths)), key=lambda i: widths[i])
+            if widths[widest] <= MIN_COLUMN:
+                break
+            over = sum(widths) + 2 * (len(widths) - 1) - width
+            widths[widest] = max(MIN_COLUMN, widths[widest] - over)
+        cells = [[_fit(v, w) for v, w in zip(row, widths, strict=True)] for row in cells]
+        columns = [_fit(c, w) for c, w in zip(columns, widths, strict=True)]
     numeric = [
         all(isinstance(row[i], int | float | decimal.Decimal) or row[i] is None for row in rows)
         and bool(rows)
@@ -78,8 +99,13 @@ def to_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def render(fmt: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    return {"table": to_table, "json": to_json, "csv": to_csv}[fmt](columns, rows)
+def render(
+    fmt: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None = None
+) -> str:
+    """Rows as a table (fitted to `width` when given), JSON or CSV (never cut)."""
+    if fmt == "table":
+        return to_table(columns, rows, width)
+    return {"json": to_json, "csv": to_csv}[fmt](columns, rows)
 
 
 _COLOURS = {
