@@ -182,6 +182,21 @@ def test_a_retry_is_shown_on_the_terminal_with_its_wait_and_reason(tmp_path: Pat
     assert "attempt=1" in retry and "wait_seconds=" in retry and 'reason="HTTP 503"' in retry
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [("phlo mat", {"materialize"}), ("phlo backfill --par", {"--partitions", "--parallel"})],
+)
+def test_bash_completes_commands_and_options(line: str, expected: set[str]) -> None:
+    words = line.split()
+    script = (
+        f"source <({PHLO} completion bash); COMP_WORDS=({line}); "
+        f"COMP_CWORD={len(words) - 1}; COMP_LINE='{line}'; COMP_POINT={len(line)}; "
+        '_phlo; echo "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert set(done.stdout.split()) == expected, done.stderr
+
+
 def test_a_home_that_is_a_file_is_a_usage_error_naming_it(tmp_path: Path) -> None:
     (tmp_path / "home").write_text("")
     result = phlo("query", "select 1", env={"PHLO_HOME": str(tmp_path / "home")})

@@ -1163,6 +1163,14 @@ def docs(*, serve: bool = False, port: int = 8580, host: str = "127.0.0.1") -> i
     return 0
 
 
+@app.command
+def completion(shell: Literal["bash", "zsh", "fish"] = "bash", /) -> int:
+    """Print the shell completion script for phlo: `eval "$(phlo completion bash)"` in your
+    ~/.bashrc (zsh and fish likewise) completes commands and options."""
+    print(app.generate_completion(prog_name="phlo", shell=shell))
+    return 0
+
+
 sample_app = App(
     name="sample",
     help="The demo's sample sources, served over their real APIs for trying phlo on them.",
