@@ -104,7 +104,10 @@ class RunWatcher(threading.Thread):
             entry = record.event_log_entry
             event = entry.dagster_event
             if event is None:
-                if entry.level >= logging.WARNING:  # a retry's wait is not silent
+                level = entry.level
+                if not isinstance(level, int):  # Dagster stores a name or a number
+                    level = logging.getLevelNamesMapping().get(str(level).upper(), 0)
+                if level >= logging.WARNING:  # a retry's wait is not silent
                     subject = entry.step_key or "-"
                     self.callback(Progress("warning", subject, message=entry.user_message))
                 continue
