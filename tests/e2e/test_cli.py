@@ -361,7 +361,7 @@ def test_parallel_is_capped_at_two_workers_a_core_and_says_so(tmp_path: Path) ->
         "--parallel",
         "1000",
         "--dry-run",
-        env={"PHLO_HOME": str(tmp_path / "h")},
+        env={"PHLO_HOME": str(tmp_path / "h"), "NIGHTSCOUT_URL": "http://127.0.0.1:9"},
     )
     assert result.returncode == 0, result.stderr
     most = 2 * len(os.sched_getaffinity(0))

@@ -18,6 +18,9 @@ from locations.nightscout.sample_server import SampleNightscoutServer
 from tests.conftest import TEST_SECRET
 from tests.e2e.test_cli import PHLO, phlo
 
+# Each test materializes its own home (about 20 s): the heavy half of the suite.
+pytestmark = pytest.mark.slow
+
 DAYS = "2024-01-15..2024-01-16"
 
 

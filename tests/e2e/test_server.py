@@ -340,6 +340,7 @@ def warnings(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith(WARNING)]
 
 
+@pytest.mark.slow  # each case pays a direct (cold) phlo run
 @pytest.mark.parametrize("planted", ["symlink to a folder of ours", "symlink", "folder"])
 def test_a_runtime_folder_planted_by_another_user_is_refused(
     env: dict[str, str], shared_run: Path, second_user: OtherUser, planted: str

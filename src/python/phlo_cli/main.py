@@ -130,8 +130,9 @@ def materialize(
     ----------
     selection
         Asset names, comma-separated. `name+` adds everything downstream of it, `+name`
-        everything upstream, e.g. `stg_glucose_entries+` (the asset and all it feeds). A
-        table's name (`glucose_entries`, `raw.glucose_entries`) means the asset that writes it.
+        everything upstream, e.g. `dlt_<source>+` (an ingestion asset and all it feeds). A
+        table's name (`raw.<table>` or just `<table>`) means the asset that writes it; `phlo
+        query "show all tables"` lists the tables, an unknown name lists the assets.
     partition
         A local day `YYYY-MM-DD`, or a range `YYYY-MM-DD..YYYY-MM-DD` (both ends included),
         run as one Dagster run. Needed when the selection has a daily asset; marts and
@@ -209,8 +210,8 @@ def backfill(
     Parameters
     ----------
     selection
-        Asset names or the tables they write, comma-separated: `glucose_entries` is the
-        ingestion writing table `raw.glucose_entries`. Each comes with everything downstream
+        Asset names or the tables they write, comma-separated: `<table>` is the ingestion
+        writing table `raw.<table>`. Each comes with everything downstream
         of it (a day backfilled is rebuilt in every layer built from it) unless --only;
         `+name` adds everything upstream.
     start_date
@@ -1185,7 +1186,7 @@ def sample_serve() -> int:
     backfill, status, logs or the UI on the sample data (`phlo demo` made its first days)."""
     import threading
 
-    from phlo_core.demo import sample_sources
+    from phlo_core.demo import sample_selections, sample_sources
 
     settings = _settings()
     stop = threading.Event()
@@ -1195,8 +1196,9 @@ def sample_serve() -> int:
         print("# SAMPLE DATA sources, until Ctrl-C. In another shell:")
         for name, value in environment.items():
             print(f"export {name}={shlex.quote(value)}")
+        first = next(iter(sample_selections(settings)), "<asset>+")
         print(
-            "# then e.g.: phlo backfill dlt_glucose_entries --start-date 2024-01-15 "
+            f"# then e.g.: phlo backfill {first} --start-date 2024-01-15 "
             "--end-date 2024-02-15; phlo status; phlo logs",
             flush=True,
         )

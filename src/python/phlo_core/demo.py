@@ -124,3 +124,9 @@ def sample_sources(settings: PhloSettings) -> Iterator[dict[str, str]]:
             overrides = stack.enter_context(module.sample_source(base))
             environment |= {name.upper(): str(value) for name, value in overrides.items()}
         yield environment
+
+
+def sample_selections(settings: PhloSettings) -> list[str]:
+    """What each location with a sample source runs in the demo (its ingestion and all it
+    feeds): examples of selections that exist in this workspace."""
+    return [m.SELECTION for m in demo_modules(settings).values() if getattr(m, "SELECTION", None)]

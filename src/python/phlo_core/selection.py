@@ -2,7 +2,7 @@
 
 `a,b` names assets, `a+` adds everything downstream of a (in every location that reads it),
 `+a` everything upstream of a in its own location. A name is an asset's, or a table's that
-one asset writes (`glucose_entries` for the ingestion `dlt_glucose_entries`). A name is found
+one asset writes (`orders` for an ingestion `dlt_orders` writing `raw.orders`). A name is found
 in whichever location defines it; a name two locations define is an error. Locations come
 back in dependency order: one that reads another's selected assets comes after it.
 """
@@ -48,7 +48,7 @@ def parse_selection(selection: str) -> list[tuple[str, bool, bool]]:
         tokens.append((name, upstream, downstream))
     if not tokens:
         raise SelectionError(
-            "the selection is empty: name one or more assets, e.g. 'dlt_glucose_entries+'"
+            "the selection is empty: name one or more assets (`name+` adds what is downstream)"
         )
     return tokens
 
