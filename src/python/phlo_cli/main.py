@@ -1318,6 +1318,7 @@ def main(argv: list[str] | None = None) -> None:
     tokens = _resume_alone(_sql_as_positional(sys.argv[1:] if argv is None else argv))
     try:
         code = app(tokens, exit_on_error=False, print_error=False, result_action="return_value")
+        sys.stdout.flush()  # here, not at exit: a reader gone before the last buffer is caught
     except CycloptsError as exc:
         message = " ".join(str(exc).split())
         _err(f"{message} (see `phlo --help`)")

@@ -123,8 +123,11 @@ def server_key() -> str:
     digest_files(digest, Path(__file__).parent)  # and phlo's CLI
     env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE)
     for entry in sys.path:  # packages installed or upgraded change their folder's time
-        with contextlib.suppress(OSError):
-            digest.update(f"{entry}:{os.stat(entry).st_mtime_ns}".encode())
+        if Path(entry).name in ("site-packages", "dist-packages") or entry.endswith(".pex"):
+            # not a source folder's: running a command may write there (a sandbox's root on
+            # sys.path changed with the first command's files; the code is digested above)
+            with contextlib.suppress(OSError):
+                digest.update(f"{entry}:{os.stat(entry).st_mtime_ns}".encode())
     digest.update(json.dumps([sys.executable, os.getcwd(), env]).encode())
     with contextlib.suppress(OSError):
         stat = os.stat(".env")
