@@ -1,6 +1,6 @@
 """Selections name assets or the tables they write, and unknown names are refused from the
-remembered index without loading Dagster; the SQLite event log phlo configures is Dagster's own
-format."""
+remembered index without loading Dagster; `phlo status` plans from the index as Dagster would
+from the loaded graph; the SQLite event log phlo configures is Dagster's own format."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from dagster import AssetKey, AssetSelection, Definitions
 
 from phlo_core.asset_index import cached
 from phlo_core.backfill import worker_environment
 from phlo_core.selection import SelectionError, check_selection, plan_selection
 from phlo_core.settings import PhloSettings
-from phlo_core.workspace import DEFAULT_WORKSPACE
+from phlo_core.status import daily_assets
+from phlo_core.workspace import DEFAULT_WORKSPACE, load_definitions, location_refs
 from tests.integration.test_definitions import MODELS
 
 # The ingestion, every dbt model built from it, and their publishing.
@@ -180,3 +182,73 @@ def test_a_range_run_stores_its_asset_events_in_batches_as_dagster_would_one_by_
         assert ours == run(stock)
     assert ours["partitions"] == set(keys)
     assert ours["materializations"] == keys
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        None,
+        "dlt_glucose_entries+",
+        "+mrt_glucose_weather_daily",
+        "fct_daily_weather",
+        "dlt_weather_observations+,+stg_glucose_entries",
+    ],
+)
+def test_status_plans_from_the_index_as_dagster_resolves_the_loaded_graph(
+    selection: str | None, make_settings: Callable[..., PhloSettings]
+) -> None:
+    """`phlo status` lists daily assets from the remembered graphs; the same selection resolved
+    by Dagster over every location's definitions merged must give the same assets, parents
+    before children."""
+    settings = make_settings()
+    loaded = {ref.name: load_definitions(ref, settings) for ref in location_refs(settings)}
+    graphs = {name: defs.resolve_asset_graph() for name, defs in loaded.items()}
+    owner = {k: name for name, g in graphs.items() for k in g.materializable_asset_keys}
+    merged = Definitions.merge(*loaded.values()).resolve_asset_graph()
+    if selection is None:
+        keys = set(owner)
+    else:
+        keys = set()
+        for token in selection.split(","):
+            key = AssetKey(token.strip("+"))
+            if token.endswith("+"):
+                keys |= AssetSelection.assets(key).downstream().resolve(merged)
+            elif token.startswith("+"):  # upstream within the asset's own location
+                keys |= AssetSelection.assets(key).upstream().resolve(graphs[owner[key]])
+            else:
+                keys.add(key)
+    expected = {
+        (owner[k], k.to_user_string())
+        for k in keys
+        if k in owner and merged.get(k).partitions_def is not None
+    }
+    plan_selection("dlt_glucose_entries", settings)  # remembers the index
+    listed = daily_assets(settings, selection)
+    assert set(listed) == expected
+    assert len(listed) == len(expected)
+    position = {name: i for i, (_, name) in enumerate(listed)}
+    for _, name in listed:
+        for parent in merged.get(AssetKey(name)).parent_keys:
+            assert position.get(parent.to_user_string(), -1) < position[name], (parent, name)
+
+
+def test_status_reads_the_index_without_loading_dagster(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    settings = make_settings()
+    plan_selection("dlt_glucose_entries", settings)
+    probe = (
+        "import sys\n"
+        "from phlo_core.settings import get_settings\n"
+        "from phlo_core.status import daily_assets\n"
+        "print(daily_assets(get_settings(), 'dlt_glucose_entries+'))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dbt', 'duckdb')))\n"
+    )
+    env = {**os.environ, **worker_environment(settings)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    listed, loaded = done.stdout.splitlines()
+    assert listed == str(daily_assets(settings, "dlt_glucose_entries+"))
+    assert "('nightscout', 'fct_glucose_readings')" in listed
+    assert loaded == "[]"

@@ -119,7 +119,7 @@ def server_key() -> str:
     from phlo_core.settings import get_settings
 
     digest = hashlib.sha256()
-    digest.update(fingerprint(get_settings()).encode())  # workspace, code, dbt, settings
+    digest.update(fingerprint(get_settings()).encode())  # workspace, code, dbt (settings: env)
     digest_files(digest, Path(__file__).parent)  # and phlo's CLI
     env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE)
     for entry in sys.path:  # packages installed or upgraded change their folder's time

@@ -1,11 +1,12 @@
-"""The workspace's asset names, remembered, so that a selection can be checked in milliseconds.
+"""The workspace's asset names and graphs, remembered, so that a selection can be checked and
+planned (and `phlo status` answered) in milliseconds.
 
 Loading the code locations (importing Dagster, dbt and every location, reading each dbt
-manifest) takes seconds. Every time they are loaded the names they define are written to
-PHLO_HOME/cache/assets.json with a fingerprint of what could change them: the workspace file,
-the files of the locations' packages, the dbt projects and the settings. While the fingerprint
-holds, a selection naming an unknown asset is refused from that file alone; when it does not
-(or there is no file yet) the caller loads the locations as before.
+manifest) takes seconds. Every time they are loaded the names they define, their dependencies
+and which are daily are written to PHLO_HOME/cache/assets.json with a fingerprint of what could
+change them: the workspace file, the files of the locations' packages and the dbt projects.
+While the fingerprint holds, a selection naming an unknown asset is refused from that file
+alone; when it does not (or there is no file yet) the caller loads the locations as before.
 
 A name resolves to an asset by its name or by the table it writes (`lake.raw.orders`, `raw.orders`
 or `orders` for an ingestion asset `dlt_orders`), so users may name what they see in the lakehouse.
@@ -17,7 +18,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,10 +33,39 @@ _SKIPPED_FOLDERS = {"__pycache__", "target", "dbt_packages", "logs", ".pytest_ca
 
 
 @dataclass
+class LocationGraph:
+    """A location's asset graph by name: every node (its own assets and the ones it reads from
+    elsewhere) in dependency order with its parents, and which of its assets are daily."""
+
+    order: list[str] = field(default_factory=list)
+    parents: dict[str, list[str]] = field(default_factory=dict)
+    daily: list[str] = field(default_factory=list)
+
+    def reach(self, seeds: set[str], *, down: bool) -> set[str]:
+        """`seeds` and every node downstream (or upstream) of them in this graph."""
+        if down:
+            edges: dict[str, list[str]] = {}
+            for child, parents in self.parents.items():
+                for parent in parents:
+                    edges.setdefault(parent, []).append(child)
+        else:
+            edges = self.parents
+        found, pending = set(seeds), list(seeds)
+        while pending:
+            for other in edges.get(pending.pop(), []):
+                if other not in found:
+                    found.add(other)
+                    pending.append(other)
+        return found
+
+
+@dataclass
 class AssetIndex:
-    """Per location, the assets it materializes: name -> the table it writes (or "")."""
+    """Per location, the assets it materializes (name -> the table it writes, or "") and its
+    asset graph: enough to plan a selection and list daily assets without loading Dagster."""
 
     locations: dict[str, dict[str, str]] = field(default_factory=dict)
+    graphs: dict[str, LocationGraph] = field(default_factory=dict)
 
     @property
     def names(self) -> set[str]:
@@ -71,6 +101,18 @@ def index_of(definitions: dict[str, Definitions]) -> AssetIndex:
             table = graph.get(key).metadata.get(TABLE_NAME_KEY)
             assets[key.to_user_string()] = str(getattr(table, "text", table) or "")
         index.locations[location] = assets
+        index.graphs[location] = LocationGraph(
+            order=[key.to_user_string() for key in graph.toposorted_asset_keys],
+            parents={
+                key.to_user_string(): sorted(p.to_user_string() for p in graph.get(key).parent_keys)
+                for key in graph.get_all_asset_keys()
+            },
+            daily=sorted(
+                key.to_user_string()
+                for key in graph.materializable_asset_keys
+                if graph.get(key).partitions_def is not None
+            ),
+        )
     return index
 
 
@@ -102,16 +144,15 @@ def digest_files(digest: hashlib._Hash, folder: Path) -> None:
 
 
 def fingerprint(settings: PhloSettings) -> str:
-    """A hash of what decides the asset names: the workspace file, the modification times and
-    sizes of the locations' and dbt projects' files, and the settings (secrets excluded)."""
+    """A hash of what decides the asset graph: the workspace file and the modification times and
+    sizes of the locations' and dbt projects' files. Settings do not: a location's assets are
+    the same whatever its settings (the demo's index serves the user's commands too)."""
     digest = hashlib.sha256()
     workspace = workspace_file(settings)
     digest.update(str(workspace).encode())
     digest.update(workspace.read_bytes() if workspace.exists() else b"")
     for folder in _source_folders(settings):
         digest_files(digest, folder)
-    fields = settings.model_dump(mode="json", include=set(type(settings).model_fields))
-    digest.update(json.dumps(fields, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
@@ -123,7 +164,9 @@ def remember(index: AssetIndex, settings: PhloSettings, taken: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(f".{path.name}.{os.getpid()}")
-        scratch.write_text(json.dumps({"fingerprint": taken, "locations": index.locations}))
+        graphs = {name: asdict(graph) for name, graph in index.graphs.items()}
+        document = {"fingerprint": taken, "locations": index.locations, "graphs": graphs}
+        scratch.write_text(json.dumps(document))
         os.replace(scratch, path)
     except OSError:
         pass
@@ -137,4 +180,8 @@ def cached(settings: PhloSettings) -> AssetIndex | None:
         return None
     if not isinstance(document, dict) or document.get("fingerprint") != fingerprint(settings):
         return None
-    return AssetIndex(document.get("locations") or {})
+    try:
+        graphs = {name: LocationGraph(**graph) for name, graph in document["graphs"].items()}
+    except (KeyError, TypeError, AttributeError):  # written by an older phlo
+        return None
+    return AssetIndex(document.get("locations") or {}, graphs)

@@ -9,7 +9,6 @@ back in dependency order: one that reads another's selected assets comes after i
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -95,36 +94,30 @@ def with_downstream(selection: str) -> str:
     return ",".join(("+" if up else "") + name + "+" for name, up, _ in parse_selection(selection))
 
 
-def _asset_owners(plans: list[LocationPlan]) -> dict[str, list[LocationPlan]]:
-    """Which locations define (materialize) each asset name."""
-    owners: dict[str, list[LocationPlan]] = {}
-    for plan in plans:
-        graph = plan.definitions.resolve_asset_graph()
-        for key in graph.materializable_asset_keys:
-            owners.setdefault(key.to_user_string(), []).append(plan)
-    return owners
+@dataclass
+class PlannedNames:
+    """A location's share of a selection, by name (what `plan_names` answers)."""
+
+    location: str
+    names: list[str] = field(default_factory=list)
+    after: set[str] = field(default_factory=set)
 
 
-def _in_dependency_order(plans: list[LocationPlan]) -> list[LocationPlan]:
+def _in_dependency_order(plans: list[PlannedNames], index: AssetIndex) -> list[PlannedNames]:
     """Locations that read another's assets run after it (workspace order otherwise); each
     plan's `after` names the planned locations it reads from."""
-    by_name = {plan.location.name: plan for plan in plans}
-    owner_of = {
-        key: plan.location.name
-        for plan in plans
-        for key in plan.definitions.resolve_asset_graph().materializable_asset_keys
-    }
+    by_name = {plan.location: plan for plan in plans}
+    owner_of = {name: plan.location for plan in plans for name in index.locations[plan.location]}
     for plan in plans:
-        graph = plan.definitions.resolve_asset_graph()
-        read = set(graph.get_all_asset_keys()) - set(graph.materializable_asset_keys)
-        plan.after = {owner_of[key] for key in read if key in owner_of} - {plan.location.name}
-    ordered: list[LocationPlan] = []
+        read = set(index.graphs[plan.location].parents) - set(index.locations[plan.location])
+        plan.after = {owner_of[name] for name in read if name in owner_of} - {plan.location}
+    ordered: list[PlannedNames] = []
 
-    def visit(plan: LocationPlan, path: tuple[str, ...]) -> None:
-        if plan in ordered or plan.location.name in path:
+    def visit(plan: PlannedNames, path: tuple[str, ...]) -> None:
+        if plan in ordered or plan.location in path:
             return
         for name in sorted(plan.after):
-            visit(by_name[name], (*path, plan.location.name))
+            visit(by_name[name], (*path, plan.location))
         ordered.append(plan)
 
     for plan in plans:
@@ -132,65 +125,67 @@ def _in_dependency_order(plans: list[LocationPlan]) -> list[LocationPlan]:
     return ordered
 
 
-def _add_keys(plan: LocationPlan, keys: Iterable[AssetKey]) -> set[AssetKey]:
-    """Add the materializable ones among `keys` to the plan; the ones that were new."""
-    graph = plan.definitions.resolve_asset_graph()
-    new = {key for key in keys if key not in plan.keys and graph.get(key).is_materializable}
-    plan.keys.extend(sorted(new, key=lambda key: key.to_user_string()))
-    return new
+def plan_names(selection: str, index: AssetIndex) -> list[PlannedNames]:
+    """Which assets of which location a selection means, from the index alone: `a,b` names,
+    `a+` a and everything downstream (in any location that reads it), `+a` a and everything
+    upstream in its own location. A name defined by two locations is an error. Locations come
+    in dependency order; each one's names in the order they were reached (sorted per step)."""
+    plans = {location: PlannedNames(location) for location in index.locations}
 
+    def add(location: str, names: set[str]) -> set[str]:
+        plan = plans[location]
+        new = {n for n in names if n in index.locations[location] and n not in plan.names}
+        plan.names.extend(sorted(new))
+        return new
 
-def _add_readers(plans: list[LocationPlan], owner: LocationPlan, keys: set[AssetKey]) -> None:
-    """Everything downstream of `keys` in the other locations that read them (and in those
-    that read what those build, and so on)."""
-    from dagster import AssetSelection
-
-    pending, visited = set(keys), set(keys)
-    while pending:
-        found: set[AssetKey] = set()
-        for plan in plans:
-            if plan is owner:
-                continue
-            graph = plan.definitions.resolve_asset_graph()
-            seeds = [key for key in pending if graph.has(key)]
-            if seeds:
-                reached = AssetSelection.assets(*seeds).downstream().resolve(graph)
-                _add_keys(plan, reached)
-                found |= {key for key in reached if graph.get(key).is_materializable}
-        pending = found - visited
-        visited |= found
+    for name, upstream, downstream in resolve_names(parse_selection(selection), index):
+        owners = [location for location, assets in index.locations.items() if name in assets]
+        if len(owners) > 1:
+            raise SelectionError(
+                f"asset {name!r} is defined in two code locations ({' and '.join(owners)}): "
+                "rename one of them; an asset name must be unique across the workspace"
+            )
+        owner = owners[0]
+        graph = index.graphs[owner]
+        chosen = {name}
+        if downstream:
+            chosen = graph.reach(chosen, down=True)
+        if upstream:
+            chosen = graph.reach(chosen, down=False)
+        add(owner, chosen)
+        if not downstream:
+            continue
+        # Everything downstream in the other locations that read them (and in those that read
+        # what those build, and so on).
+        pending, visited = set(chosen), set(chosen)
+        while pending:
+            found: set[str] = set()
+            for location, other in index.graphs.items():
+                seeds = {n for n in pending if n in other.parents}
+                if location != owner and seeds:
+                    reached = other.reach(seeds, down=True)
+                    add(location, reached)
+                    found |= {n for n in reached if n in index.locations[location]}
+            pending = found - visited
+            visited |= found
+    return _in_dependency_order([plan for plan in plans.values() if plan.names], index)
 
 
 def plan_selection(selection: str, settings: PhloSettings) -> list[LocationPlan]:
-    """Which assets of which location a selection means: `a,b` names, `a+` a and everything
-    downstream (in any location that reads it), `+a` a and everything upstream in its own
-    location. A name defined by two locations is an error."""
-    from dagster import AssetKey, AssetSelection
+    """`plan_names` on the workspace's locations, loaded (and remembered in the asset index)."""
+    from dagster import AssetKey
 
-    tokens = parse_selection(selection)
     taken = fingerprint(settings)
-    plans = [
-        LocationPlan(ref, load_definitions(ref, settings), []) for ref in location_refs(settings)
-    ]
-    index = index_of({plan.location.name: plan.definitions for plan in plans})
+    refs = {ref.name: ref for ref in location_refs(settings)}
+    definitions = {name: load_definitions(ref, settings) for name, ref in refs.items()}
+    index = index_of(definitions)
     remember(index, settings, taken)
-    owners = _asset_owners(plans)
-    for name, upstream, downstream in resolve_names(tokens, index):
-        if len(owners[name]) > 1:
-            where = " and ".join(plan.location.name for plan in owners[name])
-            raise SelectionError(
-                f"asset {name!r} is defined in two code locations ({where}): rename one of "
-                "them; an asset name must be unique across the workspace"
-            )
-        owner = owners[name][0]
-        graph = owner.definitions.resolve_asset_graph()
-        chosen = AssetSelection.assets(AssetKey.from_user_string(name))
-        if downstream:
-            chosen = chosen.downstream()
-        if upstream:
-            chosen = chosen.upstream()
-        resolved = chosen.resolve(graph)
-        _add_keys(owner, resolved)
-        if downstream:
-            _add_readers(plans, owner, set(resolved))
-    return _in_dependency_order([plan for plan in plans if plan.keys])
+    return [
+        LocationPlan(
+            refs[plan.location],
+            definitions[plan.location],
+            [AssetKey.from_user_string(name) for name in plan.names],
+            plan.after,
+        )
+        for plan in plan_names(selection, index)
+    ]

@@ -14,8 +14,6 @@ from phlo_core.calendar import DayRange
 from phlo_core.settings import PhloSettings
 
 if TYPE_CHECKING:
-    from dagster import AssetKey
-
     from phlo_core.runlogs import LogSource
 
 
@@ -81,7 +79,7 @@ def materialized_partitions(
 
 def asset_days(
     source: LogSource,
-    key: AssetKey,
+    name: str,
     location: str,
     days: DayRange,
     lake_created: dt.datetime | None,
@@ -100,8 +98,9 @@ def asset_days(
                 found.add(day)
         return found
 
-    done = dates(materialized_partitions(source, key.path, lake_created))
-    attempts = source.unmaterialized_attempts(key.path)
+    path = name.split("/")  # an asset key's user string
+    done = dates(materialized_partitions(source, path, lake_created))
+    attempts = source.unmaterialized_attempts(path)
     statuses = source.run_statuses(sorted(set(attempts.values())))
     failed: set[dt.date] = set()
     running: set[dt.date] = set()
@@ -111,7 +110,7 @@ def asset_days(
             continue  # a run deleted, or one that succeeded without this day (a failed check)
         target = failed if status in ("FAILURE", "CANCELED") else running
         target |= dates([partition])
-    return AssetDays(key.to_user_string(), location, days, done, failed, running)
+    return AssetDays(name, location, days, done, failed, running)
 
 
 def cells(status: AssetDays, width: int) -> list[str]:
@@ -133,27 +132,29 @@ def cells(status: AssetDays, width: int) -> list[str]:
     return found
 
 
-def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[str, AssetKey]]:
+def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[str, str]]:
     """(location, asset) of every daily-partitioned asset the selection means (all of the
-    workspace's when None), in dependency order."""
-    from phlo_core.engine import only_part
-    from phlo_core.selection import LocationPlan, plan_selection
+    workspace's when None), in dependency order: from the asset index while it holds (no
+    location is loaded), else from the locations, loaded once and remembered."""
+    from phlo_core.asset_index import cached, fingerprint, index_of, remember
+    from phlo_core.selection import PlannedNames, plan_names
     from phlo_core.workspace import load_definitions, location_refs
 
+    index = cached(settings)
+    if index is None:
+        taken = fingerprint(settings)
+        index = index_of({r.name: load_definitions(r, settings) for r in location_refs(settings)})
+        remember(index, settings, taken)
     if selection is None:
-        plans = []
-        for ref in location_refs(settings):
-            definitions = load_definitions(ref, settings)
-            keys = list(definitions.resolve_asset_graph().materializable_asset_keys)
-            plans.append(LocationPlan(ref, definitions, keys))
+        plans = [PlannedNames(location, list(names)) for location, names in index.locations.items()]
     else:
-        plans = plan_selection(selection, settings)
+        plans = plan_names(selection, index)
     found = []
-    for plan in only_part(plans, daily=True):
-        graph = plan.definitions.resolve_asset_graph()
-        order = {key: i for i, key in enumerate(graph.toposorted_asset_keys)}
-        daily = sorted(plan.keys, key=lambda k: (order.get(k, len(order)), k.to_user_string()))
-        found += [(plan.location.name, key) for key in daily]
+    for plan in plans:
+        graph = index.graphs[plan.location]
+        order = {name: i for i, name in enumerate(graph.order)}
+        daily = sorted(set(plan.names) & set(graph.daily), key=lambda n: (order.get(n, 0), n))
+        found += [(plan.location, name) for name in daily]
     return found
 
 
@@ -173,8 +174,8 @@ def status_of(settings: PhloSettings, selection: str | None, days: DayRange) -> 
     except NoInstanceError as exc:
         raise InstanceError(str(exc)) from None
     return [
-        asset_days(source, key, location, days, created)
+        asset_days(source, name, location, days, created)
         if source is not None
-        else AssetDays(key.to_user_string(), location, days, set(), set(), set())
-        for location, key in assets
+        else AssetDays(name, location, days, set(), set(), set())
+        for location, name in assets
     ]
