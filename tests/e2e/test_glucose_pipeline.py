@@ -375,19 +375,25 @@ def test_a_home_moved_elsewhere_keeps_working(
 
 
 def test_a_run_launched_outside_phlo_is_tagged_with_its_process(
-    pipeline_settings: Callable[..., PhloSettings],
+    pipeline_settings: Callable[..., PhloSettings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """As a run from the UI or a schedule: Dagster's own execution, without phlo's tags. Its
+    """As a run from the UI or a schedule: Dagster's own execution, without phlo's tags, its
+    resources serving the settings of the process's environment (as a code server's). Its
     first asset tags it with its process, so that a kill of that process is noticed."""
     import os
 
     from dagster import AssetKey
 
+    from phlo_core.backfill import worker_environment
     from phlo_core.instance import instance_for
     from phlo_core.orphans import PID_TAG
+    from phlo_core.settings import use_settings
     from phlo_core.workspace import load_definitions, location_ref
 
     settings = pipeline_settings()
+    for name, value in worker_environment(settings).items():
+        monkeypatch.setenv(name, value)
+    use_settings(None)
     ref = location_ref(settings, "nightscout")
     job = load_definitions(ref, settings).resolve_implicit_global_asset_job_def()
     instance = instance_for(settings)
@@ -396,6 +402,9 @@ def test_a_run_launched_outside_phlo_is_tagged_with_its_process(
         partition_key="2024-03-11",
         asset_selection=[AssetKey("dlt_glucose_entries")],
     )
+    use_settings(None)
     assert result.success
     run = instance.get_run_by_id(result.run_id)
     assert run is not None and run.tags[PID_TAG] == str(os.getpid())
+    day = "select count(*) from raw.glucose_entries where partition_date = '2024-03-11'"
+    assert query(day, settings).rows[0][0] > 0  # in the environment's lakehouse

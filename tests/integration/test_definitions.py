@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 from dagster import AssetKey, build_schedule_context
 
+from phlo_core.resources import run_settings
 from phlo_core.settings import PhloSettings
-from phlo_core.workspace import load_definitions, location_ref
+from phlo_core.workspace import load_definitions, location_ref, location_refs
 
 MODELS = {
     "stg_glucose_entries",
@@ -84,7 +85,8 @@ def test_the_lakehouse_location_runs_maintenance_nightly(
     )
     replace_partitions([write], settings)
     job = defs.resolve_job_def("lakehouse_maintenance")
-    result = job.execute_in_process(instance=DagsterInstance.ephemeral())
+    with run_settings(settings):  # as phlo runs it; Dagster's own runs: the environment's
+        result = job.execute_in_process(instance=DagsterInstance.ephemeral())
     assert result.success
 
 
@@ -147,3 +149,37 @@ def test_every_check_has_a_description(make_settings: Callable[..., PhloSettings
     assert described["stg_glucose_entries:unique_stg_glucose_entries_entry_id"] == (
         "unique: entry_id"
     )
+
+
+def test_definitions_hold_the_calendar_and_no_other_setting(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    """Every location's jobs are the same, snapshot for snapshot, for settings that differ in
+    everything but the calendar (sources, credentials, limits, places, the publish target):
+    those reach a run through its resources, so no setting, and no secret, is in a job's
+    snapshot (which Dagster stores with every run)."""
+    from dagster._serdes import serialize_value
+
+    secret = "s3cr3t-in-no-snapshot"
+    one = make_settings(
+        nightscout_url="http://127.0.0.1:9/one",
+        nightscout_api_secret=secret,
+        nightscout_reading_interval_minutes=15,
+        nightscout_max_rejected_pct=40,
+        weather_places="oslo=59.91,10.75",
+        weather_max_rejected_pct=30,
+        insights_weather_place="oslo",
+        phlo_max_shrink_pct=10,
+        phlo_publish_postgres_url="postgresql://u:pw-in-no-snapshot@127.0.0.1:9/db",
+    )
+    other = make_settings(nightscout_url="http://127.0.0.1:9/other")
+    for ref in location_refs(one):
+        snapshots = []
+        for settings in (one, other):
+            defs = load_definitions(ref, settings)
+            jobs = sorted(defs.resolve_all_job_defs(), key=lambda job: job.name)
+            snapshots.append([serialize_value(job.get_job_snapshot()) for job in jobs])
+        assert snapshots[0] == snapshots[1], ref.name
+        text = "".join(snapshots[0])
+        for value in (secret, "pw-in-no-snapshot", "/one", "oslo", "59.91"):
+            assert value not in text, (ref.name, value)

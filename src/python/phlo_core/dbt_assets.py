@@ -9,7 +9,7 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,14 +28,14 @@ from dagster import (
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject, dbt_assets
 
 from phlo_core.dbt_project import prepare_project
-from phlo_core.dbt_runner import DbtError, cause_line, invoke_dbt, parsed_manifest, target_path
-from phlo_core.lakehouse import query, retrying
-from phlo_core.locks import lakehouse_building, lakehouse_writer
+from phlo_core.dbt_runner import DbtError, cause_line, invoke_dbt
+from phlo_core.lakehouse import retrying
 from phlo_core.log import get_logger
 from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
 from phlo_core.publish import SCHEMA as MARTS_SCHEMA
 from phlo_core.publish import build_publish_asset
+from phlo_core.resources import DBT, LAKEHOUSE, DbtRunner, Lakehouse, resource
 from phlo_core.settings import PhloSettings
 
 if TYPE_CHECKING:
@@ -79,13 +79,13 @@ class PhloDbtTranslator(DagsterDbtTranslator):
         return spec._replace(description=description) if description else spec
 
 
-def _failing_rows(compiled_sql: str | None, settings: PhloSettings, limit: int = 3) -> str:
+def _failing_rows(compiled_sql: str | None, lakehouse: Lakehouse, limit: int = 3) -> str:
     """A few of the rows a failed test returned, `col=value` joined, so that the one-line
     failure names the day at fault; empty if they cannot be read."""
     if not compiled_sql:
         return ""
     try:
-        found = query(f"select * from ({compiled_sql}) limit {limit}", settings)
+        found = lakehouse.query(f"select * from ({compiled_sql}) limit {limit}")
     except Exception:  # a hint only: the failure itself is reported either way
         return ""
     shown = [
@@ -165,7 +165,7 @@ def _build_events(
     result: "dbtRunnerResult",
     checks: Mapping[str, AssetCheckKey],
     models: Mapping[str, AssetKey],
-    settings: PhloSettings,
+    lakehouse: Lakehouse,
 ) -> Iterator[MaterializeResult | AssetCheckResult]:
     """Dagster events from dbt's run results: built models, evaluated tests; then fail on
     errors, naming every node that failed."""
@@ -200,7 +200,7 @@ def _build_events(
                 )
             if status in ("fail", "error"):
                 rows = (
-                    _failing_rows(getattr(node, "compiled_code", None), settings)
+                    _failing_rows(getattr(node, "compiled_code", None), lakehouse)
                     if status == "fail"
                     else ""
                 )
@@ -230,6 +230,12 @@ def _remove_finished_run_folders(runs_dir: Path, context: AssetExecutionContext)
 
 PARTITIONED = "config.materialized:incremental"
 log = get_logger(__name__)
+# The dbt vars of a location's own settings, for a run's settings (`--vars`).
+RunVars = Callable[[PhloSettings], Mapping[str, Any]]
+
+
+def _no_vars(settings: PhloSettings) -> Mapping[str, Any]:
+    return {}
 
 
 def build_dbt_assets(
@@ -237,12 +243,16 @@ def build_dbt_assets(
     settings: PhloSettings,
     *,
     group_name: str,
-    extra_vars: Mapping[str, Any] | None = None,
+    run_vars: RunVars | None = None,
 ) -> list[AssetsDefinition]:
     """The models of a dbt project as assets, their tests as asset checks: incremental models
     (written a window of days at a time) daily-partitioned; the others (tables rebuilt whole,
     such as marts) unpartitioned, so the UI shows what each run really writes. The marts
-    (schema `marts`) are also published to PostgreSQL by `<group>_published_marts`."""
+    (schema `marts`) are also published to PostgreSQL by `<group>_published_marts`.
+
+    A run builds through its `dbt` resource on its `lakehouse` resource, with the vars
+    `run_vars` gives for the run's settings (the location's own, such as an interval); the
+    settings given here decide only the calendar and where the project's parse is kept."""
     manifest_path = prepare_project(project_dir, settings)
     manifest_json = json.loads(manifest_path.read_text())
     models = [n for n in manifest_json["nodes"].values() if n["resource_type"] == "model"]
@@ -251,18 +261,18 @@ def build_dbt_assets(
     if incremental:
         built.append(
             _dbt_models(
-                project_dir, settings, manifest_json, group_name, extra_vars, partitioned=True
+                project_dir, settings, manifest_json, group_name, run_vars, partitioned=True
             )
         )
     if len(incremental) < len(models):
         built.append(
             _dbt_models(
-                project_dir, settings, manifest_json, group_name, extra_vars, partitioned=False
+                project_dir, settings, manifest_json, group_name, run_vars, partitioned=False
             )
         )
     marts = [AssetKey(n["name"]) for n in models if n["schema"] == MARTS_SCHEMA]
     if marts:
-        built.append(build_publish_asset(group_name, marts, settings))
+        built.append(build_publish_asset(group_name, marts))
     return built
 
 
@@ -271,7 +281,7 @@ def _dbt_models(
     settings: PhloSettings,
     manifest_json: Mapping[str, Any],
     group_name: str,
-    extra_vars: Mapping[str, Any] | None,
+    run_vars: RunVars | None,
     *,
     partitioned: bool,
 ) -> AssetsDefinition:
@@ -282,8 +292,6 @@ def _dbt_models(
         if node["resource_type"] == "model"
         and (node["config"].get("materialized") == "incremental") == partitioned
     }
-    base_vars = {"timezone": settings.phlo_timezone, **(extra_vars or {})}
-    runs_dir = target_path(project_dir, settings) / "runs"
 
     @dbt_assets(
         manifest=manifest_json,
@@ -293,9 +301,14 @@ def _dbt_models(
         partitions_def=daily_partitions(settings) if partitioned else None,
         backfill_policy=SINGLE_RUN if partitioned else None,
         dagster_dbt_translator=translator,
+        required_resource_keys={LAKEHOUSE, DBT},
     )
     def _models(context: AssetExecutionContext) -> Iterator[Any]:
-        dbt_vars = dict(base_vars)
+        lakehouse = resource(context, LAKEHOUSE, Lakehouse)
+        dbt = resource(context, DBT, DbtRunner)
+        run_settings = dbt.settings
+        dbt_vars = {"timezone": run_settings.phlo_timezone, **(run_vars or _no_vars)(run_settings)}
+        runs_dir = dbt.target_path(project_dir) / "runs"
         label = "all"
         if partitioned:
             window = context.partition_time_window
@@ -307,7 +320,6 @@ def _dbt_models(
         )
         checks = {key.name: key for key in context.selected_asset_check_keys}
         claim_run(context.instance, context.run.run_id, context.run.tags)
-        manifest = parsed_manifest(project_dir, settings)
         _remove_finished_run_folders(runs_dir, context)
         run_target = runs_dir / context.run.run_id / ("models" if partitioned else "tables")
         args = ["build", "--target-path", str(run_target), "--vars", json.dumps(dbt_vars)]
@@ -326,11 +338,10 @@ def _dbt_models(
             # stage in per-connection temporary tables, and maintenance waits for them. Tables
             # rebuilt whole stage in `<model>__dbt_tmp` and `__dbt_backup` tables of the
             # lakehouse, names every process shares: one such build at a time.
-            lock = lakehouse_building(settings) if partitioned else lakehouse_writer(settings)
-            with lock:
-                result = build_retrying_conflicts(args, project_dir, settings, manifest)
+            with lakehouse.lock(shared=partitioned):
+                result = dbt.build(project_dir, args)
             models = {n: model_keys[n] for n in selected}
-            yield from _build_events(result, checks, models, settings)
+            yield from _build_events(result, checks, models, lakehouse)
         finally:
             shutil.rmtree(run_target, ignore_errors=True)
             with contextlib.suppress(OSError):

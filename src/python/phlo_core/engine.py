@@ -28,6 +28,7 @@ from phlo_core.progress import (
     cancel_on_interrupt,
     mark_canceled,
 )
+from phlo_core.resources import run_settings
 from phlo_core.selection import LocationPlan, plan_selection
 from phlo_core.settings import PhloSettings
 from phlo_core.shrink import ALLOW_SHRINK_TAG
@@ -130,7 +131,9 @@ def materialize(
         **(extra_tags or {}),
     }
     try:
-        return _run_plans(plans, days, instance, on_start, on_progress, log_level, run_tags)
+        return _run_plans(
+            plans, days, settings, instance, on_start, on_progress, log_level, run_tags
+        )
     finally:
         # Its storages keep connections open (pooled); a backfill makes one instance a range.
         instance.dispose()
@@ -139,6 +142,7 @@ def materialize(
 def _run_plans(
     plans: list[LocationPlan],
     days: DayRange,
+    settings: PhloSettings,
     instance: DagsterInstance,
     on_start: Callable[[str, list[str]], None] | None,
     on_progress: ProgressCallback | None,
@@ -166,7 +170,8 @@ def _run_plans(
             continue
         if on_start:
             on_start(plan.location.name, names)
-        outcomes.append(_run(plan, names, days, instance, on_progress, log_level, run_tags))
+        with run_settings(settings):  # what the run's resources serve
+            outcomes.append(_run(plan, names, days, instance, on_progress, log_level, run_tags))
     return outcomes
 
 

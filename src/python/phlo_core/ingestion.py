@@ -2,12 +2,14 @@
 from a source, splits valid and rejected rows, checks the rejection limit, guards stored days
 against a shrinking source, writes every table in one transaction and reports a summary.
 
-A location supplies what only it knows, `prepare(context, days) -> Batch` (fetch over HTTP with
-`phlo_core.http`, validate with `phlo_core.quality`, count), plus the names, the limit and any
-warning checks of its own; this module supplies the rest, the same for every source:
+A location supplies what only it knows, `prepare(context, days, source) -> Batch` (fetch over
+HTTP with `phlo_core.http` through its source client, the Dagster resource named by
+`IngestionSpec.source`; validate with `phlo_core.quality`; count), plus the names, its rejection
+limit and any warning checks of its own; this module supplies the rest, the same for every source,
+writing through the run's `lakehouse` resource:
 
-- blocking check `rejected_rows_within_limit`: a day with more than `max_rejected_pct` percent
-  of its rows rejected fails the run and nothing is written;
+- blocking check `rejected_rows_within_limit`: a day with more than `Batch.max_rejected_pct`
+  percent of its rows rejected (the location's setting) fails the run and nothing is written;
 - blocking check `no_unexpected_shrink`: inside the write transaction, a day that would lose
   more than PHLO_MAX_SHRINK_PCT of the rows it holds stops the write, unless forced;
 - the write: every table's window replaced in ONE DuckLake transaction
@@ -35,10 +37,11 @@ from dagster import (
 from phlo_core.asset_index import TABLE_NAME_KEY
 from phlo_core.calendar import DayRange
 from phlo_core.engine import SUMMARY_KEY
-from phlo_core.lakehouse import PartitionWrite, replace_partitions
+from phlo_core.lakehouse import PartitionWrite
 from phlo_core.log import get_logger
 from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
+from phlo_core.resources import LAKEHOUSE, Lakehouse, resource
 from phlo_core.settings import PhloSettings
 from phlo_core.shrink import ALLOW_SHRINK_TAG, ShrinkError, shrinking_days
 
@@ -74,6 +77,7 @@ class Batch:
     loaded: Mapping["dt.date", int]
     rejected: Mapping["dt.date", int]
     rejected_reasons: Sequence[str]
+    max_rejected_pct: float  # the location's limit (a setting), checked per day
     summary: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
     warnings: Sequence[CheckWarning] = ()
@@ -82,11 +86,11 @@ class Batch:
         candidates = self.loaded.get(day, 0) + self.rejected.get(day, 0)
         return 100.0 * self.rejected.get(day, 0) / candidates if candidates else 0.0
 
-    def days_over(self, max_rejected_pct: float) -> dict["dt.date", float]:
+    def days_over(self) -> dict["dt.date", float]:
         return {
             day: pct
             for day in self.days.days()
-            if (pct := self.rejected_pct(day)) > max_rejected_pct
+            if (pct := self.rejected_pct(day)) > self.max_rejected_pct
         }
 
 
@@ -95,15 +99,16 @@ class IngestionSpec:
     name: str
     group: str
     description: str
-    prepare: Callable[[AssetExecutionContext, DayRange], Batch]
-    max_rejected_pct: float
+    prepare: Callable[[AssetExecutionContext, DayRange, Any], Batch]  # (context, days, source)
+    source: str  # the resource key of the location's source client
+    limit_setting: str  # the setting holding the rejection limit, for the check's description
     rows_noun: str = "rows"  # what a row is, for messages: "readings", "observations"
     warning_checks: Sequence[AssetCheckSpec] = ()
     table: str = ""  # the table it writes (`raw.orders`): a name the selection accepts too
 
 
 def _shrink_guard(
-    guarded: PartitionWrite, loaded: Mapping["dt.date", int], settings: PhloSettings
+    guarded: PartitionWrite, loaded: Mapping["dt.date", int], max_shrink_pct: float
 ) -> Callable[["duckdb.DuckDBPyConnection"], None]:
     """Measures what the write replaces only: rows of keys the run did not fetch stay, so
     they are no loss (dropping a place from the settings is not a shrink)."""
@@ -116,16 +121,16 @@ def _shrink_guard(
                 f"select {day}, count(*) from {guarded.target} where {where} group by 1", params
             ).fetchall()
         )
-        shrinks = shrinking_days(stored, loaded, settings.phlo_max_shrink_pct)
+        shrinks = shrinking_days(stored, loaded, max_shrink_pct)
         if shrinks:
-            raise ShrinkError(guarded.label, shrinks, settings.phlo_max_shrink_pct)
+            raise ShrinkError(guarded.label, shrinks, max_shrink_pct)
 
     return guard
 
 
 def ingestion_asset(spec: IngestionSpec, settings: PhloSettings) -> AssetsDefinition:
-    """The ingestion asset of a location, daily-partitioned, one run for a range of days."""
-    limit = spec.max_rejected_pct
+    """The ingestion asset of a location, daily-partitioned (on the settings' calendar: the only
+    settings it reads when built), one run for a range of days."""
 
     @asset(
         name=spec.name,
@@ -134,13 +139,17 @@ def ingestion_asset(spec: IngestionSpec, settings: PhloSettings) -> AssetsDefini
         backfill_policy=SINGLE_RUN,
         kinds={"python", "ducklake"},
         description=spec.description,
+        required_resource_keys={LAKEHOUSE, spec.source},
         metadata={TABLE_NAME_KEY: f"lake.{spec.table}"} if spec.table else None,
         check_specs=[
             AssetCheckSpec(
                 REJECTED_CHECK,
                 asset=spec.name,
                 blocking=True,
-                description=f"No day has more than {limit:g}% of its {spec.rows_noun} rejected.",
+                description=(
+                    f"No day has more than {spec.limit_setting} percent of its {spec.rows_noun} "
+                    "rejected."
+                ),
             ),
             AssetCheckSpec(
                 SHRINK_CHECK,
@@ -155,14 +164,17 @@ def ingestion_asset(spec: IngestionSpec, settings: PhloSettings) -> AssetsDefini
         ],
     )
     def _ingest(context: AssetExecutionContext) -> Iterator[Any]:
+        lakehouse = resource(context, LAKEHOUSE, Lakehouse)
+        source = getattr(context.resources, spec.source)
         claim_run(context.instance, context.run.run_id, context.run.tags)
         window = context.partition_time_window
-        batch = spec.prepare(context, window_days(window.start, window.end))
+        batch = spec.prepare(context, window_days(window.start, window.end), source)
+        limit = batch.max_rejected_pct
         failed_warnings = [w.detail for w in batch.warnings if not w.passed]
         summary = batch.summary + "".join(f"; {detail}" for detail in failed_warnings)
         metadata = {**batch.metadata, SUMMARY_KEY: summary}
 
-        over = batch.days_over(limit)
+        over = batch.days_over()
         if over:
             worst = ", ".join(f"{day} {pct:.1f}%" for day, pct in sorted(over.items()))
             reasons: dict[str, int] = {}
@@ -185,16 +197,14 @@ def ingestion_asset(spec: IngestionSpec, settings: PhloSettings) -> AssetsDefini
                 metadata=metadata,
             )
 
+        settings = lakehouse.settings
         allow_shrink = (
             settings.phlo_allow_shrink or context.run.tags.get(ALLOW_SHRINK_TAG) == "true"
         )
         writes = batch.writes
+        guard = _shrink_guard(writes[0], batch.loaded, settings.phlo_max_shrink_pct)
         try:
-            replace_partitions(
-                writes,
-                settings,
-                guard=None if allow_shrink else _shrink_guard(writes[0], batch.loaded, settings),
-            )
+            lakehouse.replace_partitions(writes, guard=None if allow_shrink else guard)
         except ShrinkError as exc:
             yield AssetCheckResult(
                 check_name=SHRINK_CHECK,

@@ -14,15 +14,16 @@ from dagster import (
 )
 
 from phlo_core.maintenance import maintain
+from phlo_core.resources import LAKEHOUSE, Lakehouse, default_resources, resource
 from phlo_core.settings import PhloSettings, get_settings
 
 JOB_NAME = "lakehouse_maintenance"
 
 
-def maintenance_job(settings: PhloSettings) -> JobDefinition:
-    @op(name="maintain_lakehouse")
+def maintenance_job() -> JobDefinition:
+    @op(name="maintain_lakehouse", required_resource_keys={LAKEHOUSE})
     def maintain_lakehouse(context: OpExecutionContext) -> None:
-        report = maintain(settings)
+        report = maintain(resource(context, LAKEHOUSE, Lakehouse).settings)
         context.log.info(report.summary())
 
     @job(
@@ -52,8 +53,14 @@ def maintenance_schedule(
 
 
 def build_definitions(settings: PhloSettings | None = None) -> Definitions:
+    """The job and its schedule (in the settings' time zone); the run's settings reach it
+    through the `lakehouse` resource."""
     settings = settings or get_settings()
-    return Definitions(jobs=[maintenance_job(settings)], schedules=[maintenance_schedule(settings)])
+    return Definitions(
+        jobs=[maintenance_job()],
+        schedules=[maintenance_schedule(settings)],
+        resources=default_resources(),
+    )
 
 
 @definitions

@@ -24,19 +24,18 @@ and the view to drop (and recreate after the publish). A mart published for the 
 its staging table renamed.
 """
 
-from __future__ import annotations
-
 import re
 import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import closing, suppress
 from typing import Any
 
-from dagster import AssetKey, AssetsDefinition, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
 from phlo_core.lakehouse import CATALOG, lakehouse, sql_literal
 from phlo_core.log import get_logger
 from phlo_core.redact import redact
+from phlo_core.resources import LAKEHOUSE, Lakehouse, resource
 from phlo_core.settings import PhloSettings
 
 SCHEMA = "marts"
@@ -320,9 +319,7 @@ def _first_line(exc: BaseException) -> str:
 OPTIONAL_TAG = "phlo/needs_setting"
 
 
-def build_publish_asset(
-    group_name: str, marts: Sequence[AssetKey], settings: PhloSettings
-) -> AssetsDefinition:
+def build_publish_asset(group_name: str, marts: Sequence[AssetKey]) -> AssetsDefinition:
     """`<group>_published_marts`: the location's marts in PostgreSQL, after they are built.
     Without PHLO_PUBLISH_POSTGRES_URL the step logs that it skipped and materializes nothing."""
     names = [key.path[-1] for key in marts]
@@ -334,12 +331,14 @@ def build_publish_asset(
         output_required=False,
         kinds={"postgres"},
         tags={OPTIONAL_TAG: "PHLO_PUBLISH_POSTGRES_URL"},
+        required_resource_keys={LAKEHOUSE},
         description=(
             f"The marts ({', '.join(names)}) in PostgreSQL schema `{SCHEMA}` for dashboards, "
             "swapped in atomically (PHLO_PUBLISH_POSTGRES_URL)."
         ),
     )
-    def _published() -> Iterator[MaterializeResult]:
+    def _published(context: AssetExecutionContext) -> Iterator[MaterializeResult]:
+        settings = resource(context, LAKEHOUSE, Lakehouse).settings
         if settings.phlo_publish_postgres_url is None:
             log.info(
                 "publishing skipped: PHLO_PUBLISH_POSTGRES_URL is not set", marts=",".join(names)

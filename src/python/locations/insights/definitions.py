@@ -20,22 +20,23 @@ from dagster import (
 
 from locations.insights.settings import insights_settings
 from phlo_core.dbt_assets import build_dbt_assets
+from phlo_core.resources import default_resources
 from phlo_core.settings import PhloSettings, get_settings
 from phlo_core.workspace import DBT_ROOT
 
 DBT_PROJECT_DIR = DBT_ROOT / "insights"
 
 
+def dbt_vars(settings: PhloSettings) -> dict[str, str]:
+    """The models' vars of the run's settings."""
+    return {"weather_place": insights_settings(settings).insights_weather_place}
+
+
 def build_definitions(settings: PhloSettings | None = None) -> Definitions:
-    """The location's definitions for `settings` (default: the environment's)."""
+    """The location's definitions on the calendar of `settings` (default: the environment's);
+    every other setting reaches a run through its resources."""
     settings = settings or get_settings()
-    own = insights_settings(settings)
-    models = build_dbt_assets(
-        DBT_PROJECT_DIR,
-        settings,
-        group_name="insights",
-        extra_vars={"weather_place": own.insights_weather_place},
-    )
+    models = build_dbt_assets(DBT_PROJECT_DIR, settings, group_name="insights", run_vars=dbt_vars)
     job = define_asset_job(
         "insights_pipeline",
         selection=AssetSelection.groups("insights"),
@@ -50,7 +51,13 @@ def build_definitions(settings: PhloSettings | None = None) -> Definitions:
         default_status=DefaultScheduleStatus.STOPPED,
         description="Every night, after the domains' pipelines: rebuild the cross-domain marts.",
     )
-    return Definitions(assets=models, jobs=[job], schedules=[nightly], executor=in_process_executor)
+    return Definitions(
+        assets=models,
+        jobs=[job],
+        schedules=[nightly],
+        resources=default_resources(),
+        executor=in_process_executor,
+    )
 
 
 @definitions

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition, MetadataValue
 
-from locations.nightscout.client import NightscoutClient
+from locations.nightscout.client import NightscoutSource
 from locations.nightscout.ingest import (
     ENTRIES_TABLE,
     REJECTED_TABLE,
@@ -14,13 +14,13 @@ from locations.nightscout.ingest import (
     batch_writes,
     prepare_batch,
 )
-from locations.nightscout.settings import nightscout_settings
 from phlo_core.calendar import DayRange, epoch_ms, minutes_in_day, utc_bounds
 from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, ingestion_asset
 from phlo_core.log import get_logger
 from phlo_core.settings import PhloSettings
 
 ASSET_NAME = "dlt_glucose_entries"
+SOURCE = "nightscout"  # the resource key of the site's client
 log = get_logger(__name__)
 VOLUME_CHECK = "readings_per_day_plausible"
 # More readings in a day than this many times the expected count (minutes in the local day /
@@ -53,58 +53,61 @@ def _day_table(batch: GlucoseBatch) -> str:
     return "\n".join(lines)
 
 
+def prepare(context: AssetExecutionContext, days: DayRange, source: NightscoutSource) -> Batch:
+    """A window of days from the site, validated and counted (the ingestion's `prepare`)."""
+    settings, site = source.settings, source.site
+    start, end = utc_bounds(days, settings.timezone)
+    with source.client() as client:
+        fetched = client.fetch_entries(epoch_ms(start), epoch_ms(end))
+    log.info(
+        "fetched entries",
+        days=days.label(),
+        entries=len(fetched.entries),
+        pages=fetched.pages,
+        requests=fetched.requests,
+    )
+    batch = prepare_batch(fetched.entries, days, settings.timezone)
+    totals = batch.totals()
+    implausible = implausible_days(
+        batch, settings.timezone, site.nightscout_reading_interval_minutes
+    )
+    return Batch(
+        days=days,
+        writes=batch_writes(batch),
+        loaded={day: s.loaded for day, s in batch.stats.items()},
+        rejected={day: s.rejected for day, s in batch.stats.items()},
+        rejected_reasons=[str(reason) for reason in batch.rejected["reason"]],
+        max_rejected_pct=site.nightscout_max_rejected_pct,
+        summary=(
+            f"{totals.loaded} readings loaded, {totals.rejected} rejected, "
+            f"{totals.error_codes} sensor error codes and {totals.duplicates} duplicates "
+            f"dropped ({len(batch.stats)} day(s), {fetched.pages} page(s))"
+        ),
+        metadata={
+            "days": MetadataValue.md(_day_table(batch)),
+            "rows_loaded": totals.loaded,
+            "rows_rejected": totals.rejected,
+            "sensor_error_codes_dropped": totals.error_codes,
+            "duplicates_dropped": totals.duplicates,
+            "other_entry_types_dropped": totals.other_types,
+            "pages": fetched.pages,
+        },
+        warnings=[
+            CheckWarning(
+                VOLUME_CHECK,
+                passed=not implausible,
+                detail=(
+                    f"IMPLAUSIBLE volume ({'; '.join(implausible.values())}): check "
+                    "NIGHTSCOUT_READING_INTERVAL_MINUTES and the uploaders"
+                ),
+                metadata={"implausible_days": "; ".join(implausible.values()) or "none"},
+            )
+        ],
+    )
+
+
 def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
-    site = nightscout_settings(settings)
-
-    def prepare(context: AssetExecutionContext, days: DayRange) -> Batch:
-        start, end = utc_bounds(days, settings.timezone)
-        with NightscoutClient.from_settings(settings) as client:
-            fetched = client.fetch_entries(epoch_ms(start), epoch_ms(end))
-        log.info(
-            "fetched entries",
-            days=days.label(),
-            entries=len(fetched.entries),
-            pages=fetched.pages,
-            requests=fetched.requests,
-        )
-        batch = prepare_batch(fetched.entries, days, settings.timezone)
-        totals = batch.totals()
-        implausible = implausible_days(
-            batch, settings.timezone, site.nightscout_reading_interval_minutes
-        )
-        return Batch(
-            days=days,
-            writes=batch_writes(batch),
-            loaded={day: s.loaded for day, s in batch.stats.items()},
-            rejected={day: s.rejected for day, s in batch.stats.items()},
-            rejected_reasons=[str(reason) for reason in batch.rejected["reason"]],
-            summary=(
-                f"{totals.loaded} readings loaded, {totals.rejected} rejected, "
-                f"{totals.error_codes} sensor error codes and {totals.duplicates} duplicates "
-                f"dropped ({len(batch.stats)} day(s), {fetched.pages} page(s))"
-            ),
-            metadata={
-                "days": MetadataValue.md(_day_table(batch)),
-                "rows_loaded": totals.loaded,
-                "rows_rejected": totals.rejected,
-                "sensor_error_codes_dropped": totals.error_codes,
-                "duplicates_dropped": totals.duplicates,
-                "other_entry_types_dropped": totals.other_types,
-                "pages": fetched.pages,
-            },
-            warnings=[
-                CheckWarning(
-                    VOLUME_CHECK,
-                    passed=not implausible,
-                    detail=(
-                        f"IMPLAUSIBLE volume ({'; '.join(implausible.values())}): check "
-                        "NIGHTSCOUT_READING_INTERVAL_MINUTES and the uploaders"
-                    ),
-                    metadata={"implausible_days": "; ".join(implausible.values()) or "none"},
-                )
-            ],
-        )
-
+    """The ingestion asset, on the settings' calendar; the site is the `nightscout` resource."""
     return ingestion_asset(
         IngestionSpec(
             name=ASSET_NAME,
@@ -114,7 +117,8 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
                 f"into lake.{ENTRIES_TABLE} (rows failing validation: lake.{REJECTED_TABLE})."
             ),
             prepare=prepare,
-            max_rejected_pct=site.nightscout_max_rejected_pct,
+            source=SOURCE,
+            limit_setting="NIGHTSCOUT_MAX_REJECTED_PCT",
             rows_noun="readings",
             table=ENTRIES_TABLE,
             warning_checks=[

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from locations.nightscout.settings import NightscoutSettings, nightscout_settings
 from phlo_core.http import RetryingClient, RetryPolicy, SourceError
+from phlo_core.resources import SettingsResource
 from phlo_core.settings import (
     DEFAULT_HTTP_DEADLINE_SECONDS,
     DEFAULT_HTTP_MAX_RESPONSE_MB,
@@ -138,3 +139,15 @@ class NightscoutClient:
             upper_op, upper = "$lte", int(min(dates))
         result.requests = self._http.attempts_made
         return result
+
+
+class NightscoutSource(SettingsResource):
+    """The Dagster resource `nightscout`: the site's settings and a client for them, read from
+    the run's settings (phlo's command, or the environment of a run Dagster launched)."""
+
+    @property
+    def site(self) -> NightscoutSettings:
+        return nightscout_settings(self.settings)
+
+    def client(self) -> NightscoutClient:
+        return NightscoutClient.from_settings(self.settings)

@@ -10,28 +10,30 @@ from dagster import (
     in_process_executor,
 )
 
-from locations.nightscout.assets import ASSET_NAME, build_ingestion_asset
-from locations.nightscout.client import NightscoutConfigError, configured_url
+from locations.nightscout.assets import ASSET_NAME, SOURCE, build_ingestion_asset
+from locations.nightscout.client import NightscoutConfigError, NightscoutSource, configured_url
 from locations.nightscout.settings import nightscout_settings
 from phlo_core.dbt_assets import build_dbt_assets
 from phlo_core.partitions import daily_schedule
+from phlo_core.resources import default_resources
 from phlo_core.settings import PhloSettings, SettingsError, get_settings
 from phlo_core.workspace import DBT_ROOT
 
 DBT_PROJECT_DIR = DBT_ROOT / "nightscout"
 
 
+def dbt_vars(settings: PhloSettings) -> dict[str, int]:
+    """The models' vars of the run's settings."""
+    interval = nightscout_settings(settings).nightscout_reading_interval_minutes
+    return {"reading_interval_minutes": interval}
+
+
 def build_definitions(settings: PhloSettings | None = None) -> Definitions:
-    """The location's definitions for `settings` (default: the environment's)."""
+    """The location's definitions on the calendar of `settings` (default: the environment's);
+    every other setting reaches a run through its resources."""
     settings = settings or get_settings()
-    site = nightscout_settings(settings)
     ingestion = build_ingestion_asset(settings)
-    models = build_dbt_assets(
-        DBT_PROJECT_DIR,
-        settings,
-        group_name="nightscout",
-        extra_vars={"reading_interval_minutes": site.nightscout_reading_interval_minutes},
-    )
+    models = build_dbt_assets(DBT_PROJECT_DIR, settings, group_name="nightscout", run_vars=dbt_vars)
     daily_job = define_asset_job(
         "glucose_pipeline",
         selection=AssetSelection.groups("nightscout"),
@@ -42,6 +44,7 @@ def build_definitions(settings: PhloSettings | None = None) -> Definitions:
         schedules=[nightly],
         assets=[ingestion, *models],
         jobs=[daily_job],
+        resources={**default_resources(), SOURCE: NightscoutSource()},
         # Runs launched from the UI or a schedule: one process, as `phlo materialize` does
         # (the multiprocess executor re-imports everything per step: 8-11 s a run here).
         executor=in_process_executor,

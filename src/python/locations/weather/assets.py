@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition, MetadataValue
 
-from locations.weather.client import OpenMeteoClient
+from locations.weather.client import OpenMeteoSource
 from locations.weather.ingest import (
     OBSERVATION_COLUMNS,
     OBSERVATIONS_TABLE,
@@ -16,7 +16,7 @@ from locations.weather.ingest import (
     WeatherBatch,
     prepare_batch,
 )
-from locations.weather.settings import Place, weather_settings
+from locations.weather.settings import Place
 from phlo_core.calendar import DayRange, today, utc_bounds
 from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, ingestion_asset
 from phlo_core.lakehouse import PartitionWrite
@@ -24,6 +24,7 @@ from phlo_core.log import get_logger
 from phlo_core.settings import PhloSettings
 
 ASSET_NAME = "dlt_weather_observations"
+SOURCE = "open_meteo"  # the resource key of the source's client
 log = get_logger(__name__)
 COMPLETE_CHECK = "hours_complete"
 
@@ -56,66 +57,70 @@ def batch_writes(batch: WeatherBatch, places: Sequence[Place]) -> list[Partition
     ]
 
 
-def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
-    own = weather_settings(settings)
+def prepare(context: AssetExecutionContext, days: DayRange, source: OpenMeteoSource) -> Batch:
+    """A window of days for every place, validated and counted (the ingestion's `prepare`)."""
+    settings, own = source.settings, source.own
     places = own.places
+    start, end = utc_bounds(days, settings.timezone)
+    last = (end - dt.timedelta(microseconds=1)).date()
+    with source.client() as client:
+        fetched = client.fetch(places, start.date(), last, today(ZoneInfo("UTC")))
+    log.info(
+        "fetched hours",
+        days=days.label(),
+        utc_days=f"{start.date()}..{last}",
+        places=len(places),
+        hours=len(fetched.hours),
+        requests=fetched.requests,
+    )
+    batch = prepare_batch(
+        fetched.hours, days, settings.timezone, len(places), now=dt.datetime.now(dt.UTC)
+    )
+    totals = batch.totals()
+    incomplete = [
+        f"{day}: {s.missing} of {s.expected} hours missing"
+        for day, s in sorted(batch.stats.items())
+        if s.missing
+    ]
+    return Batch(
+        days=days,
+        writes=batch_writes(batch, places),
+        loaded={day: s.loaded for day, s in batch.stats.items()},
+        rejected={day: s.rejected for day, s in batch.stats.items()},
+        rejected_reasons=[str(reason) for reason in batch.rejected["reason"]],
+        max_rejected_pct=own.weather_max_rejected_pct,
+        summary=(
+            f"{totals.loaded} hourly observations loaded for {len(places)} place(s), "
+            f"{totals.rejected} rejected, {totals.missing} hours missing "
+            f"({len(batch.stats)} day(s), {fetched.requests} request(s))"
+        ),
+        metadata={
+            "days": MetadataValue.md(_day_table(batch)),
+            "places": ", ".join(place.name for place in places),
+            "rows_loaded": totals.loaded,
+            "rows_rejected": totals.rejected,
+            "hours_missing": totals.missing,
+            "duplicates_dropped": totals.duplicates,
+            "requests": fetched.requests,
+        },
+        warnings=[
+            CheckWarning(
+                COMPLETE_CHECK,
+                passed=not incomplete,
+                detail=(
+                    f"INCOMPLETE ({'; '.join(incomplete[:5])}"
+                    f"{'; ...' if len(incomplete) > 5 else ''}): the source has no values "
+                    "for those hours yet; materialize the days again later"
+                ),
+                metadata={"incomplete_days": "; ".join(incomplete) or "none"},
+            )
+        ],
+    )
 
-    def prepare(context: AssetExecutionContext, days: DayRange) -> Batch:
-        start, end = utc_bounds(days, settings.timezone)
-        last = (end - dt.timedelta(microseconds=1)).date()
-        with OpenMeteoClient.from_settings(settings) as client:
-            fetched = client.fetch(places, start.date(), last, today(ZoneInfo("UTC")))
-        log.info(
-            "fetched hours",
-            days=days.label(),
-            utc_days=f"{start.date()}..{last}",
-            places=len(places),
-            hours=len(fetched.hours),
-            requests=fetched.requests,
-        )
-        batch = prepare_batch(
-            fetched.hours, days, settings.timezone, len(places), now=dt.datetime.now(dt.UTC)
-        )
-        totals = batch.totals()
-        incomplete = [
-            f"{day}: {s.missing} of {s.expected} hours missing"
-            for day, s in sorted(batch.stats.items())
-            if s.missing
-        ]
-        return Batch(
-            days=days,
-            writes=batch_writes(batch, places),
-            loaded={day: s.loaded for day, s in batch.stats.items()},
-            rejected={day: s.rejected for day, s in batch.stats.items()},
-            rejected_reasons=[str(reason) for reason in batch.rejected["reason"]],
-            summary=(
-                f"{totals.loaded} hourly observations loaded for {len(places)} place(s), "
-                f"{totals.rejected} rejected, {totals.missing} hours missing "
-                f"({len(batch.stats)} day(s), {fetched.requests} request(s))"
-            ),
-            metadata={
-                "days": MetadataValue.md(_day_table(batch)),
-                "places": ", ".join(place.name for place in places),
-                "rows_loaded": totals.loaded,
-                "rows_rejected": totals.rejected,
-                "hours_missing": totals.missing,
-                "duplicates_dropped": totals.duplicates,
-                "requests": fetched.requests,
-            },
-            warnings=[
-                CheckWarning(
-                    COMPLETE_CHECK,
-                    passed=not incomplete,
-                    detail=(
-                        f"INCOMPLETE ({'; '.join(incomplete[:5])}"
-                        f"{'; ...' if len(incomplete) > 5 else ''}): the source has no values "
-                        "for those hours yet; materialize the days again later"
-                    ),
-                    metadata={"incomplete_days": "; ".join(incomplete) or "none"},
-                )
-            ],
-        )
 
+def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
+    """The ingestion asset, on the settings' calendar; places and limits come from the run's
+    `open_meteo` resource."""
     return ingestion_asset(
         IngestionSpec(
             name=ASSET_NAME,
@@ -126,7 +131,8 @@ def build_ingestion_asset(settings: PhloSettings) -> AssetsDefinition:
                 f"lake.{OBSERVATIONS_TABLE} (rows failing validation: lake.{REJECTED_TABLE})."
             ),
             prepare=prepare,
-            max_rejected_pct=own.weather_max_rejected_pct,
+            source=SOURCE,
+            limit_setting="WEATHER_MAX_REJECTED_PCT",
             rows_noun="hourly observations",
             table=OBSERVATIONS_TABLE,
             warning_checks=[

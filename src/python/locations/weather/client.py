@@ -16,6 +16,7 @@ from typing import Any
 
 from locations.weather.settings import Place, WeatherSettings, weather_settings
 from phlo_core.http import RetryingClient, RetryPolicy, SourceError
+from phlo_core.resources import SettingsResource
 from phlo_core.settings import (
     DEFAULT_HTTP_DEADLINE_SECONDS,
     DEFAULT_HTTP_MAX_RESPONSE_MB,
@@ -182,3 +183,16 @@ class OpenMeteoClient:
                 result.hours += _parse(body, place, api, f"{client.origin}{path}")
         result.requests = self.requests
         return result
+
+
+class OpenMeteoSource(SettingsResource):
+    """The Dagster resource `open_meteo`: the location's settings (its places) and a client for
+    them, read from the run's settings (phlo's command, or the environment of a run Dagster
+    launched)."""
+
+    @property
+    def own(self) -> WeatherSettings:
+        return weather_settings(self.settings)
+
+    def client(self) -> OpenMeteoClient:
+        return OpenMeteoClient.from_settings(self.settings)

@@ -10,9 +10,11 @@ from dagster import (
     in_process_executor,
 )
 
-from locations.weather.assets import build_ingestion_asset
+from locations.weather.assets import SOURCE, build_ingestion_asset
+from locations.weather.client import OpenMeteoSource
 from phlo_core.dbt_assets import build_dbt_assets
 from phlo_core.partitions import daily_schedule
+from phlo_core.resources import default_resources
 from phlo_core.settings import PhloSettings, get_settings
 from phlo_core.workspace import DBT_ROOT
 
@@ -20,7 +22,8 @@ DBT_PROJECT_DIR = DBT_ROOT / "weather"
 
 
 def build_definitions(settings: PhloSettings | None = None) -> Definitions:
-    """The location's definitions for `settings` (default: the environment's)."""
+    """The location's definitions on the calendar of `settings` (default: the environment's);
+    every other setting reaches a run through its resources."""
     settings = settings or get_settings()
     ingestion = build_ingestion_asset(settings)
     models = build_dbt_assets(DBT_PROJECT_DIR, settings, group_name="weather")
@@ -33,6 +36,7 @@ def build_definitions(settings: PhloSettings | None = None) -> Definitions:
         schedules=[daily_schedule(daily_job.name, settings, minute=20)],
         assets=[ingestion, *models],
         jobs=[daily_job],
+        resources={**default_resources(), SOURCE: OpenMeteoSource()},
         executor=in_process_executor,
     )
 
