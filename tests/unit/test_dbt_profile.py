@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from phlo_core.dbt_profile import CATALOG_ENV, S3_SECRET_ENV, write_profile
+from phlo_core.dbt_runner import secrets_for_dbt
 from phlo_core.settings import load_settings
 
 
@@ -31,12 +32,12 @@ def test_secrets_go_through_dbt_secret_variables_not_the_file(
     text = (write_profile(settings) / "profiles.yml").read_text()
     assert "catalog-secret-1" not in text and "s3-secret-2" not in text
     output = yaml.safe_load(text)["phlo"]["outputs"]["lake"]
-    assert output["attach"][0]["path"] == "ducklake:{{ env_var('" + CATALOG_ENV + "') }}"
+    assert output["attach"][0]["path"] == "ducklake:{{ env_var('" + CATALOG_ENV + "', '') }}"
     assert output["secrets"] == [
         {
             "type": "s3",
             "key_id": "key-id",
-            "secret": "{{ env_var('" + S3_SECRET_ENV + "') }}",
+            "secret": "{{ env_var('" + S3_SECRET_ENV + "', '') }}",
             "region": "us-east-1",
             "url_style": "path",
             "use_ssl": False,
@@ -44,9 +45,17 @@ def test_secrets_go_through_dbt_secret_variables_not_the_file(
             "endpoint": "127.0.0.1:9000",
         }
     ]
-    # dbt (in this process or its children) finds them; its logs scrub DBT_ENV_SECRET_ values.
-    assert os.environ[CATALOG_ENV] == catalog
-    assert os.environ[S3_SECRET_ENV] == "s3-secret-2"
+    # Writing the profile put nothing in the environment; dbt finds them there while it runs
+    # a command (its logs scrub DBT_ENV_SECRET_ values), and only then.
+    assert os.environ[CATALOG_ENV] == "" and os.environ[S3_SECRET_ENV] == ""
+    with secrets_for_dbt(settings):
+        assert os.environ[CATALOG_ENV] == catalog
+        assert os.environ[S3_SECRET_ENV] == "s3-secret-2"
+    assert os.environ[CATALOG_ENV] == "" and os.environ[S3_SECRET_ENV] == ""
+    monkeypatch.delenv(CATALOG_ENV)
+    with secrets_for_dbt(settings):
+        assert os.environ[CATALOG_ENV] == catalog
+    assert CATALOG_ENV not in os.environ
 
 
 def test_the_embedded_default_profile_names_its_catalog_file(tmp_path: Path) -> None:

@@ -971,9 +971,11 @@ app.command(server_app)
 
 @server_app.command(name="status")
 def server_status() -> int:
-    """This user's phlo servers: process id and socket. Each serves one set of code, settings
-    and environment, and exits after PHLO_SERVER_IDLE_SECONDS (600) without a command."""
+    """This user's phlo servers: process id, code version, memory, age and socket. Each serves
+    one version of the code (any settings), and exits after PHLO_SERVER_IDLE_SECONDS (600)
+    without a command."""
     from phlo_cli import server
+    from phlo_cli.render import duration
     from phlo_core.private_folder import NotPrivateError
 
     try:
@@ -983,7 +985,13 @@ def server_status() -> int:
         return EXIT_FAILED
     for found in servers:
         state = "  stopping (no new commands)" if found.stopping else ""
-        print(f"pid {found.pid}  {found.socket}  (log: {found.log}){state}")
+        memory, age = found.memory_mb(), found.age_seconds()
+        print(
+            f"pid {found.pid}  code {found.code_version}"
+            f"  {f'{memory:.0f} MB' if memory is not None else '? MB'}"
+            f"  up {duration(age) if age is not None else '?'}"
+            f"  {found.socket}  (log: {found.log}){state}"
+        )
     if not servers:
         print("no phlo server running")
     return 0

@@ -143,3 +143,13 @@ def log_line(entry: LogEntry, *, width: int | None, full: bool, colour: bool) ->
         line = line[: max(width - 1, 20)] + "…"
     tint = _COLOURS.get(entry.level_name) if colour else None
     return f"{tint}{line}\033[0m" if tint else line
+
+
+def duration(seconds: float) -> str:
+    """`42s`, `7m05s`, `3h02m`: how long, at a glance."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"

@@ -17,12 +17,16 @@ their clients told how they really ended. (The alternatives were worse: a comman
 own exit code cannot when a signal kills it or when it ends by `os._exit`, and a command killed
 with its server would lose work a user did not ask to stop.)
 
-A server serves one key: the Python, the environment, the folder, the settings and every file
-of the code locations, the dbt projects and phlo itself (modification times and sizes). Change
-any and the next command starts a new server; the old one exits after PHLO_SERVER_IDLE_SECONDS
-without a command. PHLO_SERVER=0 turns it off. A server whose socket file is removed or
-replaced stops taking commands within a second (it checks the file's inode) and exits once its
-commands end; it gives up its key at once, so the next command starts a new server.
+A server serves one key, the code version: the Python and the variables it reads when it starts
+(PYTHONPATH, locale, a PEX's), the installed packages, and every file of the code locations, the
+dbt projects and phlo itself (modification times and sizes). Settings, the rest of the
+environment and the folder are the command's: its child applies them, and its runs' resources
+serve them, so one server serves every setting (definitions it built are reused by children on
+the same calendar and home). Change the code and the next command starts a new server; the old
+one exits after PHLO_SERVER_IDLE_SECONDS without a command. PHLO_SERVER=0 turns it off. A
+server whose socket file is removed or replaced stops taking commands within a second (it checks
+the file's inode) and exits once its commands end; it gives up its key at once, so the next
+command starts a new server.
 
 Nobody else can stand in for a server. Its folder (`$XDG_RUNTIME_DIR/phlo-UID`, or
 `/tmp/phlo-UID`) must be this user's own folder, mode 0700, not a symlink (checked with lstat
@@ -59,14 +63,9 @@ from phlo_core.private_folder import NotPrivateError, check_private, open_privat
 
 if TYPE_CHECKING:
     from phlo_core.backfill import WorkerProcess, WorkerStarter
+    from phlo_core.settings import PhloSettings
 
 OFF = {"0", "false", "no", "off"}
-# Environment variables that differ between shells without changing what a command does.
-VOLATILE = {
-    *("_", "PWD", "OLDPWD", "SHLVL", "COLUMNS", "LINES", "PHLO_SERVER", "WINDOWID", "STY"),
-    *("SSH_CLIENT", "SSH_CONNECTION", "SSH_TTY", "TMUX_PANE", "TERM_SESSION_ID", "GPG_TTY"),
-    *("ITERM_SESSION_ID", "XDG_SESSION_ID", "KITTY_WINDOW_ID", "WEZTERM_PANE"),
-}
 HEADER = struct.Struct("!I")
 _lock_fd: int | None = None  # the server's lock on its key
 _lock_path: Path | None = None  # where that lock file is now (renamed when the server stops)
@@ -113,26 +112,45 @@ def _idle_seconds() -> float:
         return DEFAULT_IDLE_SECONDS
 
 
+def _code_settings() -> PhloSettings:
+    """The settings that say where the code is (the workspace file): the environment's, or,
+    when they do not validate (the command will say why), the workspace variable alone."""
+    from phlo_core.settings import PhloSettings, get_settings
+
+    try:
+        return get_settings()
+    except Exception:
+        workspace = os.environ.get("PHLO_WORKSPACE")
+        return PhloSettings.model_construct(phlo_workspace=Path(workspace) if workspace else None)
+
+
 def server_key() -> str:
-    """What a server's warm state depends on (see the module's doc), hashed."""
+    """The code version a server runs, hashed: the Python and what it was started with, the
+    installed packages, the workspace file and every file of the code locations, the dbt
+    projects and phlo. Not the settings nor the rest of the environment, nor the folder: a
+    command brings those, and its child applies them (its runs' resources read them)."""
     from phlo_core.asset_index import digest_files, fingerprint
-    from phlo_core.settings import get_settings
 
     digest = hashlib.sha256()
-    digest.update(fingerprint(get_settings()).encode())  # workspace, code, dbt (settings: env)
+    digest.update(fingerprint(_code_settings()).encode())  # workspace, locations, dbt, core
     digest_files(digest, Path(__file__).parent)  # and phlo's CLI
-    env = sorted((k, v) for k, v in os.environ.items() if k not in VOLATILE)
     for entry in sys.path:  # packages installed or upgraded change their folder's time
         if Path(entry).name in ("site-packages", "dist-packages") or entry.endswith(".pex"):
             # not a source folder's: running a command may write there (a sandbox's root on
             # sys.path changed with the first command's files; the code is digested above)
             with contextlib.suppress(OSError):
                 digest.update(f"{entry}:{os.stat(entry).st_mtime_ns}".encode())
-    digest.update(json.dumps([sys.executable, os.getcwd(), env]).encode())
-    with contextlib.suppress(OSError):
-        stat = os.stat(".env")
-        digest.update(f".env:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    started_with = sorted((k, v) for k, v in os.environ.items() if _at_start(k))
+    digest.update(json.dumps([sys.executable, started_with]).encode())
     return digest.hexdigest()[:20]
+
+
+def _at_start(name: str) -> bool:
+    """Variables an interpreter reads once, when it starts (its path, encoding, a PEX's own):
+    a server started with others would not run a command as that command's `phlo` would."""
+    if name in ("PYTHONUNBUFFERED", "PHLO_SERVER"):  # applied per command
+        return False
+    return name.startswith(("PYTHON", "PEX_", "LC_")) or name == "LANG"
 
 
 # --- the client ----------------------------------------------------------------------------------
@@ -322,6 +340,30 @@ class Running:
     log: Path
     stopping: bool  # gave up its key (socket gone, or asked to stop): finishing its commands
 
+    @property
+    def code_version(self) -> str:
+        """The key it serves (a hash of the code, see the module's doc)."""
+        return self.socket.stem
+
+    def memory_mb(self) -> float | None:
+        """Its resident memory (the server itself, not the commands it runs)."""
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+    def age_seconds(self) -> float | None:
+        """How long ago it started."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+            return float(Path("/proc/uptime").read_text().split()[0]) - started
+        except (OSError, ValueError, IndexError):
+            return None
+
 
 def running() -> list[Running]:
     """The servers of this user. Files of servers gone are removed. Lock files are opened to
@@ -378,7 +420,7 @@ def _preload() -> None:
     import phlo_cli.main  # noqa: F401
     import phlo_core.backfill  # noqa: F401
     import phlo_core.engine  # noqa: F401
-    from phlo_core.dbt_project import prepared_projects
+    from phlo_core.dbt_project import prepare_project, prepared_projects
     from phlo_core.dbt_runner import parsed_manifest
     from phlo_core.settings import check_home, get_settings
     from phlo_core.workspace import load_definitions, location_refs
@@ -388,6 +430,7 @@ def _preload() -> None:
     for ref in location_refs(settings):
         load_definitions(ref, settings)
     for project_dir in prepared_projects():
+        prepare_project(project_dir, settings)  # as a run does before its first dbt command
         parsed_manifest(project_dir, settings)
     # dbt's telemetry package calls logging.basicConfig() when imported, which a command does
     # not always do: children start with the logging a fresh `phlo` process has.
@@ -672,6 +715,7 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:  # type:
         os.umask(int(request["umask"]))
         os.environ.clear()
         os.environ.update(request["env"])
+        time.tzset()  # the command's TZ, if it has one
         from phlo_core.settings import use_settings
 
         use_settings(None)  # read again from the caller's environment

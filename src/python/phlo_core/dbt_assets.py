@@ -27,7 +27,7 @@ from dagster import (
 )
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject, dbt_assets
 
-from phlo_core.dbt_project import prepare_project
+from phlo_core.dbt_project import project_manifest
 from phlo_core.dbt_runner import DbtError, cause_line, invoke_dbt
 from phlo_core.lakehouse import retrying
 from phlo_core.log import get_logger
@@ -253,7 +253,7 @@ def build_dbt_assets(
     A run builds through its `dbt` resource on its `lakehouse` resource, with the vars
     `run_vars` gives for the run's settings (the location's own, such as an interval); the
     settings given here decide only the calendar and where the project's parse is kept."""
-    manifest_path = prepare_project(project_dir, settings)
+    manifest_path = project_manifest(project_dir, settings)
     manifest_json = json.loads(manifest_path.read_text())
     models = [n for n in manifest_json["nodes"].values() if n["resource_type"] == "model"]
     incremental = [n for n in models if n["config"].get("materialized") == "incremental"]

@@ -3,10 +3,11 @@ that open the lakehouse, so that dbt and Python see the same catalog.
 
 Secrets (the catalog's connection string with its password, the object store's secret key) are
 not written into profiles.yml: the profile names environment variables with dbt's
-`DBT_ENV_SECRET_` prefix, which dbt scrubs from its logs, and `write_profile` sets them in this
-process (dbt runs in it, or in its children)."""
+`DBT_ENV_SECRET_` prefix, which dbt scrubs from its logs. They are in the environment only while
+dbt runs a command that needs them (`dbt_runner.invoke_dbt`, `secret_environment`), never
+because a profile was written or definitions were loaded; a parse needs none (an unset one
+reads as empty: parsing connects to nothing)."""
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ from phlo_core.settings import PhloSettings
 PROFILE = "phlo"
 CATALOG_ENV = "DBT_ENV_SECRET_PHLO_LAKE_CATALOG"
 S3_SECRET_ENV = "DBT_ENV_SECRET_PHLO_S3_SECRET"
+
+
+def _secret(name: str) -> str:
+    return "{{ env_var('" + name + "', '') }}"
 
 
 def secret_environment(settings: PhloSettings) -> dict[str, str]:
@@ -39,7 +44,7 @@ def _s3_secrets(settings: PhloSettings) -> list[dict[str, Any]]:
     secret: dict[str, Any] = {
         "type": "s3",
         "key_id": settings.phlo_s3_access_key_id,
-        "secret": "{{ env_var('" + S3_SECRET_ENV + "') }}",
+        "secret": _secret(S3_SECRET_ENV),
         "region": settings.phlo_s3_region,
         "url_style": settings.phlo_s3_url_style,
         "use_ssl": use_ssl,
@@ -73,7 +78,7 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
                             + (
                                 settings.lake_catalog
                                 if settings.lake_catalog.startswith("sqlite:")
-                                else "{{ env_var('" + CATALOG_ENV + "') }}"
+                                else _secret(CATALOG_ENV)
                             ),
                             "alias": CATALOG,
                             "is_ducklake": True,
@@ -95,7 +100,7 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
 
 
 def write_profile(settings: PhloSettings) -> Path:
-    os.environ.update(secret_environment(settings))
+    """profiles.yml for the settings (rewritten only when it changed); its folder."""
     profiles_dir = settings.dbt_dir
     profiles_dir.mkdir(parents=True, exist_ok=True)
     path = profiles_dir / "profiles.yml"

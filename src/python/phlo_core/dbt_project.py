@@ -57,21 +57,20 @@ def _manifest_is_current(manifest: Path, project_dir: Path) -> bool:
     return True
 
 
-def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
-    """Write the profile, install the shared package, and parse when sources changed.
-
-    Returns the manifest path. Parsing only happens when a model, macro or YAML file is newer
-    than the manifest. Safe to run from several processes at once (a lock per home), and a
-    kill midway leaves the previous manifest whole: dbt parses into a private folder and the
-    manifest is then moved into place in one rename.
-    """
+def project_manifest(project_dir: Path, settings: PhloSettings) -> Path:
+    """The project's manifest, for its definitions: the shared package linked, and the project
+    parsed when a model, macro or YAML file is newer than the manifest (then the profile is
+    written for the parse, which needs no secret and connects to nothing). What the manifest
+    holds is the same for any settings; the settings' home only keeps it (beside dbt's saved
+    parse state, which later parses reuse). Safe from several processes at once (a lock per
+    home), and a kill midway leaves the previous manifest whole: dbt parses into a private
+    folder and the manifest is then moved into place in one rename."""
     target = target_path(project_dir, settings)
     manifest = target / "manifest.json"
     with file_lock(settings.dbt_dir / ".prepare.lock"):
-        write_profile(settings)
-        ensure_extensions(settings)  # dbt's connection autoloads them from PHLO_HOME
         _link_shared_package(project_dir)
         if not _manifest_is_current(manifest, project_dir):
+            write_profile(settings)
             scratch = target / f".parse-{os.getpid()}"
             try:
                 parsed = invoke_dbt(["parse", "--target-path", str(scratch)], project_dir, settings)
@@ -86,6 +85,16 @@ def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
     if project_dir not in _prepared:
         _prepared.append(project_dir)
     return manifest
+
+
+def prepare_project(project_dir: Path, settings: PhloSettings) -> Path:
+    """Ready for dbt commands on the settings' lakehouse (what a run's dbt resource does first):
+    the profile written for the settings, the extensions in the home, the manifest current.
+    Returns the manifest path."""
+    with file_lock(settings.dbt_dir / ".prepare.lock"):
+        write_profile(settings)
+        ensure_extensions(settings)  # dbt's connection autoloads them from PHLO_HOME
+        return project_manifest(project_dir, settings)
 
 
 def prepared_projects() -> list[Path]:

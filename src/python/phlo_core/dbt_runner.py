@@ -6,6 +6,7 @@ cores, against 2-3 s in-process.
 """
 
 import contextlib
+import os
 import re
 import signal
 import threading
@@ -59,6 +60,25 @@ def _dbt_interrupts() -> Iterator[threading.Event]:
                 signal.signal(signum, handler)
 
 
+@contextlib.contextmanager
+def secrets_for_dbt(settings: PhloSettings) -> Iterator[None]:
+    """The profile's secrets in the environment while dbt runs (it reads them there), and only
+    then: what was there before is put back."""
+    from phlo_core.dbt_profile import secret_environment
+
+    secrets = secret_environment(settings)
+    before = {name: os.environ.get(name) for name in secrets}
+    os.environ.update(secrets)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 _dbt_lock = threading.Lock()
 _parsed: dict[tuple[Path, Path], "Manifest"] = {}
 
@@ -97,7 +117,7 @@ def invoke_dbt(args: list[str], project_dir: Path, settings: PhloSettings, **run
         "--profiles-dir",
         str(settings.dbt_dir),
     ]
-    with _dbt_lock, _dbt_interrupts() as interrupted:
+    with _dbt_lock, secrets_for_dbt(settings), _dbt_interrupts() as interrupted:
         result: dbtRunnerResult = dbtRunner(**runner).invoke(full)
     # dbtRunner returns even KeyboardInterrupt as a result; an interrupt must reach Dagster.
     if interrupted.is_set() or isinstance(result.exception, KeyboardInterrupt):

@@ -103,9 +103,13 @@ class DbtRunner(SettingsResource):
         return target_path(project_dir, self.settings)
 
     def build(self, project_dir: Path, args: list[str]) -> dbtRunnerResult:
+        """`dbt build` with `args`, the project first made ready for the run's settings (its
+        profile, the extensions, a current parse)."""
         from phlo_core.dbt_assets import build_retrying_conflicts
+        from phlo_core.dbt_project import prepare_project
         from phlo_core.dbt_runner import parsed_manifest
 
+        prepare_project(project_dir, self.settings)
         manifest = parsed_manifest(project_dir, self.settings)
         return build_retrying_conflicts(args, project_dir, self.settings, manifest)
 
