@@ -67,6 +67,7 @@ bench: install
 	$(BIN)/python bench/bench_logs.py
 	$(BIN)/python bench/bench_production.py
 	$(BIN)/python bench/bench_backfill.py
+	$(BIN)/python bench/bench_server.py
 
 clean:
 	rm -rf $(VENV) .phlo dist .pants.d .pids src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs

@@ -4,7 +4,7 @@ closing over settings when definitions are built.
 - `lakehouse` (`Lakehouse`): the tables' catalog and files, its writes, queries and locks;
 - `dbt` (`DbtRunner`): dbt in this process (`dbtRunner`, which is what makes runs fast), with the
   profile and the parse of the same settings;
-- each location's source client (e.g. `nightscout`), a subclass of `SettingsResource`.
+- each location's source client, a subclass of `SettingsResource` under a key of its own.
 
 A resource serves the settings of the run it is used in, asked for when the run needs them (never
 when the definitions load): a run `phlo` executes gets the command's settings (`run_settings`,
