@@ -309,3 +309,20 @@ def test_a_home_phlo_creates_is_its_owners_alone_and_an_existing_one_is_left_as_
     existing.chmod(0o755)
     check_home(load_settings(phlo_home=existing))
     assert stat.S_IMODE(existing.stat().st_mode) == 0o755
+
+
+def test_a_locations_settings_are_read_once_per_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A run reads its location's settings once (the source client, the asset and the dbt vars
+    all ask): the environment changing meanwhile changes nothing for that run's settings."""
+    monkeypatch.chdir(tmp_path)  # no .env of the checkout's
+    monkeypatch.setenv("NIGHTSCOUT_READING_INTERVAL_MINUTES", "5")
+    settings = load_settings()
+    first = nightscout_settings(settings)
+    monkeypatch.setenv("NIGHTSCOUT_READING_INTERVAL_MINUTES", "15")
+    assert nightscout_settings(settings) is first
+    assert first.nightscout_reading_interval_minutes == 5
+    assert nightscout_settings(load_settings()).nightscout_reading_interval_minutes == 15
+    given = load_settings(nightscout_reading_interval_minutes=10)
+    assert nightscout_settings(given).nightscout_reading_interval_minutes == 10

@@ -506,16 +506,26 @@ LocationModel = TypeVar("LocationModel", bound=BaseSettings)
 
 def load_location_settings(model: type[LocationModel], settings: PhloSettings) -> LocationModel:
     """A location's own settings model, read from the environment and `.env` like the core's,
-    with the values `settings` was given for its fields by name; SettingsError on one line."""
+    with the values `settings` was given for its fields by name; SettingsError on one line.
+    Read once for each settings object (a command's, a run's): later calls get the same."""
+    kept = settings.__pydantic_private__
+    if kept is None:  # a model built without its private state (model_construct)
+        kept = settings.__pydantic_private__ = {}
     given = {
         name: value
         for name, value in (settings.model_extra or {}).items()
         if name in model.model_fields
     }
+    read: dict[tuple[type[BaseSettings], str], BaseSettings] = kept.setdefault("_locations", {})
+    key = (model, repr(sorted(given.items())))
+    found = read.get(key)
+    if isinstance(found, model):
+        return found
     try:
-        return model(**given)
+        read[key] = loaded = model(**given)
     except ValidationError as exc:
         raise _one_line(exc) from None
+    return loaded
 
 
 def with_overrides(settings: PhloSettings, **updates: object) -> PhloSettings:
