@@ -11,6 +11,7 @@ a run and Ctrl-C `phlo_core.progress`.
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from phlo_core.progress import (
     RunWatcher,
     cancel_on_interrupt,
     mark_canceled,
+    signals_noted,
 )
 from phlo_core.resources import run_settings
 from phlo_core.selection import LocationPlan, plan_selection
@@ -239,15 +241,16 @@ def _run(
     # What steps print (dbt, with --quiet, prints little) goes to Dagster's compute logs, as
     # for runs launched from the UI; phlo's own lines are in the event log (`phlo logs`).
     try:
-        result = job.execute_in_process(
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            instance=instance,
-            partition_key=partition_key,
-            asset_selection=plan.keys,
-            tags=tags,
-            raise_on_error=False,
-            run_id=run_id,
-        )
+        with signals_noted() as received:
+            result = job.execute_in_process(
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                instance=instance,
+                partition_key=partition_key,
+                asset_selection=plan.keys,
+                tags=tags,
+                raise_on_error=False,
+                run_id=run_id,
+            )
     except KeyboardInterrupt:
         mark_canceled(instance, run_id)
         raise RunInterruptedError(run_id) from None
@@ -257,6 +260,11 @@ def _run(
             watcher.join()
     run = instance.get_run_by_id(run_id)
     if run is not None and run.status == DagsterRunStatus.CANCELED:
+        raise RunInterruptedError(run_id)
+    if received & {signal.SIGINT, signal.SIGTERM}:
+        # Ctrl-C that Dagster turned into a failed step, or took between steps: the command
+        # stops here (a backfill worker would otherwise start its next range).
+        mark_canceled(instance, run_id)
         raise RunInterruptedError(run_id)
     errors, failed_checks = [], []
     summaries: dict[str, str] = {}

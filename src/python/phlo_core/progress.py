@@ -7,9 +7,12 @@ event listener marks the run canceling as soon as an interrupt fails a step.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,6 +66,37 @@ def cancel_on_interrupt(instance: DagsterInstance, run_id: str) -> Callable[[obj
                 instance.report_run_canceling(run, message=CANCEL_MESSAGE)
 
     return listen
+
+
+@contextlib.contextmanager
+def signals_noted() -> Iterator[set[int]]:
+    """The signals (SIGINT, SIGTERM, ...) that reached this process while the block ran,
+    whoever handled them: during a run Dagster replaces the handlers, and a Ctrl-C it turns
+    into a failed step (or one that lands between steps) ends the run FAILURE, or even
+    SUCCESS, instead of raising; a caller that went on would start its next run. The signal
+    numbers come through a wakeup file descriptor (main thread only; elsewhere none noted)."""
+    received: set[int] = set()
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    try:
+        previous = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except ValueError:
+        os.close(read)
+        os.close(write)
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        signal.set_wakeup_fd(previous)
+        with contextlib.suppress(OSError):
+            received.update(os.read(read, 4096))
+        os.close(read)
+        os.close(write)
 
 
 def mark_canceled(instance: DagsterInstance, run_id: str) -> None:
