@@ -51,7 +51,9 @@ def main() -> None:
         run(materialize_command(DAYS[0]))  # parse the project, create the instance: unmeasured
 
         sandboxed = timed(lambda: run([PHLO, "query", SQL]), args.repeat)
-        trusted_code = f"from phlo_core.lakehouse import query\nprint(len(query({SQL!r}).rows))"
+        trusted_code = (
+            f"from phlo_core.lakehouse.connect import query\nprint(len(query({SQL!r}).rows))"
+        )
         trusted = timed(lambda: run([sys.executable, "-c", trusted_code]), args.repeat)
         record("phlo query (sandbox)", sandboxed, "trusted in-process query", trusted)
 

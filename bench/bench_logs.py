@@ -40,19 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from locations.weather.sample_server import SampleOpenMeteoServer
-from phlo_core import services
 from phlo_core.calendar import parse_day_range
-from phlo_core.engine import materialize
-from phlo_core.runlogs import (
-    EVENT_LEVELS,
-    LEVEL_NAMES,
-    LEVELS,
-    LogFilter,
-    open_logs,
-    parse_since,
-    read_entries,
-    resolve_run_id,
-)
+from phlo_core.runlogs.model import EVENT_LEVELS, LEVEL_NAMES, LEVELS, LogFilter, parse_since
+from phlo_core.runlogs.read import read_entries, resolve_run_id
+from phlo_core.runlogs.stores import open_logs
+from phlo_core.runs.engine import materialize
+from phlo_core.services import control as services
 from phlo_core.settings import PhloSettings, load_settings
 from ratios import Ratios, command, timed
 
@@ -482,7 +475,7 @@ def measure(
     """Every case at the command line and in process, against loading every event through
     the instance; the CLI's answers checked against the ones computed from every event. What
     was wrong, if anything."""
-    from phlo_core.instance import instance_for
+    from phlo_core.runs.instance import instance_for
 
     record = ratios.record
     instance = instance_for(settings)
@@ -566,7 +559,7 @@ def main() -> None:
         dagster_home = home / "dagster"
         started = time.perf_counter()
         real_runs(home)
-        from phlo_core.instance import connect_dagster_postgres, instance_for
+        from phlo_core.runs.instance import connect_dagster_postgres, instance_for
 
         settings = load_settings(phlo_home=home)
         real_seconds = time.perf_counter() - started

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.calendar import DayRange
-from phlo_core.dbt_runner import invoke_dbt, parsed_manifest
-from phlo_core.engine import materialize
+from phlo_core.dbt.runner import invoke_dbt, parsed_manifest
+from phlo_core.runs.engine import materialize
 from phlo_core.settings import load_settings
 from ratios import ROOT, Ratios, command, timed
 

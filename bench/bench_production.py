@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 from locations.nightscout.sample_server import SampleNightscoutServer
-from phlo_core import services
 from phlo_core.calendar import DayRange
-from phlo_core.engine import materialize
+from phlo_core.runs.engine import materialize
+from phlo_core.services import control as services
 from phlo_core.settings import PhloSettings, load_settings
 from ratios import Ratios, timed
 

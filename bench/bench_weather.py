@@ -14,7 +14,7 @@ from pathlib import Path
 
 from locations.weather.sample_server import SampleOpenMeteoServer
 from phlo_core.calendar import DayRange
-from phlo_core.engine import materialize
+from phlo_core.runs.engine import materialize
 from phlo_core.settings import load_settings
 from ratios import Ratios, timed
 

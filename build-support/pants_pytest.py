@@ -28,7 +28,7 @@ sys.path[:] = [p if not p or os.path.isabs(p) else os.path.abspath(p) for p in s
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     """Pants runs several pytest processes at once. Each one resets the shared
-    /tmp/pytest-of-<user> to mode 0700 when it starts, taking away the o+x that phlo_core.services
+    /tmp/pytest-of-<user> to mode 0700 when it starts, taking away the o+x that `phlo services`
     gives the folders above a PostgreSQL data directory for the `postgres` user: so each process
     gets a base temporary folder of its own (as short a path), removed when it ends."""
     if config.option.basetemp is None:

@@ -62,7 +62,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhloSettings]
     free loopback ports exactly as `phlo services up` starts them, stopped and removed after.
     Where a Docker engine is reachable the same servers could come from testcontainers; these
     machines have none, so local binaries serve (STACK.md)."""
-    from phlo_core import services as local_services
+    from phlo_core.services import control as local_services
 
     home = tmp_path_factory.mktemp("services") / "phlo"
     settings = load_settings(phlo_home=home)
@@ -82,7 +82,7 @@ _profiles = itertools.count()
 def production_profile(services: PhloSettings) -> Callable[[], dict[str, str]]:
     """Settings (as environment variables) of a fresh production profile on the session's
     servers: its own catalog database, Dagster database, marts database and S3 prefix."""
-    from phlo_core.services import provision
+    from phlo_core.services.control import provision
 
     def make() -> dict[str, str]:
         return provision(services, f"t{os.getpid()}x{next(_profiles)}")

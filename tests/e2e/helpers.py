@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from phlo_core.calendar import DayRange, epoch_ms, minutes_in_day, utc_bounds
-from phlo_core.lakehouse import query
-from phlo_core.runlogs import LEVELS, LogFilter, LogSource, read_entries
+from phlo_core.lakehouse.connect import query
+from phlo_core.runlogs.model import LEVELS, LogFilter
+from phlo_core.runlogs.read import read_entries
+from phlo_core.runlogs.stores import LogSource
 from phlo_core.settings import PhloSettings
 
 TABLES = [

@@ -19,7 +19,7 @@ import pytest
 from locations.nightscout.sample_data import entries_between
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.calendar import parse_day_range
-from phlo_core.engine import materialize
+from phlo_core.runs.engine import materialize
 from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
 from tests.e2e.helpers import snapshot
@@ -123,7 +123,7 @@ def status_of(home: Path, server: SampleNightscoutServer) -> dict[str, object]:
 
 
 def run_details(settings: PhloSettings) -> list[tuple[str, ...]]:
-    from phlo_core.instance import instance_for
+    from phlo_core.runs.instance import instance_for
 
     return [
         (
@@ -138,7 +138,7 @@ def run_details(settings: PhloSettings) -> list[tuple[str, ...]]:
 
 def backfill_runs(settings: PhloSettings) -> list[tuple[str, str]]:
     """(backfill id, status) of every run in the instance."""
-    from phlo_core.instance import instance_for
+    from phlo_core.runs.instance import instance_for
 
     records = instance_for(settings).get_run_records()
     return [
@@ -380,7 +380,7 @@ def test_ctrl_c_stops_the_workers_and_the_backfill_resumes(
 
 
 def worker_pids(parent: int) -> list[int]:
-    """The `python -m phlo_core.backfill` worker processes `parent` started."""
+    """The `python -m phlo_core.backfill.workers` worker processes `parent` started."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -390,7 +390,7 @@ def worker_pids(parent: int) -> list[int]:
             command = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(stat[1]) == parent and b"phlo_core.backfill" in command:
+        if int(stat[1]) == parent and b"phlo_core.backfill.workers" in command:
             found.append(int(entry.name))
     return found
 

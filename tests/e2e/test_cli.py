@@ -386,7 +386,7 @@ def dagster_processes(marker: str) -> list[int]:
 
 @pytest.mark.slow
 def test_ui_serves_every_location_and_ctrl_c_ends_every_process(tmp_path: Path) -> None:
-    from phlo_core.services import free_port
+    from phlo_core.services.layout import free_port
     from phlo_core.workspace import DEFAULT_WORKSPACE
     from tests.e2e.test_pex_deploy import LOCATIONS, gql, loaded, locations_of
 

@@ -18,8 +18,8 @@ import pytest
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.calendar import parse_day_range
-from phlo_core.engine import materialize
-from phlo_core.instance import instance_for
+from phlo_core.runs.engine import materialize
+from phlo_core.runs.instance import instance_for
 from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
 from tests.e2e.helpers import snapshot

@@ -12,8 +12,8 @@ import pytest
 from locations.nightscout.sample_data import entries_between
 from locations.nightscout.sample_server import EntrySource, SampleNightscoutServer
 from phlo_core.calendar import DayRange, parse_day_range
-from phlo_core.engine import RunOutcome, materialize
-from phlo_core.lakehouse import query
+from phlo_core.lakehouse.connect import query
+from phlo_core.runs.engine import RunOutcome, materialize
 from phlo_core.settings import PhloSettings
 from tests.conftest import TEST_SECRET
 from tests.e2e.helpers import (
@@ -320,7 +320,7 @@ def test_a_failing_dbt_test_fails_its_check_and_stops_downstream(
     import pyarrow as pa
 
     from locations.nightscout.ingest import ENTRIES_TABLE, ENTRY_COLUMNS
-    from phlo_core.lakehouse import PartitionWrite, replace_partitions
+    from phlo_core.lakehouse.writes import PartitionWrite, replace_partitions
 
     settings = pipeline_settings()
     day = parse_day_range("2024-03-11")
@@ -384,9 +384,9 @@ def test_a_run_launched_outside_phlo_is_tagged_with_its_process(
 
     from dagster import AssetKey
 
-    from phlo_core.backfill import worker_environment
-    from phlo_core.instance import instance_for
-    from phlo_core.orphans import PID_TAG
+    from phlo_core.backfill.workers import worker_environment
+    from phlo_core.runs.instance import instance_for
+    from phlo_core.runs.orphans import PID_TAG
     from phlo_core.settings import use_settings
     from phlo_core.workspace import load_definitions, location_ref
 

@@ -17,17 +17,10 @@ import pytest
 from locations.nightscout.sample_server import SampleNightscoutServer
 from locations.weather.sample_server import SampleOpenMeteoServer
 from phlo_core.calendar import parse_day_range
-from phlo_core.engine import RunOutcome, materialize
-from phlo_core.runlogs import (
-    LEVELS,
-    InstanceStorage,
-    LogFilter,
-    LogsError,
-    SqliteFiles,
-    open_logs,
-    read_entries,
-    resolve_run_id,
-)
+from phlo_core.runlogs.model import LEVELS, LogFilter, LogsError
+from phlo_core.runlogs.read import read_entries, resolve_run_id
+from phlo_core.runlogs.stores import InstanceStorage, SqliteFiles, open_logs
+from phlo_core.runs.engine import RunOutcome, materialize
 from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
 from tests.e2e.helpers import assert_same_entries
@@ -92,7 +85,7 @@ def entries(home: Home, **filters: object) -> list:
 def test_the_files_and_dagsters_storage_classes_give_the_same_entries(home: Home) -> None:
     """The default SQLite instance is read from its files without Dagster; any other through
     Dagster's storage classes. Same instance, same entries, whatever the filter."""
-    from phlo_core.instance import instance_for
+    from phlo_core.runs.instance import instance_for
 
     files = open_logs(home.settings)
     assert isinstance(files, SqliteFiles)

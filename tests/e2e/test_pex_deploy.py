@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from locations.nightscout.sample_server import SampleNightscoutServer
-from phlo_core.lakehouse import query
-from phlo_core.services import free_port
+from phlo_core.lakehouse.connect import query
+from phlo_core.services.layout import free_port
 from phlo_core.settings import load_settings
 from phlo_core.workspace import DEFAULT_WORKSPACE, REPO_ROOT
 from tests.conftest import TEST_SECRET
@@ -168,7 +168,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 
 
 def test_every_location_loads_with_its_assets(deployed: dict[str, Any]) -> None:
-    from phlo_core.asset_index import index_of
+    from phlo_core.runs.asset_index import index_of
     from phlo_core.workspace import load_definitions, location_refs
 
     entries = deployed["entries"]

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from locations.nightscout.sample_server import SampleNightscoutServer
-from phlo_core.lakehouse import query
+from phlo_core.lakehouse.connect import query
 from phlo_core.settings import load_settings
 from tests.conftest import TEST_SECRET
 from tests.e2e.helpers import served_readings

@@ -15,8 +15,8 @@ import pytest
 from locations.weather.sample_data import hourly_values
 from locations.weather.sample_server import SampleOpenMeteoServer
 from phlo_core.calendar import DayRange, parse_day_range, today, utc_bounds
-from phlo_core.engine import RunOutcome, materialize
-from phlo_core.lakehouse import query
+from phlo_core.lakehouse.connect import query
+from phlo_core.runs.engine import RunOutcome, materialize
 from phlo_core.settings import PhloSettings
 
 TIMEZONE = "Europe/Berlin"

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, AssetSelection, Definitions
 
-from phlo_core.asset_index import cached
-from phlo_core.backfill import worker_environment
-from phlo_core.selection import SelectionError, check_selection, plan_selection
+from phlo_core.backfill.workers import worker_environment
+from phlo_core.runs.asset_index import cached
+from phlo_core.runs.selection import SelectionError, check_selection, plan_selection
+from phlo_core.runs.status import daily_assets
 from phlo_core.settings import PhloSettings
-from phlo_core.status import daily_assets
 from phlo_core.workspace import DEFAULT_WORKSPACE, load_definitions, location_refs
 from tests.integration.test_definitions import MODELS
 
@@ -51,7 +51,7 @@ def test_unknown_names_are_refused_from_the_index_without_loading_dagster(
     assert cached(settings) is not None
     probe = (
         "import sys\n"
-        "from phlo_core.selection import SelectionError, check_selection\n"
+        "from phlo_core.runs.selection import SelectionError, check_selection\n"
         "from phlo_core.settings import get_settings\n"
         "settings = get_settings()\n"
         "print(check_selection('+glucose_entries+,mrt_glucose_overview', settings))\n"
@@ -92,7 +92,7 @@ def test_the_event_log_is_dagsters_sqlite_format(
     from dagster import asset, materialize
     from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-    from phlo_core.instance import instance_for
+    from phlo_core.runs.instance import instance_for
 
     @asset
     def numbers() -> int:
@@ -126,8 +126,8 @@ def test_a_range_run_stores_its_asset_events_in_batches_as_dagster_would_one_by_
     )
     from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 
-    from phlo_core.dagster_sqlite import PooledSqliteEventLogStorage
-    from phlo_core.instance import instance_for
+    from phlo_core.runs.event_storage import PooledSqliteEventLogStorage
+    from phlo_core.runs.instance import instance_for
 
     days = DailyPartitionsDefinition(start_date="2024-01-01")
 
@@ -240,7 +240,7 @@ def test_status_reads_the_index_without_loading_dagster(
     probe = (
         "import sys\n"
         "from phlo_core.settings import get_settings\n"
-        "from phlo_core.status import daily_assets\n"
+        "from phlo_core.runs.status import daily_assets\n"
         "print(daily_assets(get_settings(), 'dlt_glucose_entries+'))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('dagster', 'dbt', 'duckdb')))\n"
     )

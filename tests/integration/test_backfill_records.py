@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from phlo_core.backfill import Backfill, all_ids, load, new_id, recorded, save
-from phlo_core.instance import instance_for
+from phlo_core.backfill.records import Backfill, all_ids, load, new_id, recorded, save
+from phlo_core.runs.instance import instance_for
 from phlo_core.settings import PhloSettings
 
 

@@ -65,7 +65,7 @@ def test_the_lakehouse_location_runs_maintenance_nightly(
 ) -> None:
     from dagster import DagsterInstance
 
-    from phlo_core.lakehouse import PartitionWrite, replace_partitions
+    from phlo_core.lakehouse.writes import PartitionWrite, replace_partitions
 
     settings = make_settings()
     ref = location_ref(settings, "lakehouse")
@@ -95,7 +95,7 @@ def test_a_truncated_manifest_is_parsed_again(make_settings: Callable[..., PhloS
     failed on it until it was deleted by hand."""
     import json
 
-    from phlo_core.dbt_project import prepare_project
+    from phlo_core.dbt.project import prepare_project
     from phlo_core.workspace import REPO_ROOT
 
     settings = make_settings()
@@ -111,8 +111,8 @@ def test_the_instance_file_follows_phlo_unless_it_is_the_users(
     make_settings: Callable[..., PhloSettings],
 ) -> None:
     """A dagster.yaml an older phlo wrote is brought up to date; one of the user's is kept."""
-    from phlo_core.dagster_sqlite import PooledSqliteEventLogStorage
-    from phlo_core.instance import TEMPLATE, instance_for
+    from phlo_core.runs.event_storage import PooledSqliteEventLogStorage
+    from phlo_core.runs.instance import TEMPLATE, instance_for
 
     settings = make_settings()
     config = settings.resolved_dagster_home / "dagster.yaml"

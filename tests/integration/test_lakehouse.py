@@ -8,16 +8,15 @@ from collections.abc import Callable
 import pyarrow as pa
 import pytest
 
-from phlo_core.lakehouse import (
+from phlo_core.lakehouse.connect import (
     IDENTITY_TABLE,
     LakehouseError,
-    PartitionWrite,
     QueryError,
     lakehouse,
     lakehouse_created,
     query,
-    replace_partitions,
 )
+from phlo_core.lakehouse.writes import PartitionWrite, replace_partitions
 from phlo_core.settings import PhloSettings
 
 COLUMNS = {"day": "date", "value": "integer"}

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from phlo_core.lakehouse import PartitionWrite, query, replace_partitions
-from phlo_core.maintenance import maintain
+from phlo_core.lakehouse.connect import query
+from phlo_core.lakehouse.maintenance import maintain
+from phlo_core.lakehouse.writes import PartitionWrite, replace_partitions
 from phlo_core.settings import PhloSettings
 
 DAY = dt.date(2024, 1, 15)

@@ -21,8 +21,8 @@ import pytest
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.calendar import parse_day_range
-from phlo_core.engine import materialize
-from phlo_core.lakehouse import query
+from phlo_core.lakehouse.connect import query
+from phlo_core.runs.engine import materialize
 from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
 from tests.e2e.helpers import assert_same_entries, expected_daily_metrics, served_readings
@@ -143,7 +143,7 @@ def built(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[PhloSettings, dict[str, str]]:
     """Three days through every layer on a fresh production profile, in one range run."""
-    from phlo_core.services import provision
+    from phlo_core.services.control import provision
 
     profile = provision(services, f"built{os.getpid()}")
     settings = as_settings(tmp_path_factory.mktemp("prod") / "home", profile, server)
@@ -276,15 +276,10 @@ def test_logs_read_with_sql_equal_logs_read_through_dagster(
     """phlo's own dagster.yaml on PostgreSQL is read with plain SQL (no Dagster import); any
     other through Dagster's storage classes. Same instance, same entries, whatever the filter."""
 
-    from phlo_core.instance import instance_for
-    from phlo_core.runlogs import (
-        LEVELS,
-        InstanceStorage,
-        LogFilter,
-        PostgresTables,
-        open_logs,
-        read_entries,
-    )
+    from phlo_core.runlogs.model import LEVELS, LogFilter
+    from phlo_core.runlogs.read import read_entries
+    from phlo_core.runlogs.stores import InstanceStorage, PostgresTables, open_logs
+    from phlo_core.runs.instance import instance_for
 
     settings, _ = built
     tables = open_logs(settings)
@@ -443,7 +438,7 @@ def test_readers_never_see_a_published_mart_missing_or_partial(
 ) -> None:
     import psycopg2
 
-    from phlo_core.publish import publish
+    from phlo_core.lakehouse.publish import publish
 
     settings, profile = built
     url = profile["PHLO_PUBLISH_POSTGRES_URL"]

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from phlo_core.lakehouse import lakehouse
-from phlo_core.publish import PublishError, publish
+from phlo_core.lakehouse.connect import lakehouse
+from phlo_core.lakehouse.publish import PublishError, publish
 from phlo_core.settings import PhloSettings, load_settings
 
 MART = "mrt_daily"
@@ -214,7 +214,7 @@ def test_staging_tables_of_a_killed_publish_are_dropped_by_the_next_publish(lake
             [
                 sys.executable,
                 "-c",
-                "from phlo_core.publish import publish; from phlo_core.settings import "
+                "from phlo_core.lakehouse.publish import publish; from phlo_core.settings import "
                 f"load_settings; publish([{MART!r}], load_settings())",
             ],
             env={**os.environ, **env},

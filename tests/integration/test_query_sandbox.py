@@ -15,8 +15,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from phlo_core.lakehouse import PartitionWrite, QueryError, query, replace_partitions
-from phlo_core.sandbox import QueryLimitError, QueryRefusedError, run_query
+from phlo_core.lakehouse.connect import QueryError, query
+from phlo_core.lakehouse.sandbox import QueryLimitError, QueryRefusedError, run_query
+from phlo_core.lakehouse.writes import PartitionWrite, replace_partitions
 from phlo_core.settings import PhloSettings, load_settings, with_overrides
 
 DAY = dt.date(2024, 1, 15)

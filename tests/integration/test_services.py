@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from phlo_core import services as local_services
+from phlo_core.services import control as local_services
 from phlo_core.settings import load_settings
 
 PHLO = str(Path(sys.executable).with_name("phlo"))

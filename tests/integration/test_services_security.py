@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from phlo_core import services as local_services
+from phlo_core.services import control as local_services
+from phlo_core.services import postgres, s3
 from phlo_core.settings import load_settings
 from tests.integration.test_services import phlo
 from tests.other_user import OtherUser
@@ -105,7 +106,7 @@ def psql(
     host: str, port: int, user: str, database: str, password: str | None
 ) -> tuple[list[str], dict[str, str]]:
     command = [
-        str(local_services.pg_bin() / "psql"),
+        str(postgres.pg_bin() / "psql"),
         "-h",
         host,
         "-p",
@@ -267,7 +268,7 @@ def volume_fids(running: Running) -> list[str]:
     for index in sorted(data.glob("lake_*.idx")):
         volume = index.stem.split("_", 1)[1]
         listed = subprocess.run(
-            [str(local_services.weed_bin()), "export", f"-dir={data}", f"-volumeId={volume}"]
+            [str(s3.weed_bin()), "export", f"-dir={data}", f"-volumeId={volume}"]
             + ["-collection=lake"],
             capture_output=True,
             text=True,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DailyPartitionsDefinition, asset, materialize
 
-from phlo_core.instance import instance_for
-from phlo_core.runlogs import InstanceStorage, PostgresTables, SqliteFiles, open_logs
+from phlo_core.runlogs.stores import InstanceStorage, PostgresTables, SqliteFiles, open_logs
+from phlo_core.runs.instance import instance_for
 from phlo_core.settings import PhloSettings, load_settings
 
 DAILY = DailyPartitionsDefinition(start_date="2024-01-01")

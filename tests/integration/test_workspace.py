@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey
 
-from phlo_core.selection import SelectionError, plan_selection
+from phlo_core.runs.selection import SelectionError, plan_selection
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import load_definitions, location_ref, location_refs
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from phlo_core.dbt_profile import CATALOG_ENV, S3_SECRET_ENV, write_profile
-from phlo_core.dbt_runner import secrets_for_dbt
+from phlo_core.dbt.profile import CATALOG_ENV, S3_SECRET_ENV, write_profile
+from phlo_core.dbt.runner import secrets_for_dbt
 from phlo_core.settings import load_settings
 
 

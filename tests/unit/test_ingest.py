@@ -9,7 +9,8 @@ import pytest
 
 from locations.nightscout.ingest import prepare_batch
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
-from phlo_core.lakehouse import PartitionWrite, query, replace_partitions
+from phlo_core.lakehouse.connect import query
+from phlo_core.lakehouse.writes import PartitionWrite, replace_partitions
 from phlo_core.settings import PhloSettings
 
 UTC = ZoneInfo("UTC")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from phlo_core.locks import file_lock, lakehouse_writer_lock_path, write_atomically
+from phlo_core.lakehouse.locks import file_lock, lakehouse_writer_lock_path, write_atomically
 from phlo_core.settings import load_settings
 
 # How long to wait for an event (a line, a process's exit) before calling it missed: only ever
@@ -123,7 +123,7 @@ def test_a_lock_is_reentrant_within_a_process(
         f"""
         import sys
         from pathlib import Path
-        from phlo_core.locks import file_lock
+        from phlo_core.lakehouse.locks import file_lock
         lock = Path({str(lock)!r})
         with file_lock(lock):
             with file_lock(lock):
@@ -153,7 +153,7 @@ def test_a_lock_excludes_another_process_and_dies_with_it(
         f"""
         import sys
         from pathlib import Path
-        from phlo_core.locks import file_lock
+        from phlo_core.lakehouse.locks import file_lock
         with file_lock(Path({str(lock)!r})):
             print("held", flush=True)
             sys.stdin.readline()  # holds the lock until killed
@@ -163,7 +163,7 @@ def test_a_lock_excludes_another_process_and_dies_with_it(
     waiter = python(
         f"""
         from pathlib import Path
-        from phlo_core.locks import file_lock
+        from phlo_core.lakehouse.locks import file_lock
         print("waiting", flush=True)
         with file_lock(Path({str(lock)!r})):
             print("got it", flush=True)

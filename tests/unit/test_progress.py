@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import signal
 
-from phlo_core.progress import signals_noted
+from phlo_core.runs.progress import signals_noted
 
 
 def test_a_signal_handled_by_someone_else_is_noted() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from phlo_core.selection import SelectionError, parse_selection
+from phlo_core.runs.selection import SelectionError, parse_selection
 
 
 def test_names_lists_and_graph_operators() -> None:

@@ -19,12 +19,14 @@ from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
 
 if TYPE_CHECKING:  # for annotations only: these modules load inside the commands
-    from phlo_core.backfill import Backfill, Plan, RangeResult
+    from phlo_core.backfill.plan import Plan
+    from phlo_core.backfill.records import Backfill
+    from phlo_core.backfill.workers import RangeResult
     from phlo_core.calendar import DayRange
-    from phlo_core.engine import RunOutcome
-    from phlo_core.progress import ProgressCallback
+    from phlo_core.runs.engine import RunOutcome
+    from phlo_core.runs.progress import ProgressCallback
+    from phlo_core.runs.status import AssetDays
     from phlo_core.settings import PhloSettings
-    from phlo_core.status import AssetDays
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -66,7 +68,7 @@ def _settings(*, writes: bool = True) -> PhloSettings:
 def _progress_printer(verbose: bool, days_label: str | None = None) -> ProgressCallback:
     """Progress lines on stderr. A range run materializes every asset once per day; unless
     verbose, each asset is reported once, labelled with the whole range."""
-    from phlo_core.progress import Progress
+    from phlo_core.runs.progress import Progress
 
     started = time.perf_counter()
     seen: set[str] = set()
@@ -145,11 +147,11 @@ def materialize(
         nothing is written.
     """
     from phlo_core.calendar import PartitionError, parse_day_range
-    from phlo_core.engine import materialize as run_materialize
-    from phlo_core.engine import validate_days
-    from phlo_core.instance import InstanceError
-    from phlo_core.lakehouse import LakehouseError
-    from phlo_core.selection import SelectionError, check_selection
+    from phlo_core.lakehouse.connect import LakehouseError
+    from phlo_core.runs.engine import materialize as run_materialize
+    from phlo_core.runs.engine import validate_days
+    from phlo_core.runs.instance import InstanceError
+    from phlo_core.runs.selection import SelectionError, check_selection
     from phlo_core.workspace import WorkspaceError
 
     settings = _settings()
@@ -243,10 +245,17 @@ def backfill(
     allow_shrink
         As in `phlo materialize`: let runs replace days that would lose many rows.
     """
-    from phlo_core import backfill as backfills
-    from phlo_core.instance import InstanceError, instance_for
-    from phlo_core.lakehouse import LakehouseError
-    from phlo_core.selection import SelectionError, check_selection, with_downstream
+    from phlo_core.backfill.plan import (
+        default_chunk_size,
+        max_parallel,
+        plan_backfill,
+        requested_days,
+        whole_plan,
+    )
+    from phlo_core.backfill.records import Backfill, BackfillError, create, save
+    from phlo_core.lakehouse.connect import LakehouseError
+    from phlo_core.runs.instance import InstanceError, instance_for
+    from phlo_core.runs.selection import SelectionError, check_selection, with_downstream
     from phlo_core.workspace import WorkspaceError
 
     for option, value in (("--parallel", parallel), ("--chunk-size", chunk_size)):
@@ -257,7 +266,7 @@ def backfill(
                 f"{option} does not apply with --submit: Dagster makes the runs (the assets' "
                 "backfill policy) and its run launcher decides where they run"
             )
-    if parallel is not None and parallel > (most := backfills.max_parallel()):
+    if parallel is not None and parallel > (most := max_parallel()):
         print(
             f"phlo: --parallel {parallel} lowered to {most}: two workers per CPU core "
             f"({most // 2} here); more only wait for each other",
@@ -283,24 +292,24 @@ def backfill(
                 record.parallel = parallel
             if chunk_size is not None:
                 record.chunk_size = chunk_size
-            plan = backfills.plan_backfill(record, settings)
+            plan = plan_backfill(record, settings)
         else:
             if selection is None:
                 raise UsageError(
                     "name what to backfill (asset names; `name+` adds everything downstream) "
                     "or give --resume"
                 )
-            days = backfills.requested_days(
+            days = requested_days(
                 settings, start_date=start_date, end_date=end_date, partitions=partitions
             )
             selection = check_selection(selection, settings)
             if not only:
                 selection = with_downstream(selection)
-            draft = backfills.Backfill(
+            draft = Backfill(
                 "(dry run)",
                 selection,
                 [d.isoformat() for d in days],
-                chunk_size or backfills.default_chunk_size(len(days), parallel or 1),
+                chunk_size or default_chunk_size(len(days), parallel or 1),
                 parallel or 1,
                 time.time(),
                 0,
@@ -308,8 +317,8 @@ def backfill(
             )
             # Materialized before (at any time): what --missing skips, what a plain backfill
             # runs again. The dry run prints the plan the run itself would follow.
-            missing_plan = backfills.plan_backfill(draft, settings, missing_only=True)
-            plan = missing_plan if missing else backfills.whole_plan(missing_plan)
+            missing_plan = plan_backfill(draft, settings, missing_only=True)
+            plan = missing_plan if missing else whole_plan(missing_plan)
             if dry_run:
                 return _print_backfill_plan(plan, skippable=missing_plan.done)
             if not plan.todo:
@@ -318,7 +327,7 @@ def backfill(
                     f"{selection} (without --missing a backfill runs them again)"
                 )
                 return 0
-            record = backfills.create(
+            record = create(
                 settings,
                 selection,
                 plan.todo,
@@ -326,14 +335,14 @@ def backfill(
                 parallel=draft.parallel,
                 allow_shrink=allow_shrink,
             )
-            plan = backfills.plan_backfill(record, settings)
+            plan = plan_backfill(record, settings)
         if resume is not None and dry_run:
             return _print_backfill_plan(plan)
         if resume is not None:
-            backfills.save(instance_for(settings), plan.backfill)  # new options kept
+            save(instance_for(settings), plan.backfill)  # new options kept
         if submit or plan.backfill.submitted:
             return _submit_backfill(plan, settings)
-    except (backfills.BackfillError, SelectionError) as exc:
+    except (BackfillError, SelectionError) as exc:
         raise UsageError(str(exc)) from None
     except (WorkspaceError, LakehouseError, InstanceError) as exc:
         _err(str(exc))
@@ -342,12 +351,12 @@ def backfill(
 
 
 def _submit_backfill(plan: Plan, settings: PhloSettings) -> int:
-    from phlo_core import backfill as backfills
-    from phlo_core.instance import instance_for
+    from phlo_core.backfill.daemon import daemon_running, submit, submitted_state
+    from phlo_core.runs.instance import instance_for
 
     record = plan.backfill
     instance = instance_for(settings)
-    state = backfills.submitted_state(instance, record)
+    state = submitted_state(instance, record)
     if state in ("requested", "canceling", "failing"):
         raise UsageError(
             f"backfill {record.id} is still {state} in Dagster's daemon: follow it with "
@@ -356,7 +365,7 @@ def _submit_backfill(plan: Plan, settings: PhloSettings) -> int:
     if not plan.todo:
         print(f"backfill {record.id}: every day is done")
         return 0
-    submitted = backfills.submit(plan, settings)
+    submitted = submit(plan, settings)
     print(
         f"backfill {record.id}: {len(plan.todo)} day(s) handed to Dagster's daemon as asset "
         f"backfill {submitted.asset_backfill_id}; follow it with `phlo backfill list`, "
@@ -370,7 +379,7 @@ def _submit_backfill(plan: Plan, settings: PhloSettings) -> int:
             "locations at once; materialize those with `phlo materialize` once it is done)",
             file=sys.stderr,
         )
-    if not backfills.daemon_running(instance):
+    if not daemon_running(instance):
         print(
             "warning: no dagster-daemon has reported to this instance lately: the backfill "
             "waits until one runs (`phlo ui` starts one)",
@@ -380,21 +389,22 @@ def _submit_backfill(plan: Plan, settings: PhloSettings) -> int:
 
 
 def _backfill_to_resume(settings: PhloSettings, backfill_id: str | None) -> Backfill:
-    from phlo_core import backfill as backfills
-    from phlo_core.instance import instance_for
+    from phlo_core.backfill.plan import plan_backfill
+    from phlo_core.backfill.records import all_backfills, load, recorded
+    from phlo_core.runs.instance import instance_for
 
     if backfill_id is not None:
-        record = backfills.load(instance_for(settings), backfill_id)
+        record = load(instance_for(settings), backfill_id)
         assert record is not None
         return record
     # Read without loading Dagster: "nothing to resume" answers at once.
-    records = backfills.recorded(settings)
+    records = recorded(settings)
     if records is None:
-        records = backfills.all_backfills(instance_for(settings))
+        records = all_backfills(instance_for(settings))
     if not records:
         raise UsageError("nothing to resume: this instance has no backfill yet")
     for record in reversed(records):
-        if not record.finished and backfills.plan_backfill(record, settings).todo:
+        if not record.finished and plan_backfill(record, settings).todo:
             return record
     raise UsageError("nothing to resume: every backfill in this instance is finished")
 
@@ -424,7 +434,8 @@ def _print_backfill_plan(plan: Plan, skippable: int = 0) -> int:
 
 
 def _run_backfill(plan: Plan, settings: PhloSettings, started: float) -> int:
-    from phlo_core import backfill as backfills
+    from phlo_core.backfill.records import cancel_unfinished, save
+    from phlo_core.backfill.workers import execute
 
     record = plan.backfill
     total = len(plan.todo)
@@ -469,12 +480,12 @@ def _run_backfill(plan: Plan, settings: PhloSettings, started: float) -> int:
     try:
         from phlo_cli import server
 
-        results = backfills.execute(plan, settings, on_range, server.worker_starter())
+        results = execute(plan, settings, on_range, server.worker_starter())
     except KeyboardInterrupt:
-        from phlo_core.instance import instance_for
+        from phlo_core.runs.instance import instance_for
 
         # Every worker has exited: a run still marked going has no one left to finish it.
-        backfills.cancel_unfinished(instance_for(settings), record.id)
+        cancel_unfinished(instance_for(settings), record.id)
         print(
             f"\nbackfill {record.id} interrupted; resume with: phlo backfill --resume {record.id}",
             file=sys.stderr,
@@ -484,10 +495,10 @@ def _run_backfill(plan: Plan, settings: PhloSettings, started: float) -> int:
         print(file=sys.stderr)
     failed = [r for r in results if not r.success]
     if not failed:
-        from phlo_core.instance import instance_for
+        from phlo_core.runs.instance import instance_for
 
         record.finished = True
-        backfills.save(instance_for(settings), record)
+        save(instance_for(settings), record)
     print(
         f"backfill {record.id}: {counts['done']} day(s) done, {plan.done} skipped (done before), "
         f"{counts['failed']} failed, in {time.perf_counter() - started:.1f}s"
@@ -510,15 +521,17 @@ def backfill_list(*, as_json: Annotated[bool, Parameter(name="--json")] = False)
         (`--submit`), else null.
     """
     from phlo_cli.render import to_table
-    from phlo_core import backfill as backfills
-    from phlo_core.instance import instance_for
+    from phlo_core.backfill.daemon import submitted_state
+    from phlo_core.backfill.plan import plan_backfill
+    from phlo_core.backfill.records import all_backfills, failed_days
+    from phlo_core.runs.instance import instance_for
 
     settings = _settings()
     instance = instance_for(settings)
     rows = []
-    for record in backfills.all_backfills(instance):
-        plan = backfills.plan_backfill(record, settings)
-        failed = backfills.failed_days(instance, record.id) & set(plan.todo)
+    for record in all_backfills(instance):
+        plan = plan_backfill(record, settings)
+        failed = failed_days(instance, record.id) & set(plan.todo)
         rows.append(
             {
                 "id": record.id,
@@ -531,7 +544,7 @@ def backfill_list(*, as_json: Annotated[bool, Parameter(name="--json")] = False)
                 "finished": not plan.todo,
                 "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(record.created)),
                 # Handed to Dagster's daemon: its asset backfill's status there.
-                "dagster": backfills.submitted_state(instance, record),
+                "dagster": submitted_state(instance, record),
             }
         )
     if as_json:
@@ -590,10 +603,10 @@ def status(
     import json
 
     from phlo_core.calendar import DayRange, PartitionError, check_within, parse_day, today
-    from phlo_core.instance import InstanceError
-    from phlo_core.lakehouse import LakehouseError
-    from phlo_core.selection import SelectionError, check_selection
-    from phlo_core.status import status_of
+    from phlo_core.lakehouse.connect import LakehouseError
+    from phlo_core.runs.instance import InstanceError
+    from phlo_core.runs.selection import SelectionError, check_selection
+    from phlo_core.runs.status import status_of
     from phlo_core.workspace import WorkspaceError
 
     settings = _settings(writes=False)
@@ -653,8 +666,8 @@ def query(
         table (aligned text), json (an array of row objects) or csv.
     """
     from phlo_cli.render import render
-    from phlo_core.lakehouse import LakehouseError, QueryError
-    from phlo_core.sandbox import QueryLimitError, QueryRefusedError, run_query
+    from phlo_core.lakehouse.connect import LakehouseError, QueryError
+    from phlo_core.lakehouse.sandbox import QueryLimitError, QueryRefusedError, run_query
 
     text = _sql_text(sql, file)
     settings = _settings(writes=False)
@@ -675,7 +688,7 @@ def query(
 def status_table(found: list[AssetDays], days: DayRange, *, colour: bool, width: int) -> str:
     """One line an asset: counts, then its days as a strip fitted to the terminal."""
     from phlo_cli.render import to_table
-    from phlo_core.status import cells
+    from phlo_core.runs.status import cells
 
     symbols = {"done": "#", "some": "+", "missing": ".", "failed": "x", "running": ">"}
     colours = {"done": "32", "some": "33", "missing": "2", "failed": "31", "running": "36"}
@@ -761,18 +774,17 @@ def logs(
         At most this many entries (the newest), before --follow goes on.
     """
     from phlo_cli.render import log_line
-    from phlo_core.runlogs import (
+    from phlo_core.runlogs.model import (
         LogEntry,
         LogFilter,
         LogsError,
         NoInstanceError,
-        open_logs,
         parse_level,
         parse_since,
-        read_entries,
-        resolve_run_id,
     )
-    from phlo_core.runlogs import follow as follow_entries
+    from phlo_core.runlogs.read import follow as follow_entries
+    from phlo_core.runlogs.read import read_entries, resolve_run_id
+    from phlo_core.runlogs.stores import open_logs
 
     if not 1 <= limit <= MAX_LOG_LIMIT:
         raise UsageError(f"--limit must be between 1 and {MAX_LOG_LIMIT:,}")
@@ -867,7 +879,7 @@ def _show_services(statuses: list[object], as_json: bool) -> None:
 def _follow_services(settings: PhloSettings) -> None:
     """DAGSTER_HOME's dagster.yaml for the settings as they read now (the services' or not),
     so that `dagster dev` started next uses the same storage as phlo."""
-    from phlo_core.instance import sync_instance_config
+    from phlo_core.runs.instance import sync_instance_config
     from phlo_core.settings import load_settings
 
     given = {"phlo_home": settings.phlo_home}
@@ -896,7 +908,8 @@ def services_up(*, pg_port: int | None = None, s3_port: int | None = None) -> in
     s3_port
         The S3 API's port (default: the one used before, else a free one).
     """
-    from phlo_core.services import ServiceError, ServicePortError, up
+    from phlo_core.services.control import up
+    from phlo_core.services.layout import ServiceError, ServicePortError
 
     for option, port in (("--pg-port", pg_port), ("--s3-port", s3_port)):
         if port is not None and not 1024 <= port <= 65535:
@@ -931,7 +944,8 @@ def services_down(*, purge: bool = False) -> int:
         Also delete everything `up` made: the servers' data, keys and logs, PostgreSQL's files
         wherever they live (as root, ~postgres/phlo/<id>). The lakehouse is gone with them.
     """
-    from phlo_core.services import ServiceError, down
+    from phlo_core.services.control import down
+    from phlo_core.services.layout import ServiceError
 
     settings = _settings()
     try:
@@ -953,7 +967,7 @@ def services_status(*, as_json: Annotated[bool, Parameter(name="--json")] = Fals
     as_json
         A JSON list of {name, state, address, answers, detail}.
     """
-    from phlo_core.services import status
+    from phlo_core.services.control import status
 
     statuses = status(_settings(writes=False))
     _show_services(list(statuses), as_json=as_json)
@@ -1022,7 +1036,7 @@ def instance() -> int:
     log. phlo rewrites the file when the settings change; a dagster.yaml of your own (without
     phlo's first line) is left as it is.
     """
-    from phlo_core.instance import InstanceError, instance_config, instance_for
+    from phlo_core.runs.instance import InstanceError, instance_config, instance_for
 
     settings = _settings()
     try:
@@ -1050,8 +1064,8 @@ def maintenance(*, retention_days: int | None = None) -> int:
         Keep snapshots (and time travel) this many days back; default
         PHLO_SNAPSHOT_RETENTION_DAYS (7).
     """
-    from phlo_core.lakehouse import LakehouseError, check_catalog
-    from phlo_core.maintenance import maintain
+    from phlo_core.lakehouse.connect import LakehouseError, check_catalog
+    from phlo_core.lakehouse.maintenance import maintain
 
     settings = _settings()
     if retention_days is not None and retention_days < 0:
@@ -1084,8 +1098,8 @@ def ui(*, demo: bool = False, port: int = 3000, host: str = "127.0.0.1") -> int:
     from contextlib import ExitStack
 
     from phlo_core.demo import demo_settings, sample_sources
-    from phlo_core.services import port_in_use
-    from phlo_core.ui import UiError, start_ui
+    from phlo_core.services.layout import port_in_use
+    from phlo_core.services.ui import UiError, start_ui
 
     if not 1024 <= port <= 65535:
         raise UsageError(f"--port must be from 1024 to 65535, not {port}")
@@ -1141,9 +1155,9 @@ def docs(*, serve: bool = False, port: int = 8580, host: str = "127.0.0.1") -> i
     """
     import threading
 
-    from phlo_core.dbt_docs import build_docs, serve_docs
-    from phlo_core.dbt_runner import DbtError
-    from phlo_core.lakehouse import LakehouseError
+    from phlo_core.dbt.docs import build_docs, serve_docs
+    from phlo_core.dbt.runner import DbtError
+    from phlo_core.lakehouse.connect import LakehouseError
 
     if serve and not 1024 <= port <= 65535:
         raise UsageError(f"--port must be from 1024 to 65535, not {port}")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from phlo_core.runlogs import LogEntry
+    from phlo_core.runlogs.model import LogEntry
 
 FORMATS = ("table", "json", "csv")
 

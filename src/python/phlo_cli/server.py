@@ -62,7 +62,7 @@ from typing import TYPE_CHECKING, NoReturn
 from phlo_core.private_folder import NotPrivateError, check_private, open_private, private_folder
 
 if TYPE_CHECKING:
-    from phlo_core.backfill import WorkerProcess, WorkerStarter
+    from phlo_core.backfill.workers import WorkerProcess, WorkerStarter
     from phlo_core.settings import PhloSettings
 
 OFF = {"0", "false", "no", "off"}
@@ -129,7 +129,7 @@ def server_key() -> str:
     installed packages, the workspace file and every file of the code locations, the dbt
     projects and phlo. Not the settings nor the rest of the environment, nor the folder: a
     command brings those, and its child applies them (its runs' resources read them)."""
-    from phlo_core.asset_index import digest_files, fingerprint
+    from phlo_core.runs.asset_index import digest_files, fingerprint
 
     digest = hashlib.sha256()
     digest.update(fingerprint(_code_settings()).encode())  # workspace, locations, dbt, core
@@ -307,7 +307,7 @@ def worker_starter() -> WorkerStarter | None:
     path = _socket
     if path is None:
         return None
-    from phlo_core.backfill import start_worker_process
+    from phlo_core.backfill.workers import start_worker_process
 
     def start(args: list[str], env: dict[str, str]) -> WorkerProcess:
         try:
@@ -418,10 +418,10 @@ def _preload() -> None:
     import duckdb  # noqa: F401
 
     import phlo_cli.main  # noqa: F401
-    import phlo_core.backfill  # noqa: F401
-    import phlo_core.engine  # noqa: F401
-    from phlo_core.dbt_project import prepare_project, prepared_projects
-    from phlo_core.dbt_runner import parsed_manifest
+    import phlo_core.backfill.workers  # noqa: F401
+    import phlo_core.runs.engine  # noqa: F401
+    from phlo_core.dbt.project import prepare_project, prepared_projects
+    from phlo_core.dbt.runner import parsed_manifest
     from phlo_core.settings import check_home, get_settings
     from phlo_core.workspace import load_definitions, location_refs
 
@@ -721,9 +721,9 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:  # type:
         use_settings(None)  # read again from the caller's environment
         threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
         if request.get("worker"):
-            from phlo_core.backfill import worker_main
+            from phlo_core.backfill.workers import worker_main
 
-            sys.argv = ["phlo_core.backfill", *request["argv"]]
+            sys.argv = ["phlo_core.backfill.workers", *request["argv"]]
             code = worker_main(list(request["argv"]))
             return
         from phlo_cli.main import main

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from phlo_core.calendar import DayRange
-from phlo_core.engine import RunOutcome, materialize
-from phlo_core.lakehouse import QueryResult, query
-from phlo_core.progress import ProgressCallback
+from phlo_core.lakehouse.connect import QueryResult, query
+from phlo_core.runs.engine import RunOutcome, materialize
+from phlo_core.runs.progress import ProgressCallback
 from phlo_core.settings import PhloSettings, services_profile, with_overrides
 from phlo_core.workspace import location_refs
 

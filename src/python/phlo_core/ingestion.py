@@ -34,16 +34,16 @@ from dagster import (
     asset,
 )
 
-from phlo_core.asset_index import TABLE_NAME_KEY
 from phlo_core.calendar import DayRange
-from phlo_core.engine import SUMMARY_KEY
-from phlo_core.lakehouse import PartitionWrite
+from phlo_core.lakehouse.shrink import ALLOW_SHRINK_TAG, ShrinkError, shrinking_days
+from phlo_core.lakehouse.writes import PartitionWrite
 from phlo_core.log import get_logger
-from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
 from phlo_core.resources import LAKEHOUSE, Lakehouse, resource
+from phlo_core.runs.asset_index import TABLE_NAME_KEY
+from phlo_core.runs.engine import SUMMARY_KEY
+from phlo_core.runs.orphans import claim_run
 from phlo_core.settings import PhloSettings
-from phlo_core.shrink import ALLOW_SHRINK_TAG, ShrinkError, shrinking_days
 
 if TYPE_CHECKING:
     import datetime as dt

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     import duckdb
     from dbt.cli.main import dbtRunnerResult
 
-    from phlo_core.lakehouse import PartitionWrite, QueryResult
+    from phlo_core.lakehouse.connect import QueryResult
+    from phlo_core.lakehouse.writes import PartitionWrite
 
 LAKEHOUSE = "lakehouse"
 DBT = "dbt"
@@ -76,19 +77,19 @@ class Lakehouse(SettingsResource):
         writes: Sequence[PartitionWrite],
         guard: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
-        from phlo_core.lakehouse import replace_partitions
+        from phlo_core.lakehouse.writes import replace_partitions
 
         replace_partitions(writes, self.settings, guard=guard)
 
     def query(self, sql: str) -> QueryResult:
-        from phlo_core.lakehouse import query
+        from phlo_core.lakehouse.connect import query
 
         return query(sql, self.settings)
 
     def lock(self, *, shared: bool) -> contextlib.AbstractContextManager[Any]:
         """Shared: daily builds, which may run side by side (maintenance waits for them);
         otherwise one writer at a time (tables rebuilt whole stage under shared names)."""
-        from phlo_core.locks import lakehouse_building, lakehouse_writer
+        from phlo_core.lakehouse.locks import lakehouse_building, lakehouse_writer
 
         return lakehouse_building(self.settings) if shared else lakehouse_writer(self.settings)
 
@@ -98,16 +99,16 @@ class DbtRunner(SettingsResource):
     commit are built again (`dbt_assets.build_retrying_conflicts`)."""
 
     def target_path(self, project_dir: Path) -> Path:
-        from phlo_core.dbt_runner import target_path
+        from phlo_core.dbt.runner import target_path
 
         return target_path(project_dir, self.settings)
 
     def build(self, project_dir: Path, args: list[str]) -> dbtRunnerResult:
         """`dbt build` with `args`, the project first made ready for the run's settings (its
         profile, the extensions, a current parse)."""
-        from phlo_core.dbt_assets import build_retrying_conflicts
-        from phlo_core.dbt_project import prepare_project
-        from phlo_core.dbt_runner import parsed_manifest
+        from phlo_core.dbt.assets import build_retrying_conflicts
+        from phlo_core.dbt.project import prepare_project
+        from phlo_core.dbt.runner import parsed_manifest
 
         prepare_project(project_dir, self.settings)
         manifest = parsed_manifest(project_dir, self.settings)

@@ -19,7 +19,7 @@ from dagster import (
 )
 
 from locations.insights.settings import insights_settings
-from phlo_core.dbt_assets import build_dbt_assets
+from phlo_core.dbt.assets import build_dbt_assets
 from phlo_core.resources import default_resources
 from phlo_core.settings import PhloSettings, get_settings
 from phlo_core.workspace import DBT_ROOT

@@ -13,7 +13,7 @@ from dagster import (
 from locations.nightscout.assets import ASSET_NAME, SOURCE, build_ingestion_asset
 from locations.nightscout.client import NightscoutConfigError, NightscoutSource, configured_url
 from locations.nightscout.settings import nightscout_settings
-from phlo_core.dbt_assets import build_dbt_assets
+from phlo_core.dbt.assets import build_dbt_assets
 from phlo_core.partitions import daily_schedule
 from phlo_core.resources import default_resources
 from phlo_core.settings import PhloSettings, SettingsError, get_settings

@@ -22,7 +22,7 @@ import pandas as pd
 import pandera.pandas as pa
 
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
-from phlo_core.lakehouse import PartitionWrite
+from phlo_core.lakehouse.writes import PartitionWrite
 from phlo_core.quality import split_by_schema
 
 # Dexcom's special glucose values, as Nightscout's `errorcodes` plugin documents them (0 is

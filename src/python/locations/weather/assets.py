@@ -19,7 +19,7 @@ from locations.weather.ingest import (
 from locations.weather.settings import Place
 from phlo_core.calendar import DayRange, today, utc_bounds
 from phlo_core.ingestion import Batch, CheckWarning, IngestionSpec, ingestion_asset
-from phlo_core.lakehouse import PartitionWrite
+from phlo_core.lakehouse.writes import PartitionWrite
 from phlo_core.log import get_logger
 from phlo_core.settings import PhloSettings
 

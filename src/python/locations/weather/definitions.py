@@ -12,7 +12,7 @@ from dagster import (
 
 from locations.weather.assets import SOURCE, build_ingestion_asset
 from locations.weather.client import OpenMeteoSource
-from phlo_core.dbt_assets import build_dbt_assets
+from phlo_core.dbt.assets import build_dbt_assets
 from phlo_core.partitions import daily_schedule
 from phlo_core.resources import default_resources
 from phlo_core.settings import PhloSettings, get_settings

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from phlo_core.lakehouse import (
+from phlo_core.lakehouse.connect import (
     LakehouseError,
     QueryError,
     QueryResult,

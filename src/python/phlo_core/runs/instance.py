@@ -1,7 +1,7 @@
 """The Dagster instance phlo records its runs in (DAGSTER_HOME).
 
 Its `dagster.yaml` follows the settings: SQLite files under DAGSTER_HOME by default (the event
-log through `phlo_core.dagster_sqlite`, which keeps connections open), PostgreSQL
+log through `phlo_core.runs.event_storage`, which keeps connections open), PostgreSQL
 (runs, event log, schedules) when PHLO_DAGSTER_POSTGRES_URL is set. phlo writes the file and
 rewrites it whenever the settings or phlo's template change, as long as it starts with the
 template's first line; a file of your own is left alone.
@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from phlo_core.locks import file_lock, write_atomically
-from phlo_core.orphans import fail_orphaned_runs
+from phlo_core.lakehouse.locks import file_lock, write_atomically
 from phlo_core.redact import redact
+from phlo_core.runs.orphans import fail_orphaned_runs
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import REPO_ROOT
 
@@ -45,11 +45,11 @@ def instance_config(settings: PhloSettings) -> str:
     url = settings.dagster_postgres_url
     if url is None:
         # Dagster's SQLite files in their usual places; the event log through a class that
-        # keeps its connections open (`phlo_core.dagster_sqlite`: runs 1.5x faster).
+        # keeps its connections open (`phlo_core.runs.event_storage`: runs 1.5x faster).
         runs = settings.resolved_dagster_home / "history" / "runs"
         return text + (
             "# The event log: Dagster's SQLite storage, keeping its connections open.\n"
-            "event_log_storage:\n  module: phlo_core.dagster_sqlite\n"
+            "event_log_storage:\n  module: phlo_core.runs.event_storage\n"
             "  class: PooledSqliteEventLogStorage\n"
             f"  config:\n    base_dir: {json.dumps(str(runs))}\n"
         )

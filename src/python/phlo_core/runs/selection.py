@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from phlo_core.asset_index import AssetIndex, cached, fingerprint, index_of, remember
+from phlo_core.runs.asset_index import AssetIndex, cached, fingerprint, index_of, remember
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import LocationRef, load_definitions, location_refs
 
@@ -79,7 +79,7 @@ def resolve_names(
 
 def check_selection(selection: str, settings: PhloSettings) -> str:
     """The selection with table names replaced by their assets, checked against the remembered
-    asset names (`phlo_core.asset_index`) without loading any location: an unknown name is a
+    asset names (`phlo_core.runs.asset_index`) without loading any location: an unknown name is a
     SelectionError in milliseconds. With no current index, names pass unchecked (loading the
     locations checks them)."""
     tokens = parse_selection(selection)

@@ -1,18 +1,6 @@
-"""Run logs from the Dagster instance's own event log, filtered where the data is.
-
-An entry is a log line a step wrote (`context.log`), or one of the events worth reading: a run
-started, succeeded, failed or was canceled, a step failed (with its error), an asset was
-materialized, a check was evaluated. Filters (run, job, asset, level, time, backfill) become
-SQL on the event log: the run storage picks the runs, then each run's events are selected with
-a WHERE clause and a LIMIT, newest first, until enough are found.
-
-The instances phlo writes are read with plain SQL, without importing Dagster (that import alone
-costs a command about 2 s here): Dagster's default SQLite layout (runs.db, one event file per
-run, index.db under DAGSTER_HOME/history) from its files, read-only; Dagster's PostgreSQL
-storage over one connection, many runs a statement. Any other instance (a dagster.yaml of the
-user's) is read through Dagster's own storage classes. Entries are parsed from the stored event
-JSON in every case, so all give the same entries (tests hold them to it).
-"""
+"""Where a Dagster instance keeps its run logs, opened to read (never created): Dagster's default
+SQLite files read-only, its PostgreSQL storage over one connection, any other instance through
+Dagster's own storage classes."""
 
 from __future__ import annotations
 
@@ -22,124 +10,29 @@ import os
 import re
 import sqlite3
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from phlo_core.runlogs.model import (
+    BACKFILL_TAG,
+    InstanceNotCreatedError,
+    LogFilter,
+    LogsError,
+    NoInstanceError,
+    RunInfo,
+)
+from phlo_core.runlogs.sql import select_events, utc_text, where_clause
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance
 
     from phlo_core.settings import PhloSettings
 
-LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
-LEVEL_NAMES = {number: name for name, number in LEVELS.items()}
-BACKFILL_TAG = "dagster/backfill"
-
-# The events shown, with the level each is shown at (check evaluations: WARNING when failed).
-EVENT_LEVELS = {
-    "PIPELINE_START": 20,
-    "PIPELINE_SUCCESS": 20,
-    "PIPELINE_FAILURE": 40,
-    "PIPELINE_CANCELED": 30,
-    "STEP_FAILURE": 40,
-    "ASSET_MATERIALIZATION": 20,
-    "ASSET_CHECK_EVALUATION": 20,
-}
-_CHECK = "ASSET_CHECK_EVALUATION"
-_SHOWN_TYPES = ", ".join(f"'{name}'" for name in EVENT_LEVELS)
-
-
-class LogsError(ValueError):
-    """Bad input to `phlo logs` (an unknown run, a malformed --since): a usage error."""
-
-
-class NoInstanceError(RuntimeError):
-    """There is no Dagster instance where the settings point, or it cannot be read."""
-
-
-class InstanceNotCreatedError(NoInstanceError):
-    """Nothing was ever run with these settings: there is no instance to read yet."""
-
-
-@dataclass(frozen=True)
-class LogFilter:
-    run_ids: Sequence[str] | None = None
-    job: str | None = None
-    asset: str | None = None
-    level: int = LEVELS["DEBUG"]
-    since: dt.datetime | None = None  # aware
-    backfill: str | None = None
-    limit: int = 100
-    with_unfinished: bool = False  # also runs still going that were updated before `since`
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    storage_id: int
-    timestamp: float
-    level: int
-    run_id: str
-    job: str
-    step: str | None
-    asset: str | None
-    event_type: str | None  # None for a log line
-    message: str
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    stack: str | None = None
-
-    @property
-    def level_name(self) -> str:
-        return LEVEL_NAMES.get(self.level, str(self.level))
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "timestamp": dt.datetime.fromtimestamp(self.timestamp, dt.UTC).isoformat(),
-            "level": self.level_name,
-            "run_id": self.run_id,
-            "job": self.job,
-            "step": self.step,
-            "asset": self.asset,
-            "event_type": self.event_type or "LOG",
-            "message": self.message,
-            "fields": dict(self.fields),
-            **({"stack": self.stack} if self.stack else {}),
-        }
-
-
-_SINCE = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
-
-
-def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """`30m`, `1h`, `2d`, `1h30m` before now (UTC)."""
-    match = _SINCE.fullmatch(text.strip())
-    if not text.strip() or match is None or not any(match.groups()):
-        raise LogsError(f"--since {text!r} is not a duration: use e.g. 30m, 1h, 2d or 1h30m")
-    days, hours, minutes, seconds = (int(group or 0) for group in match.groups())
-    try:
-        span = dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-        return (now or dt.datetime.now(dt.UTC)) - span
-    except OverflowError:
-        raise LogsError(f"--since {text!r} reaches before the year 1: no run is that old") from None
-
-
-def parse_level(text: str) -> int:
-    name = text.strip().upper()
-    level = LEVELS.get("WARNING" if name == "WARN" else name)
-    if level is None:
-        raise LogsError(f"--level {text!r} is not one of {', '.join(LEVELS)}")
-    return level
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    run_id: str
-    job: str
-    updated: float  # when the run's status last changed, epoch seconds
-
-
 _HEX = re.compile(r"[0-9a-f-]{1,36}")
+
+
 _GOING = ("STARTING", "STARTED", "CANCELING")
 
 
@@ -157,11 +50,6 @@ def _one_match(cleaned: str, matches: Sequence[str]) -> str:
         shown = ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else "")
         raise LogsError(f"--run-id {cleaned!r} matches several runs: {shown}")
     return matches[0]
-
-
-def _utc_text(moment: dt.datetime) -> str:
-    """A moment as Dagster's SQLite storages write timestamps (UTC, no zone)."""
-    return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class _Tables:
@@ -219,7 +107,7 @@ class _Tables:
             if logs.with_unfinished:
                 recent = f"({recent} or status in ({', '.join(repr(s) for s in _GOING)}))"
             clauses.append(recent)
-            params["since"] = _utc_text(logs.since)
+            params["since"] = utc_text(logs.since)
         sql = (
             "select run_id, pipeline_name, update_timestamp from runs "
             f"where {' and '.join(clauses)} order by update_timestamp desc"
@@ -230,7 +118,7 @@ class _Tables:
         ]
 
     def rows(self, run_id: str, logs: LogFilter, after: int | None) -> list[tuple[Any, ...]]:
-        sql, params = _select(logs, after, logs.limit, self.dialect)
+        sql, params = select_events(logs, after, logs.limit, self.dialect)
         return self._fetch(run_id, sql, {**params, "run_id": run_id})
 
     def rows_of(
@@ -249,7 +137,7 @@ class _Tables:
         )
         details = json.loads(rows[0][0]) if rows and rows[0][0] else {}
         wiped = details.get("last_wipe_timestamp") or 0.0
-        return _utc_text(dt.datetime.fromtimestamp(wiped, dt.UTC))
+        return utc_text(dt.datetime.fromtimestamp(wiped, dt.UTC))
 
     def _latest_by_partition(self, key: str, event_type: str) -> list[tuple[Any, ...]]:
         """(partition, storage id, run id) of the latest `event_type` event of each partition."""
@@ -286,7 +174,7 @@ class _Tables:
             "index",
             "select min(id) from event_logs where asset_key = :key "
             "and dagster_event_type = 'ASSET_MATERIALIZATION' and timestamp > :after",
-            {"key": json.dumps(list(asset)), "after": _utc_text(moment)},
+            {"key": json.dumps(list(asset)), "after": utc_text(moment)},
         )
         return rows[0][0] if rows and rows[0][0] is not None else None
 
@@ -368,7 +256,7 @@ class PostgresTables(_Tables):
     ) -> list[tuple[str, tuple[Any, ...]]]:
         """One statement for many runs (a round trip per run cost more than the reading): each
         run's newest matches, as `rows` selects them, through a lateral join."""
-        where, params = _where(logs, "r.after_id", self.dialect, run="r.run_id")
+        where, params = where_clause(logs, "r.after_id", self.dialect, run="r.run_id")
         sql = (
             "select r.run_id, e.id, e.event, e.dagster_event_type "
             "from unnest(cast(:run_ids as text[]), cast(:afters as bigint[]))"
@@ -466,13 +354,13 @@ class InstanceStorage:
             path = Path(storage.path_for_shard(run_id))
             if not path.exists():
                 return []
-            sql, params = _select(logs, after, logs.limit, "sqlite")
+            sql, params = select_events(logs, after, logs.limit, "sqlite")
             with closing(sqlite3.connect(read_only_uri(path), uri=True, timeout=30)) as con:
                 return con.execute(sql, {**params, "run_id": run_id}).fetchall()
         import sqlalchemy as sa
 
         with storage.run_connection(run_id) as con:  # pyright: ignore[reportAttributeAccessIssue]
-            sql, params = _select(logs, after, logs.limit, con.dialect.name)
+            sql, params = select_events(logs, after, logs.limit, con.dialect.name)
             return [tuple(row) for row in con.execute(sa.text(sql), {**params, "run_id": run_id})]
 
     rows_of = _Tables.rows_of
@@ -519,9 +407,13 @@ class InstanceStorage:
 LogSource = _Tables | InstanceStorage
 
 
+# phlo's event log class, by the module dagster.yaml names (and the one older phlos wrote there).
+EVENT_STORAGE_MODULES = ("phlo_core.runs.event_storage", "phlo_core.dagster_sqlite")
+
+
 def _default_sqlite_layout(config: dict[str, Any], home: Path) -> bool:
     """Whether the instance keeps Dagster's default SQLite files under its home: no storage
-    configured, or only phlo's event log class (`phlo_core.dagster_sqlite`), which writes the
+    configured, or only phlo's event log class (`phlo_core.runs.event_storage`), which writes the
     same files in the same place."""
     if config.get("storage") or config.get("run_storage") or config.get("schedule_storage"):
         return False
@@ -530,7 +422,7 @@ def _default_sqlite_layout(config: dict[str, Any], home: Path) -> bool:
         return True
     base_dir = (events.get("config") or {}).get("base_dir")
     return (
-        events.get("module") == "phlo_core.dagster_sqlite"
+        events.get("module") in EVENT_STORAGE_MODULES
         and isinstance(base_dir, str)
         and Path(base_dir) == home / "history" / "runs"
     )
@@ -540,7 +432,7 @@ def open_logs(settings: PhloSettings) -> LogSource:
     """The run logs of the Dagster instance in DAGSTER_HOME, opened to read: never created."""
     home = settings.resolved_dagster_home
     if settings.dagster_postgres_url is not None:
-        from phlo_core.instance import (
+        from phlo_core.runs.instance import (
             InstanceError,
             connect_dagster_postgres,
             instance_config,
@@ -582,7 +474,7 @@ def open_logs(settings: PhloSettings) -> LogSource:
     try:
         instance = DagsterInstance.from_config(str(home))
         if settings.dagster_postgres_url is not None:
-            from phlo_core.instance import keep_connections_open
+            from phlo_core.runs.instance import keep_connections_open
 
             keep_connections_open(instance)  # --follow polls: one connection, not one a poll
         instance.get_run_records(limit=1)
@@ -592,254 +484,3 @@ def open_logs(settings: PhloSettings) -> LogSource:
         reason = redact((str(exc).strip().splitlines() or [type(exc).__name__])[0])
         raise NoInstanceError(f"cannot read the Dagster instance at {home}: {reason}") from None
     return InstanceStorage(instance)
-
-
-def _json(path: str, dialect: str) -> str:
-    """SQL for a value inside the serialized event (`level`, `dagster_event.x.y`) as text or
-    number, in the storage's dialect."""
-    if dialect == "postgresql":
-        return f"(event::jsonb #>> '{{{path.replace('.', ',')}}}')"
-    return f"json_extract(event, '$.{path}')"
-
-
-def _level(dialect: str) -> str:
-    """SQL for a log line's stored level. In PostgreSQL the number is read after the first
-    `"level": ` of the text (a log line's only such key: nested objects are errors, and quotes
-    inside strings are escaped), 3x cheaper than parsing the JSON; JSON when it is missing."""
-    if dialect != "postgresql":
-        return f"cast({_json('level', dialect)} as integer)"
-    at = "strpos(event, '\"level\": ')"
-    number = f"substring(substr(event, {at} + 9, 12) from '^-?[0-9]+')"
-    return f"cast(case when {at} > 0 then {number} else event::json ->> 'level' end as integer)"
-
-
-def _where(
-    logs: LogFilter, after: str | None, dialect: str, run: str = ":run_id"
-) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause for one run's events: `run` and `after` are SQL for the run id and
-    the storage id to read after (if any)."""
-    clauses = [f"(dagster_event_type is null or dagster_event_type in ({_SHOWN_TYPES}))"]
-    params: dict[str, Any] = {}
-    if logs.since is not None:
-        clauses.append("timestamp >= :since")
-        params["since"] = _utc_text(logs.since)
-    if after is not None:
-        clauses.append(f"id > {after}")
-    if logs.asset is not None:
-        # Its materializations, its checks, and the log lines and failures of the steps that
-        # computed it (a dbt step computes many models: its lines show for each).
-        check_asset = _json("dagster_event.event_specific_data.asset_key.path", dialect)
-        if dialect == "postgresql":
-            check_asset = (
-                "(event::jsonb #> '{dagster_event,event_specific_data,asset_key,path}')::text"
-            )
-        clauses.append(
-            "((dagster_event_type = 'ASSET_MATERIALIZATION' and asset_key = :asset_key)"
-            f" or (dagster_event_type = '{_CHECK}' and {check_asset} = :asset_path)"
-            " or ((dagster_event_type is null or dagster_event_type = 'STEP_FAILURE')"
-            f" and step_key in (select step_key from event_logs where run_id = {run}"
-            " and asset_key = :asset_key and step_key is not null)))"
-        )
-        params["asset_key"] = json.dumps([logs.asset])
-        params["asset_path"] = json.dumps(
-            [logs.asset], separators=(",", ":") if dialect != "postgresql" else (", ", ": ")
-        )
-    if logs.level > LEVELS["DEBUG"]:
-        fixed = [name for name, level in EVENT_LEVELS.items() if level >= logs.level]
-        ors = [f"(dagster_event_type is null and {_level(dialect)} >= :level)"]
-        if fixed:
-            ors.append(f"dagster_event_type in ({', '.join(repr(name) for name in fixed)})")
-        if logs.level <= LEVELS["WARNING"]:
-            failed = _json("dagster_event.event_specific_data.success", dialect)
-            false = "'false'" if dialect == "postgresql" else "0"
-            ors.append(f"(dagster_event_type = '{_CHECK}' and {failed} = {false})")
-        clauses.append(f"({' or '.join(ors)})")
-        params["level"] = logs.level
-    return " and ".join(clauses), params
-
-
-def _select(
-    logs: LogFilter, after: int | None, limit: int, dialect: str
-) -> tuple[str, dict[str, Any]]:
-    """The newest `limit` matching events of one run (:run_id)."""
-    where, params = _where(logs, None if after is None else ":after", dialect)
-    if after is not None:
-        params["after"] = after
-    sql = (
-        "select id, event, dagster_event_type from event_logs "
-        f"where run_id = :run_id and {where} order by id desc limit {int(limit)}"
-    )
-    return sql, params
-
-
-def _path(key: Any) -> str | None:
-    """An asset key as stored ({"path": [...]}) as its user string."""
-    parts = key.get("path") if isinstance(key, dict) else None
-    return "/".join(str(part) for part in parts) if isinstance(parts, list) else None
-
-
-def _metadata_value(value: Any) -> Any:
-    """A stored metadata value as plain JSON data."""
-    if not isinstance(value, dict):
-        return value
-    for name in ("value", "md_str", "text", "path", "url", "data", "json_data"):
-        if name in value:
-            inner = value[name]
-            plain = isinstance(inner, str | int | float | bool) or inner is None
-            return inner if plain else str(inner)
-    return str({k: v for k, v in value.items() if k != "__class__"})
-
-
-def _metadata(data: dict[str, Any]) -> dict[str, Any]:
-    """Metadata as stored: a dict of values, or Dagster's older list of labelled entries."""
-    if isinstance(data.get("metadata"), dict):
-        return {k: _metadata_value(v) for k, v in data["metadata"].items()}
-    entries = data.get("metadata_entries") or []
-    return {
-        str(e.get("label")): _metadata_value(e.get("entry_data"))
-        for e in entries
-        if isinstance(e, dict)
-    }
-
-
-def _error_text(error: Any) -> str:
-    """A stored error with its stack and causes, as Dagster prints it."""
-    if not isinstance(error, dict):
-        return ""
-    stack = "".join(error.get("stack") or [])
-    text = str(error.get("message") or "") + (f"\nStack Trace:\n{stack}" if stack else "")
-    if error.get("cause"):
-        text += "\nThe above exception was caused by the following exception:\n"
-        text += _error_text(error["cause"])
-    if error.get("context"):
-        text += "\nThe above exception occurred during handling of the following exception:\n"
-        text += _error_text(error["context"])
-    return text
-
-
-def _failure_line(data: dict[str, Any]) -> str:
-    """The root cause's first line, without Dagster's wrapping and module paths (as
-    `phlo materialize` reports a failed step)."""
-    user = data.get("user_failure_data") or {}
-    if isinstance(user, dict) and user.get("description"):
-        return str(user["description"]).strip().splitlines()[0]
-    error = data.get("error")
-    while isinstance(error, dict) and isinstance(error.get("cause"), dict):
-        error = error["cause"]
-    if not isinstance(error, dict):
-        return "step failed"
-    lines = str(error.get("message") or "").strip().splitlines()
-    lines = lines or [str(error.get("cls_name") or "error")]
-    kind, _, text = lines[0].partition(": ")
-    return text if text and "." in kind and " " not in kind else lines[0]
-
-
-def _entry(row: tuple[Any, ...], job: str) -> LogEntry:
-    """An entry from a stored event (its JSON read directly: no Dagster needed)."""
-    from phlo_core.redact import redact
-
-    storage_id, text, event_type = row[0], row[1], row[2]
-    record = json.loads(text)
-    event = record.get("dagster_event")
-    stored = record.get("level")
-    stored = stored if isinstance(stored, int) else LEVELS.get(str(stored).upper(), 20)
-    level = stored if event is None else EVENT_LEVELS.get(event_type or "", stored)
-    message = str(record.get("user_message") or "")
-    fields: dict[str, Any] = {}
-    stack = None
-    asset = None
-    if event is None:
-        from phlo_core.log import parse_fields
-
-        message, fields = parse_fields(message)
-    else:
-        data = event.get("event_specific_data") or {}
-        message = str(event.get("message") or message)
-        if event_type == "ASSET_MATERIALIZATION":
-            materialization = data.get("materialization") or {}
-            asset = _path(materialization.get("asset_key"))
-            fields = _metadata(materialization)
-            if materialization.get("partition"):
-                fields["partition"] = materialization["partition"]
-            message = str(fields.pop("summary", "")) or f"materialized {asset}"
-        elif event_type == _CHECK:
-            passed = bool(data.get("success", True))
-            asset = _path(data.get("asset_key"))
-            name = str(data.get("check_name") or "check")
-            level = LEVELS["INFO"] if passed else LEVELS["WARNING"]
-            fields = {"check": name, "passed": passed, **_metadata(data)}
-            message = f"check {name} {'passed' if passed else 'FAILED'}"
-        elif event_type == "STEP_FAILURE":
-            message = _failure_line(data)
-            stack = _error_text(data.get("error")) or None
-        elif event_type == "PIPELINE_FAILURE":
-            stack = _error_text(record.get("error_info") or data.get("error")) or None
-    return LogEntry(
-        storage_id=int(storage_id),
-        timestamp=float(record.get("timestamp") or 0.0),
-        level=level,
-        run_id=str(record.get("run_id") or ""),
-        job=job,
-        step=record.get("step_key"),
-        asset=asset,
-        event_type=event_type,
-        message=redact(message),
-        fields=fields,
-        stack=redact(stack) if stack else None,
-    )
-
-
-def resolve_run_id(source: LogSource, prefix: str) -> str:
-    """The run whose id starts with `prefix` (a whole id too); LogsError if none or several."""
-    return source.resolve(prefix)
-
-
-def read_entries(
-    source: LogSource, logs: LogFilter, *, after: Mapping[str, int] | None = None
-) -> list[LogEntry]:
-    """The newest `logs.limit` entries the filter matches, oldest first. `after` (run id ->
-    storage id) skips what was already read, for --follow."""
-    found: list[LogEntry] = []
-    runs = source.runs(logs)  # the latest updated first
-    jobs = {run.run_id: run.job for run in runs}
-    batch = 1
-    while runs:
-        if len(found) >= logs.limit:
-            kth = sorted((e.timestamp for e in found), reverse=True)[logs.limit - 1]
-            # Runs that ended before the newest entries found cannot hold newer ones.
-            runs = [run for run in runs if run.updated >= kth]
-        chosen, runs = runs[:batch], runs[batch:]
-        batch = min(batch * 2, 512)
-        for run_id, row in source.rows_of([r.run_id for r in chosen], logs, after or {}):
-            found.append(_entry(row, jobs[run_id]))
-    found.sort(key=lambda e: (e.timestamp, e.storage_id))
-    return found[-logs.limit :]
-
-
-def follow(source: LogSource, logs: LogFilter, *, poll_seconds: float = 1.0) -> Iterator[LogEntry]:
-    """The newest entries, then every new one as it is stored (runs started later included),
-    each once, until the caller stops iterating (Ctrl-C)."""
-    import time
-
-    seen: dict[str, int] = {}
-    window = logs
-    while True:
-        polled = dt.datetime.now(dt.UTC)
-        try:
-            found = read_entries(source, window, after=seen)
-        except sqlite3.OperationalError:  # a writer holds a file for now: the next poll reads it
-            found = []
-        for entry in found:
-            if entry.storage_id > seen.get(entry.run_id, 0):
-                seen[entry.run_id] = entry.storage_id
-                yield entry
-        # From now on: whatever is new since a little before this poll, however much, in runs
-        # updated since then or still going. Entries already shown are skipped by storage id.
-        since = polled - dt.timedelta(seconds=60)
-        window = replace(
-            logs,
-            since=max(logs.since, since) if logs.since else since,
-            limit=1_000_000,
-            with_unfinished=True,
-        )
-        time.sleep(poll_seconds)

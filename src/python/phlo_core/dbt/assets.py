@@ -27,15 +27,15 @@ from dagster import (
 )
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtProject, dbt_assets
 
-from phlo_core.dbt_project import project_manifest
-from phlo_core.dbt_runner import DbtError, cause_line, invoke_dbt
-from phlo_core.lakehouse import retrying
+from phlo_core.dbt.project import project_manifest
+from phlo_core.dbt.runner import DbtError, cause_line, invoke_dbt
+from phlo_core.lakehouse.connect import retrying
+from phlo_core.lakehouse.publish import SCHEMA as MARTS_SCHEMA
+from phlo_core.lakehouse.publish import build_publish_asset
 from phlo_core.log import get_logger
-from phlo_core.orphans import claim_run
 from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
-from phlo_core.publish import SCHEMA as MARTS_SCHEMA
-from phlo_core.publish import build_publish_asset
 from phlo_core.resources import DBT, LAKEHOUSE, DbtRunner, Lakehouse, resource
+from phlo_core.runs.orphans import claim_run
 from phlo_core.settings import PhloSettings
 
 if TYPE_CHECKING:

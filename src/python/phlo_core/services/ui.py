@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from phlo_core.instance import sync_instance_config
+from phlo_core.runs.instance import sync_instance_config
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import workspace_file
 

@@ -13,8 +13,8 @@ import http.server
 import threading
 from pathlib import Path
 
-from phlo_core.dbt_project import prepare_project
-from phlo_core.dbt_runner import invoke_dbt
+from phlo_core.dbt.project import prepare_project
+from phlo_core.dbt.runner import invoke_dbt
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import DBT_ROOT
 

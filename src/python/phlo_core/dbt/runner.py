@@ -64,7 +64,7 @@ def _dbt_interrupts() -> Iterator[threading.Event]:
 def secrets_for_dbt(settings: PhloSettings) -> Iterator[None]:
     """The profile's secrets in the environment while dbt runs (it reads them there), and only
     then: what was there before is put back."""
-    from phlo_core.dbt_profile import secret_environment
+    from phlo_core.dbt.profile import secret_environment
 
     secrets = secret_environment(settings)
     before = {name: os.environ.get(name) for name in secrets}

@@ -14,7 +14,7 @@ from phlo_core.calendar import DayRange
 from phlo_core.settings import PhloSettings
 
 if TYPE_CHECKING:
-    from phlo_core.runlogs import LogSource
+    from phlo_core.runlogs.stores import LogSource
 
 
 @dataclass
@@ -136,8 +136,8 @@ def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[st
     """(location, asset) of every daily-partitioned asset the selection means (all of the
     workspace's when None), in dependency order: from the asset index while it holds (no
     location is loaded), else from the locations, loaded once and remembered."""
-    from phlo_core.asset_index import cached, fingerprint, index_of, remember
-    from phlo_core.selection import PlannedNames, plan_names
+    from phlo_core.runs.asset_index import cached, fingerprint, index_of, remember
+    from phlo_core.runs.selection import PlannedNames, plan_names
     from phlo_core.workspace import load_definitions, location_refs
 
     index = cached(settings)
@@ -161,9 +161,10 @@ def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[st
 def status_of(settings: PhloSettings, selection: str | None, days: DayRange) -> list[AssetDays]:
     """Every daily asset's days, read from Dagster's storage without opening an instance (no
     lock, no writes: a read-only home can be asked) and from the lakehouse's birth record."""
-    from phlo_core.instance import InstanceError
-    from phlo_core.lakehouse import lakehouse_created
-    from phlo_core.runlogs import InstanceNotCreatedError, NoInstanceError, open_logs
+    from phlo_core.lakehouse.connect import lakehouse_created
+    from phlo_core.runlogs.model import InstanceNotCreatedError, NoInstanceError
+    from phlo_core.runlogs.stores import open_logs
+    from phlo_core.runs.instance import InstanceError
 
     assets = daily_assets(settings, selection)
     created = lakehouse_created(settings)

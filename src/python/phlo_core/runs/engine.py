@@ -4,8 +4,8 @@ location, and report what each run did.
 Runs are in-process (no subprocess per step: the multiprocess executor costs 8-11 s a run on two
 cores) and recorded in the instance under DAGSTER_HOME, so they show in Dagster's UI. A range
 of days is ONE run (Dagster's partition-range tags): every asset is built once for the window.
-What a selection means is `phlo_core.selection`; the instance `phlo_core.instance`; following
-a run and Ctrl-C `phlo_core.progress`.
+What a selection means is `phlo_core.runs.selection`; the instance `phlo_core.runs.instance`;
+following a run and Ctrl-C `phlo_core.runs.progress`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from phlo_core.calendar import DayRange, PartitionError, check_within, today
-from phlo_core.instance import check_dagster_postgres, instance_for
-from phlo_core.lakehouse import lakehouse, refuse_orphaned_data
-from phlo_core.orphans import process_tags
-from phlo_core.progress import (
+from phlo_core.lakehouse.connect import lakehouse, refuse_orphaned_data
+from phlo_core.lakehouse.shrink import ALLOW_SHRINK_TAG
+from phlo_core.resources import run_settings
+from phlo_core.runs.instance import check_dagster_postgres, instance_for
+from phlo_core.runs.orphans import process_tags
+from phlo_core.runs.progress import (
     ProgressCallback,
     RunInterruptedError,
     RunWatcher,
@@ -30,10 +32,8 @@ from phlo_core.progress import (
     mark_canceled,
     signals_noted,
 )
-from phlo_core.resources import run_settings
-from phlo_core.selection import LocationPlan, plan_selection
+from phlo_core.runs.selection import LocationPlan, plan_selection
 from phlo_core.settings import PhloSettings
-from phlo_core.shrink import ALLOW_SHRINK_TAG
 from phlo_core.workspace import preflight
 
 if TYPE_CHECKING:

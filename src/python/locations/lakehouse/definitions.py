@@ -13,7 +13,7 @@ from dagster import (
     op,
 )
 
-from phlo_core.maintenance import maintain
+from phlo_core.lakehouse.maintenance import maintain
 from phlo_core.resources import LAKEHOUSE, Lakehouse, default_resources, resource
 from phlo_core.settings import PhloSettings, get_settings
 

@@ -6,7 +6,7 @@ materialization of every partition, each to its run's database and again to the 
 31-day run of a dbt project opened about 2,000 connections: 35% of the run's time. This class
 keeps one engine (and its pooled connection) per database for the life of the process, the
 most recently used ones only, and otherwise is Dagster's storage: same files, same schema,
-same locking. The embedded default's dagster.yaml names it (`phlo_core.instance`).
+same locking. The embedded default's dagster.yaml names it (`phlo_core.runs.instance`).
 
 It also stores a step's asset events as one batch: a run over a range of days records a
 materialization per day and asset, each an insert into the run's database and another into the

@@ -32,7 +32,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
 
-from phlo_core.lakehouse import CATALOG, lakehouse, sql_literal
+from phlo_core.lakehouse.connect import CATALOG, lakehouse, sql_literal
 from phlo_core.log import get_logger
 from phlo_core.redact import redact
 from phlo_core.resources import LAKEHOUSE, Lakehouse, resource

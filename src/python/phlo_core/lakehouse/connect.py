@@ -10,68 +10,37 @@ locked`, and two writers to the same table can conflict on any catalog.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import os
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phlo_core.locks import lakehouse_writer
 from phlo_core.redact import redact
 from phlo_core.settings import PhloSettings, get_settings
 
 if TYPE_CHECKING:
     import duckdb
-    import pandas as pd
-    import pyarrow as pa
 
-    from phlo_core.calendar import DayRange
+from phlo_core.lakehouse.extensions import install_extensions
 
 CATALOG = "lake"
+
+
 LAYERS = ("raw", "bronze", "silver", "gold", "marts")
+
+
 # One row: when this lakehouse was created. Dagster's history outlives a lakehouse that is
 # replaced; days materialized before its creation are not in it.
 IDENTITY_TABLE = f"{CATALOG}.main.phlo_lakehouse"
-DUCKDB_VERSION = "v1.5.5"
-# extension name -> python package of the wheel that ships it
-EXTENSIONS = {
-    "ducklake": "duckdb_extension_ducklake",
-    "sqlite_scanner": "duckdb_extension_sqlite_scanner",
-    "postgres_scanner": "duckdb_extension_postgres_scanner",
-    "httpfs": "duckdb_extension_httpfs",
-}
+
+
 _RETRYABLE_MARKERS = ("database is locked", "conflict", "busy")
-_install_lock = threading.Lock()
 
 
 class LakehouseError(RuntimeError):
     """The lakehouse could not be opened or written."""
-
-
-def extension_file(name: str) -> Path:
-    package = importlib.import_module(EXTENSIONS[name])
-    assert package.__file__ is not None
-    return (
-        Path(package.__file__).parent / "extensions" / DUCKDB_VERSION / f"{name}.duckdb_extension"
-    )
-
-
-def _missing_extensions(settings: PhloSettings) -> list[str]:
-    folder = settings.extension_directory
-    return [
-        name
-        for name in EXTENSIONS
-        if not any(folder.glob(f"{DUCKDB_VERSION}/*/{name}.duckdb_extension"))
-    ]
-
-
-def _install_extensions(con: duckdb.DuckDBPyConnection, settings: PhloSettings) -> None:
-    with _install_lock:
-        for name in _missing_extensions(settings):
-            con.execute(f"install '{extension_file(name)}'")
 
 
 def sql_literal(value: str) -> str:
@@ -276,7 +245,7 @@ def connect(
     )
     try:
         con.execute("set TimeZone = 'UTC'")
-        _install_extensions(con, settings)
+        install_extensions(con, settings)
         secret = s3_secret_sql(settings)
         if secret:
             con.execute(secret)
@@ -317,20 +286,6 @@ def connect(
         # message may quote the catalog's connection string with its password.
         raise LakehouseError(f"cannot open the lakehouse catalog: {reason}") from None
     return con
-
-
-def ensure_extensions(settings: PhloSettings) -> None:
-    """Install the DuckDB extensions into PHLO_HOME's extension folder unless already there."""
-    if not _missing_extensions(settings):
-        return
-    import duckdb
-
-    settings.extension_directory.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(config={"extension_directory": str(settings.extension_directory)})
-    try:
-        _install_extensions(con, settings)
-    finally:
-        con.close()
 
 
 @contextmanager
@@ -377,123 +332,6 @@ def retrying(
 
 
 @dataclass(frozen=True)
-class PartitionWrite:
-    """Replace the rows of `table` whose `partition_column` lies in [start, end) with `rows`,
-    and, with `keys` (column -> the values the run fetched), only the rows of those values:
-    a location that fetches its days per place replaces those places' rows, and a place no
-    longer configured (or misspelt) keeps its days. Every row written must lie in what is
-    replaced, or running the days again would duplicate it.
-
-    `columns` is the table's contract (name -> DuckDB type), applied when the table is created
-    and used to select from `rows`, so an empty day still has a typed table.
-    """
-
-    table: str
-    columns: Mapping[str, str]
-    partition_column: str
-    start: dt.date
-    end: dt.date
-    rows: pa.Table
-    keys: Mapping[str, Sequence[object]] = field(default_factory=dict)
-
-    @classmethod
-    def of_days(
-        cls,
-        table: str,
-        columns: Mapping[str, str],
-        days: DayRange,
-        frame: pd.DataFrame,
-        partition_column: str = "partition_date",
-        keys: Mapping[str, Sequence[object]] | None = None,
-    ) -> PartitionWrite:
-        """The days' rows of `table`, given as a pandas frame."""
-        import pyarrow
-
-        rows = pyarrow.Table.from_pandas(frame, preserve_index=False)
-        return cls(table, columns, partition_column, days.start, days.end, rows, keys or {})
-
-    @property
-    def target(self) -> str:
-        return f"{CATALOG}.{self.table}"
-
-    @property
-    def label(self) -> str:
-        """The table and, when keyed, what of it the write covers (for messages)."""
-        scope = "; ".join(
-            f"{column} {', '.join(str(v) for v in values)}" for column, values in self.keys.items()
-        )
-        return f"{self.table} ({scope})" if scope else self.table
-
-    def scope(self) -> tuple[str, list[object]]:
-        """A predicate (SQL, parameters) true for exactly the rows this write replaces."""
-        terms = [f"{self.partition_column} >= ?", f"{self.partition_column} < ?"]
-        params: list[object] = [self.start, self.end]
-        for column, values in self.keys.items():
-            terms.append(f"{column} in ({', '.join('?' * len(values))})" if values else "false")
-            params.extend(values)
-        return " and ".join(terms), params
-
-
-def replace_partitions(
-    writes: Sequence[PartitionWrite],
-    settings: PhloSettings | None = None,
-    *,
-    guard: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-) -> dict[str, int]:
-    """Apply every write in ONE transaction (one DuckLake snapshot), retried whole on conflicts.
-
-    Either all tables get their new rows for the window or none changes; each write deletes
-    its scope only (`PartitionWrite.scope`). `guard` runs inside the transaction once the
-    tables exist and before anything is deleted, so it sees exactly what the write replaces;
-    an exception from it rolls everything back. Returns rows written per table.
-    """
-    settings = settings or get_settings()
-    with lakehouse_writer(settings), lakehouse(settings) as con:
-
-        def transaction() -> dict[str, int]:
-            written: dict[str, int] = {}
-            con.execute("begin transaction")
-            try:
-                for write in writes:
-                    ddl = ", ".join(f"{name} {kind}" for name, kind in write.columns.items())
-                    con.execute(f"create table if not exists {write.target} ({ddl})")
-                if guard is not None:
-                    guard(con)
-                for i, write in enumerate(writes):
-                    written[write.table] = _replace(con, write, f"_phlo_rows_{i}")
-                con.execute("commit")
-            except BaseException:
-                with suppress(Exception):  # the error that matters is the one being raised
-                    con.execute("rollback")
-                raise
-            return written
-
-        return retrying(transaction)
-
-
-def _replace(con: duckdb.DuckDBPyConnection, write: PartitionWrite, view: str) -> int:
-    where, params = write.scope()
-    casts = ", ".join(f"cast({name} as {kind}) as {name}" for name, kind in write.columns.items())
-    con.register(view, write.rows)
-    try:
-        typed = f"(select {casts} from {view})"
-        outside = con.execute(
-            f"select count(*) from {typed} where ({where}) is not true", params
-        ).fetchone()
-        if outside and outside[0]:
-            raise ValueError(
-                f"{write.label}: {outside[0]} row(s) to write lie outside the days (and keys) "
-                "the write replaces"
-            )
-        con.execute(f"delete from {write.target} where {where}", params)
-        names = ", ".join(write.columns)
-        con.execute(f"insert into {write.target} ({names}) select * from {typed}")
-    finally:
-        con.unregister(view)
-    return write.rows.num_rows
-
-
-@dataclass(frozen=True)
 class QueryResult:
     columns: list[str]
     rows: list[tuple[Any, ...]]
@@ -527,8 +365,8 @@ def check_catalog(settings: PhloSettings) -> None:
 def query(sql: str, settings: PhloSettings | None = None) -> QueryResult:
     """Run one statement of TRUSTED SQL (Phlo's own: reports, tests) on a read-only attach.
 
-    User SQL goes through `phlo_core.sandbox.run_query`, which also confines what it can read
-    and how much memory and time it takes.
+    User SQL goes through `phlo_core.lakehouse.sandbox.run_query`, which also confines what it
+    can read and how much memory and time it takes.
     """
     import duckdb
 

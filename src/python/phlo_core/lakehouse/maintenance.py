@@ -14,8 +14,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from phlo_core.lakehouse import CATALOG, lakehouse, retrying
-from phlo_core.locks import lakehouse_maintenance
+from phlo_core.lakehouse.connect import CATALOG, lakehouse, retrying
+from phlo_core.lakehouse.locks import lakehouse_maintenance
 from phlo_core.settings import PhloSettings
 
 

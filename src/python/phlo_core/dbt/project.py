@@ -10,10 +10,10 @@ import shutil
 from contextlib import suppress
 from pathlib import Path
 
-from phlo_core.dbt_profile import write_profile
-from phlo_core.dbt_runner import invoke_dbt, remember_manifest, target_path
-from phlo_core.lakehouse import ensure_extensions
-from phlo_core.locks import file_lock
+from phlo_core.dbt.profile import write_profile
+from phlo_core.dbt.runner import invoke_dbt, remember_manifest, target_path
+from phlo_core.lakehouse.extensions import ensure_extensions
+from phlo_core.lakehouse.locks import file_lock
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import DBT_ROOT
 

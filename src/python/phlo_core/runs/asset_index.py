@@ -124,7 +124,7 @@ def _cache_path(settings: PhloSettings) -> Path:
 
 
 def _source_folders(settings: PhloSettings) -> list[Path]:
-    folders = [DBT_ROOT, Path(__file__).parent]
+    folders = [DBT_ROOT, Path(__file__).parents[1]]  # all of phlo_core
     for ref in location_refs(settings):
         spec = importlib.util.find_spec(ref.package.split(".")[0])
         if spec is not None and spec.submodule_search_locations:

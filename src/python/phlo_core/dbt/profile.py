@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from phlo_core.lakehouse import CATALOG
-from phlo_core.locks import write_atomically
+from phlo_core.lakehouse.connect import CATALOG
+from phlo_core.lakehouse.locks import write_atomically
 from phlo_core.settings import PhloSettings
 
 PROFILE = "phlo"
