@@ -44,7 +44,7 @@ def test_help_lists_the_commands_and_imports_nothing_heavy() -> None:
             sys.executable,
             "-c",
             "import sys\n"
-            "from phlo_cli.main import app\n"
+            "from phlo_cli.cli import app\n"
             "app(['--help'], result_action='return_value')\n"
             "print(sorted(m for m in ('dagster', 'dbt', 'duckdb') if m in sys.modules))",
         ],

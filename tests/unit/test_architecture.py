@@ -70,3 +70,38 @@ def test_every_location_ingests_through_the_core_building_block() -> None:
     for location in fetching:
         modules = imported_modules(f"locations/{location.name}")
         assert any("phlo_core.ingestion" in names for names in modules.values()), location.name
+
+
+def test_nothing_imports_the_cli_entry_point() -> None:
+    """`phlo_cli.main` only decides where a command line runs (the warm server, or here through
+    `phlo_cli.cli`): the server runs commands through `phlo_cli.cli`, so no cycle is left."""
+    for module, names in imported_modules("phlo_cli").items():
+        assert "phlo_cli.main" not in names, module
+    assert "phlo_cli/main.py" in imported_modules("phlo_cli")  # the walk found the package
+
+
+def test_a_command_group_never_imports_another() -> None:
+    """Each `phlo_cli/commands/<group>.py` stands alone: what two groups share is in
+    phlo_cli.common or in core."""
+    for module, names in imported_modules("phlo_cli/commands").items():
+        own = "phlo_cli.commands." + Path(module).stem
+        others = {n for n in names if n.startswith("phlo_cli.commands")} - {own}
+        assert not others, f"{module} imports {others}"
+
+
+# Core's role packages, each importing only those before it (and the shared modules at the top).
+ROLE_ORDER = ("lakehouse", "runlogs", "runs", "dbt", "backfill", "services")
+
+
+def test_core_role_packages_import_only_earlier_roles_at_load_time() -> None:
+    """Module-level imports between core's role packages point one way (a function may import
+    a later role when it runs: the run logs open an instance)."""
+    for role in ROLE_ORDER:
+        later = set(ROLE_ORDER[ROLE_ORDER.index(role) + 1 :])
+        for path in (SRC / "phlo_core" / role).rglob("*.py"):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    parts = node.module.split(".")
+                    assert not (len(parts) > 1 and parts[1] in later), (
+                        f"{path.relative_to(SRC)} imports {node.module} at load time"
+                    )

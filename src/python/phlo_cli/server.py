@@ -72,11 +72,12 @@ _lock_path: Path | None = None  # where that lock file is now (renamed when the 
 _socket: Path | None = None  # in a server and the commands it runs: its socket
 DEFAULT_IDLE_SECONDS = 600.0
 CHECK_SECONDS = 1.0  # how often a server checks that its socket file is still its own
+SERVED = ("materialize", "backfill")  # the commands a warm server runs
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def wanted(tokens: Sequence[str]) -> bool:
-    """Whether this command line (of a command phlo serves: `phlo_cli.main.SERVED`) goes
+    """Whether this command line (of a command phlo serves: `SERVED`) goes
     through a server."""
     if os.environ.get("PHLO_SERVER", "1").strip().lower() in OFF:
         return False
@@ -417,7 +418,7 @@ def _preload() -> None:
     import dbt.cli.main  # noqa: F401
     import duckdb  # noqa: F401
 
-    import phlo_cli.main  # noqa: F401
+    import phlo_cli.cli  # noqa: F401
     import phlo_core.backfill.workers  # noqa: F401
     import phlo_core.runs.engine  # noqa: F401
     from phlo_core.dbt.project import prepare_project, prepared_projects
@@ -726,10 +727,10 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:  # type:
             sys.argv = ["phlo_core.backfill.workers", *request["argv"]]
             code = worker_main(list(request["argv"]))
             return
-        from phlo_cli.main import main
+        from phlo_cli.cli import run
 
         sys.argv = ["phlo", *request["argv"]]
-        main(list(request["argv"]))
+        run(list(request["argv"]))
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -136,3 +137,53 @@ def whole_plan(plan: Plan) -> Plan:
     --missing rebuilds them all)."""
     days = plan.backfill.dates
     return Plan(plan.backfill, days, 0, ranges(days, plan.backfill.chunk_size), plan.has_whole)
+
+
+def plan_request(
+    settings: PhloSettings,
+    selection: str,
+    days: list[dt.date],
+    *,
+    chunk_size: int | None,
+    parallel: int | None,
+    allow_shrink: bool,
+    missing: bool,
+) -> tuple[Plan, int]:
+    """What a new backfill of `selection` over `days` runs, as its dry run shows it and as the
+    run itself follows it: with `missing`, only the days not materialized (at any time) for
+    every selected daily asset; without, every day. Also how many days were materialized
+    before (what --missing would skip). Nothing is recorded."""
+    draft = Backfill(
+        "(dry run)",
+        selection,
+        [day.isoformat() for day in days],
+        chunk_size or default_chunk_size(len(days), parallel or 1),
+        parallel or 1,
+        time.time(),
+        0,
+        allow_shrink,
+    )
+    missing_plan = plan_backfill(draft, settings, missing_only=True)
+    return (missing_plan if missing else whole_plan(missing_plan)), missing_plan.done
+
+
+def to_resume(settings: PhloSettings, backfill_id: str | None) -> Backfill:
+    """The backfill `--resume` means: the one with this id (or unique prefix), or, for None,
+    the latest with days left to run. BackfillError when there is none."""
+    from phlo_core.backfill.records import all_backfills, load, recorded
+    from phlo_core.runs.instance import instance_for
+
+    if backfill_id is not None:
+        record = load(instance_for(settings), backfill_id)
+        assert record is not None  # load raises for an unknown id
+        return record
+    # Read without loading Dagster: "nothing to resume" answers at once.
+    records = recorded(settings)
+    if records is None:
+        records = all_backfills(instance_for(settings))
+    if not records:
+        raise BackfillError("nothing to resume: this instance has no backfill yet")
+    for record in reversed(records):
+        if not record.finished and plan_backfill(record, settings).todo:
+            return record
+    raise BackfillError("nothing to resume: every backfill in this instance is finished")

@@ -33,6 +33,10 @@ class AssetDays:
             found[self.state(day)].append(day)
         return found
 
+    def counts(self) -> dict[str, int]:
+        """How many days are in each state."""
+        return {state: len(days) for state, days in self.by_state().items()}
+
     def state(self, day: dt.date) -> str:
         if day in self.running:
             return "running"
@@ -113,11 +117,16 @@ def asset_days(
     return AssetDays(name, location, days, done, failed, running)
 
 
+def days_per_cell(days: int, width: int) -> int:
+    """How many days one cell of a strip `width` cells wide stands for."""
+    return max(1, -(-days // max(1, width)))
+
+
 def cells(status: AssetDays, width: int) -> list[str]:
     """The days squeezed into at most `width` cells, each the state of its days: "done" (all),
     "some" (some done), "missing", "failed" (any failed) or "running" (any running)."""
     days = list(status.days.days())
-    per_cell = max(1, -(-len(days) // max(1, width)))
+    per_cell = days_per_cell(len(days), width)
     found = []
     for i in range(0, len(days), per_cell):
         states = {status.state(day) for day in days[i : i + per_cell]}

@@ -1,0 +1,108 @@
+"""`phlo demo` and `phlo sample serve`: the pipelines on SAMPLE data served over each source's
+real API."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cyclopts import App
+
+from phlo_cli.common import (
+    command_settings,
+    progress_printer,
+    report_outcomes,
+    shown,
+)
+
+if TYPE_CHECKING:  # for annotations only: these modules load inside the commands
+    pass
+
+
+sample_app = App(
+    name="sample",
+    help="The demo's sample sources, served over their real APIs for trying phlo on them.",
+)
+
+
+@sample_app.command(name="serve")
+def sample_serve() -> int:
+    """Serve every location's SAMPLE source on loopback until Ctrl-C, and print the settings
+    that point phlo at them and at the demo's home: export them in another shell and run
+    backfill, status, logs or the UI on the sample data (`phlo demo` made its first days)."""
+    import threading
+
+    from phlo_core.demo import sample_selections, sample_sources
+
+    settings = command_settings()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with sample_sources(settings) as environment:
+        print("# SAMPLE DATA sources, until Ctrl-C. In another shell:")
+        for name, value in environment.items():
+            print(f"export {name}={shlex.quote(value)}")
+        first = next(iter(sample_selections(settings)), "<asset>+")
+        print(
+            f"# then e.g.: phlo backfill {first} --start-date 2024-01-15 "
+            "--end-date 2024-02-15; phlo status; phlo logs",
+            flush=True,
+        )
+        stop.wait()
+    print("sample sources stopped", file=sys.stderr)
+    return 0
+
+
+def demo() -> int:
+    """Run every pipeline end to end on SAMPLE data served by local, protocol-true servers.
+
+    The sample lakehouse and Dagster instance live under PHLO_HOME/demo, apart from real data.
+    """
+    from phlo_cli.render import to_table
+    from phlo_core.demo import run_demo
+
+    settings = command_settings()
+    print("phlo demo: SAMPLE DATA served over each source's real API on loopback", file=sys.stderr)
+    started = time.perf_counter()
+    result = run_demo(
+        settings,
+        on_source=lambda location, source: print(
+            f"{location}: SAMPLE DATA from {source}", file=sys.stderr
+        ),
+        on_start=lambda location, assets: print(
+            f"{location}: materializing {len(assets)} assets ...", file=sys.stderr
+        ),
+        on_progress=progress_printer(False, "all sample days"),
+    )
+    code = report_outcomes(result.outcomes)
+    for report in result.reports:
+        print(f"\n== {report.location}: {report.title} [SAMPLE DATA] ==")
+        print(to_table(report.result.columns, report.result.rows))
+    home = shown(result.settings.home)
+    where = (
+        f"PostgreSQL (catalog) and {result.settings.lake_data_path} (files), home {home}"
+        if result.settings.on_servers
+        else home
+    )
+    phlo = shown(Path(sys.argv[0]).absolute()) if sys.argv[0].endswith("phlo") else "phlo"
+    explore = "".join(
+        f'explore it:  PHLO_HOME={home} {phlo} query "{sql}"\n' for sql in result.explore_sql
+    )
+    published = result.settings.phlo_publish_postgres_url
+    if published is not None and not code:
+        from urllib.parse import urlsplit
+
+        target = urlsplit(published.get_secret_value())  # where, never who or the password
+        where = f"{target.hostname}:{target.port or 5432}{target.path}"
+        print(f"\nmarts published to PostgreSQL at {where} (schema marts)")
+    print(
+        f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {where}\n"
+        f"{explore}"
+        f"go on with the sample data (backfill, status, logs): {phlo} sample serve\n"
+        f"browse runs in Dagster's UI: {phlo} ui --demo"
+    )
+    return code
