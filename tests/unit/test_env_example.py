@@ -1,34 +1,19 @@
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import re
 from pathlib import Path
 
-from pydantic_settings import BaseSettings
-
-from phlo_core.settings import PhloSettings, load_settings
-from phlo_core.workspace import location_refs
+from phlo_core.settings import PhloSettings, load_settings, location_models
 
 ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 
 
 def every_setting() -> set[str]:
-    """The core's settings and those of every location in the workspace (its `settings`
-    module's pydantic-settings models)."""
+    """The core's settings and those of every location in the workspace (the
+    `LocationSettings` models of its `settings` module)."""
     names = {name.upper() for name in PhloSettings.model_fields}
-    for ref in location_refs(load_settings()):
-        module_name = f"{ref.package}.settings"
-        if importlib.util.find_spec(module_name) is None:
-            continue
-        module = importlib.import_module(module_name)
-        for value in vars(module).values():
-            if (
-                isinstance(value, type)
-                and issubclass(value, BaseSettings)
-                and value is not PhloSettings
-            ):
-                names |= {name.upper() for name in value.model_fields}
+    for model in location_models(load_settings()):
+        names |= {name.upper() for name in model.model_fields}
     return names
 
 

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 
 from locations.nightscout.settings import nightscout_settings
-from phlo_core.settings import SettingsError, check_home, load_settings
+from phlo_core.settings import SettingsError, check_home, load_settings, with_overrides
 
 
 def test_defaults_put_everything_under_phlo_home(tmp_path: Path) -> None:
@@ -32,6 +32,46 @@ def test_environment_and_dotenv_are_read(tmp_path: Path, monkeypatch: pytest.Mon
     assert nightscout_settings(settings).nightscout_url == "https://ns.example"
     assert nightscout_settings(settings).nightscout_reading_interval_minutes == 5
     assert settings.phlo_partition_start == dt.date(2024, 3, 1)
+
+
+def test_the_environment_wins_over_dotenv_for_a_locations_setting_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As for phlo's own settings. A location's values of `.env` used to ride in the core's
+    settings as extras and were then given to the location's model by name, over the
+    environment."""
+    (tmp_path / ".env").write_text(
+        "PHLO_TIMEZONE=Europe/Oslo\nNIGHTSCOUT_URL=https://from-dotenv.example\nSOMETHING_ELSE=1\n"
+    )
+    monkeypatch.setenv("PHLO_TIMEZONE", "Asia/Tokyo")
+    monkeypatch.setenv("NIGHTSCOUT_URL", "https://from-env.example")
+    settings = load_settings()
+    assert settings.phlo_timezone == "Asia/Tokyo"
+    assert nightscout_settings(settings).nightscout_url == "https://from-env.example"
+    # .env's other variables are not phlo's: neither kept nor an error
+    assert not settings.model_extra and not settings.location_values
+
+
+def test_a_name_given_that_no_one_declares_is_an_error_without_its_value() -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(nightscout_urll="https://secret-token@ns.example")
+    message = str(error.value)
+    assert "NIGHTSCOUT_URLL" in message and "not a setting" in message
+    assert "secret-token" not in message and "\n" not in message
+    with pytest.raises(SettingsError, match="PHLO_TIMEZON"):
+        with_overrides(load_settings(), phlo_timezon="UTC")
+
+
+def test_values_given_for_a_location_go_to_its_model_and_survive_overrides(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(phlo_home=tmp_path, nightscout_url="https://given.example/")
+    assert settings.location_values == {"nightscout_url": "https://given.example/"}
+    moved = with_overrides(settings, phlo_home=tmp_path / "other", nightscout_page_size=7)
+    site = nightscout_settings(moved)
+    assert (site.nightscout_url, site.nightscout_page_size) == ("https://given.example", 7)
+    assert moved.home == (tmp_path / "other").resolve()
+    assert "nightscout_url" not in settings.model_dump()
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,14 @@ from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from phlo_core.redact import dsn_password, redact, register_secret
@@ -165,26 +172,40 @@ def _register_password(dsn: str) -> None:
         register_secret(unquote(password))
 
 
+class LocationSettings(BaseSettings):
+    """The base of a location's own settings model (its source's URL, credentials, limits), in
+    the location's `settings.py`: read from the environment and `.env` as the core's are (the
+    environment first), with the same one-line errors (`load_location_settings`)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+
 class PhloSettings(BaseSettings):
-    """What every location shares. A location's own settings (its source's URL, credentials,
-    limits) are a model beside its code (`load_location_settings`); values given here by
-    name for such a setting (tests, the demo) are passed on to that model, never shown."""
+    """What every location shares. A location's own settings are its `LocationSettings` model;
+    values given by name for such a setting (`load_settings(<source>_url=...)`: tests, the
+    demo) are kept apart (`location_values`) and passed on to that model, never shown. A name
+    that is neither phlo's nor any location's is an error; other variables of `.env` are not
+    phlo's business and are ignored."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="allow",
+        extra="ignore",
         case_sensitive=False,
     )
+    _location_values: dict[str, object] = PrivateAttr(default_factory=dict)
 
     def __repr_args__(self) -> Any:
-        # Values meant for a location's model may be credentials: the repr shows fields only,
-        # and a catalog DSN without its password.
-        return [
-            (k, redact(v) if isinstance(v, str) else v)
-            for k, v in super().__repr_args__()
-            if k in type(self).model_fields
-        ]
+        # A catalog DSN without its password; the values given for locations are not shown.
+        return [(k, redact(v) if isinstance(v, str) else v) for k, v in super().__repr_args__()]
+
+    @property
+    def location_values(self) -> dict[str, object]:
+        """The values given by name for the locations' settings (not those of the environment
+        or `.env`, which each location's model reads itself)."""
+        return dict(self._location_values)
 
     phlo_home: Path = Field(default=Path(".phlo"), description="Everything local lives here.")
     phlo_timezone: str = Field(default="UTC", description="IANA zone; a partition is a local day.")
@@ -472,14 +493,69 @@ def load_settings(**overrides: object) -> PhloSettings:
 
     Beneath the environment and `.env` lies PHLO_HOME/services.env, written by `phlo services
     up`: with local services running, every command uses them unless told otherwise."""
+    core, for_locations = _split(overrides)
     try:
-        given = {k: v for k, v in overrides.items() if k == "phlo_home"}
+        given = {k: v for k, v in core.items() if k == "phlo_home"}
         home = _Home(**given).phlo_home  # pyright: ignore[reportArgumentType]
         services = home.expanduser().resolve() / SERVICES_ENV
         env_files = (services, ".env") if services.is_file() else (".env",)
-        return PhloSettings(_env_file=env_files, **overrides)  # pyright: ignore
+        settings = PhloSettings(_env_file=env_files, **core)  # pyright: ignore
     except ValidationError as exc:
         raise _one_line(exc) from None
+    return _with_location_values(settings, for_locations)
+
+
+def _split(values: dict[str, object]) -> tuple[dict[str, object], dict[str, object]]:
+    """Values for phlo's own settings, and those given for the locations' models."""
+    fields = PhloSettings.model_fields
+    return (
+        {k: v for k, v in values.items() if k in fields},
+        {k: v for k, v in values.items() if k not in fields},
+    )
+
+
+def _with_location_values(settings: PhloSettings, values: dict[str, object]) -> PhloSettings:
+    """`settings` holding `values` for the locations' models; SettingsError naming any that no
+    location of the workspace declares (without its value)."""
+    if values:
+        known = {name for model in location_models(settings) for name in model.model_fields}
+        unknown = sorted(name.upper() for name in values if name not in known)
+        if unknown:
+            raise SettingsError(
+                f"invalid configuration: {', '.join(unknown)}: not a setting of phlo nor of any "
+                "code location in the workspace"
+            )
+        settings._location_values = {**settings._location_values, **values}
+    return settings
+
+
+def location_models(settings: PhloSettings) -> list[type[LocationSettings]]:
+    """Every location's settings model: the `LocationSettings` classes of the `settings` module
+    of each location in the workspace (a location without one has no settings of its own)."""
+    import importlib
+    import importlib.util
+
+    from phlo_core.workspace import location_refs
+
+    models: list[type[LocationSettings]] = []
+    for ref in location_refs(settings):
+        name = f"{ref.package}.settings"
+        try:
+            found = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            found = None
+        if found is None:
+            continue
+        module = importlib.import_module(name)
+        models += [
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, LocationSettings)
+            and value is not LocationSettings
+            and value.__module__ == name
+        ]
+    return models
 
 
 class _Home(BaseSettings):
@@ -501,7 +577,7 @@ def services_profile(home: Path) -> dict[str, str]:
     return {key.lower(): value for key, value in dotenv_values(path).items() if value is not None}
 
 
-LocationModel = TypeVar("LocationModel", bound=BaseSettings)
+LocationModel = TypeVar("LocationModel", bound=LocationSettings)
 
 
 def load_location_settings(model: type[LocationModel], settings: PhloSettings) -> LocationModel:
@@ -513,7 +589,7 @@ def load_location_settings(model: type[LocationModel], settings: PhloSettings) -
         kept = settings.__pydantic_private__ = {}
     given = {
         name: value
-        for name, value in (settings.model_extra or {}).items()
+        for name, value in settings.location_values.items()
         if name in model.model_fields
     }
     read: dict[tuple[type[BaseSettings], str], BaseSettings] = kept.setdefault("_locations", {})
@@ -530,13 +606,16 @@ def load_location_settings(model: type[LocationModel], settings: PhloSettings) -
 
 def with_overrides(settings: PhloSettings, **updates: object) -> PhloSettings:
     """A validated copy of `settings` with some values replaced (the environment is not read)."""
+    core, for_locations = _split(updates)
     try:
-        return PhloSettings.model_validate({**settings.model_dump(), **updates})
+        updated = PhloSettings.model_validate({**settings.model_dump(), **core})
     except ValidationError as exc:
         error = exc.errors()[0]
         raise SettingsError(
             f"invalid configuration: {_scrubbed(str(error['msg']), error.get('input'))}"
         ) from None
+    updated._location_values = settings.location_values
+    return _with_location_values(updated, for_locations)
 
 
 _active: PhloSettings | None = None

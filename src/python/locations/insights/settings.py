@@ -5,16 +5,11 @@ from __future__ import annotations
 import re
 
 from pydantic import field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from phlo_core.settings import PhloSettings, load_location_settings
+from phlo_core.settings import LocationSettings, PhloSettings, load_location_settings
 
 
-class InsightsSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
-
+class InsightsSettings(LocationSettings):
     # One of the names in WEATHER_PLACES (whose default place is berlin).
     insights_weather_place: str = "berlin"
 

@@ -10,17 +10,13 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from phlo_core.redact import has_userinfo, redact
-from phlo_core.settings import PhloSettings, load_location_settings
+from phlo_core.settings import LocationSettings, PhloSettings, load_location_settings
 
 
-class NightscoutSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
-
+class NightscoutSettings(LocationSettings):
     nightscout_url: Annotated[str | None, NoDecode] = None
     nightscout_api_secret: SecretStr | None = None
     nightscout_token: SecretStr | None = None

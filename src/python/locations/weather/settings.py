@@ -12,10 +12,10 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from phlo_core.redact import has_userinfo, redact
-from phlo_core.settings import PhloSettings, load_location_settings
+from phlo_core.settings import LocationSettings, PhloSettings, load_location_settings
 
 DEFAULT_PLACES = "berlin=52.52,13.41"
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
@@ -73,11 +73,7 @@ def _base_url(value: str, variable: str) -> str:
     return value.strip().rstrip("/")
 
 
-class WeatherSettings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
-
+class WeatherSettings(LocationSettings):
     weather_places: Annotated[str, NoDecode] = DEFAULT_PLACES
     open_meteo_url: str = "https://archive-api.open-meteo.com"
     open_meteo_forecast_url: str = "https://api.open-meteo.com"

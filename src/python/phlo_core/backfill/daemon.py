@@ -24,7 +24,7 @@ def daemon_running(instance: DagsterInstance, within_seconds: float = 120.0) -> 
 def _is_set(settings: PhloSettings, name: str) -> bool:
     """Whether a setting (phlo's own or a location's) has a value."""
     key = name.lower()
-    return getattr(settings, key, None) is not None or bool((settings.model_extra or {}).get(key))
+    return getattr(settings, key, None) is not None or bool(settings.location_values.get(key))
 
 
 @dataclass

@@ -107,7 +107,7 @@ def worker_environment(settings: PhloSettings) -> dict[str, str]:
     """The settings as environment variables, for a worker process to read them back."""
     from pydantic import SecretStr
 
-    values = {**settings.model_dump(), **(settings.model_extra or {})}
+    values = {**settings.model_dump(), **settings.location_values}
     env = {}
     for name, value in values.items():
         if value is None:
