@@ -20,10 +20,6 @@ class ValidationSplit:
     valid: pd.DataFrame
     rejected: pd.DataFrame  # the rejected rows plus a `reason` column
 
-    @property
-    def rejected_count(self) -> int:
-        return len(self.rejected)
-
 
 def split_by_schema(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> ValidationSplit:
     try:
