@@ -11,14 +11,24 @@ from pathlib import Path
 import pytest
 
 from locations.nightscout.sample_server import SampleNightscoutServer
-from phlo_core.settings import PhloSettings, load_settings, use_settings
+from phlo_core.settings import PhloSettings, load_settings, location_models, use_settings
 
 # `second_user`: an unprivileged local user for tests of what other users can reach.
 pytest_plugins = ["tests.other_user"]
 
 TEST_SECRET = "test-api-secret-do-not-log"
-# Environment variables that configure Phlo or one of its locations: none leaks into a test.
-SETTING_PREFIXES = ("PHLO_", "HTTP_", "NIGHTSCOUT_", "OPEN_METEO_", "WEATHER_", "INSIGHTS_")
+
+
+def _setting_names() -> frozenset[str]:
+    """The environment variables that configure phlo or a location of the workspace (each
+    location's settings model says which): none leaks into a test."""
+    names = {name.upper() for name in PhloSettings.model_fields}
+    for model in location_models(load_settings()):
+        names |= {name.upper() for name in model.model_fields}
+    return frozenset(names)
+
+
+SETTING_NAMES = _setting_names()
 
 
 @pytest.fixture(autouse=True)
@@ -26,7 +36,7 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     """No test reads the developer's .env or writes to their PHLO_HOME."""
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
-        if name == "DAGSTER_HOME" or name.startswith(SETTING_PREFIXES):
+        if name == "DAGSTER_HOME" or name in SETTING_NAMES or name.startswith("PHLO_"):
             monkeypatch.delenv(name, raising=False)
     # Commands run directly: a test of the warm server (tests/e2e/test_server.py) turns it on.
     monkeypatch.setenv("PHLO_SERVER", "0")

@@ -71,6 +71,8 @@ def test_help_lists_the_commands_and_imports_nothing_heavy() -> None:
             "after the last day",
         ),
         (["backfill", "dlt_glucose_entries", "--partitions", "9999-12-31"], "after the last day"),
+        (["deploy", "workspace", "--port", "70000"], "--port must be from 1 to 65535"),
+        (["deploy", "workspace", "--out", "/nonexistent/dir/w.yaml"], "cannot write"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""The deployed shape: every code location served from its own PEX, a webserver on
-infra/dagster/workspace.pex.yaml reaching them over gRPC, and a run launched over GraphQL that
-executes inside the nightscout location's PEX and writes the day into the lakehouse.
+"""The deployed shape: every code location served from its own PEX, a webserver on the
+workspace `phlo deploy workspace` derives reaching them over gRPC, and a run launched over
+GraphQL that executes inside the nightscout location's PEX and writes the day into the lakehouse.
 
 The PEXes come from `pants package ::` (`make pex`), in dist/ (PHLO_PEX_DIR elsewhere).
 """
@@ -34,7 +34,6 @@ from tests.e2e.helpers import served_readings
 pytestmark = pytest.mark.slow
 
 DIST = Path(os.environ.get("PHLO_PEX_DIR", REPO_ROOT / "dist"))
-PEX_WORKSPACE = REPO_ROOT / "infra" / "dagster" / "workspace.pex.yaml"
 DAY = dt.date(2024, 3, 5)
 ZONE = "UTC"
 
@@ -46,10 +45,6 @@ def locations_of(workspace: Path) -> dict[str, dict[str, Any]]:
         spec = entry.get("python_module") or entry.get("grpc_server")
         found[spec["location_name"]] = spec
     return found
-
-
-def test_the_pex_workspace_serves_every_location_of_the_workspace() -> None:
-    assert set(locations_of(PEX_WORKSPACE)) == set(locations_of(DEFAULT_WORKSPACE))
 
 
 def gql(url: str, text: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -83,7 +78,7 @@ RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Code servers from the location PEXes, a webserver from the CLI PEX; stopped after."""
-    pexes = {name: DIST / f"{name}.pex" for name in [*locations_of(PEX_WORKSPACE), "phlo"]}
+    pexes = {name: DIST / f"{name}.pex" for name in [*locations_of(DEFAULT_WORKSPACE), "phlo"]}
     missing = [str(path) for path in pexes.values() if not path.exists()]
     if missing:
         pytest.fail(f"no PEX at {', '.join(missing)}: build them with `make pex` first")
@@ -103,7 +98,16 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             [str(pexes["phlo"]), "instance"], env=env, capture_output=True, text=True, timeout=300
         )
         assert created.returncode == 0, created.stderr
-        workspace = yaml.safe_load(PEX_WORKSPACE.read_text())
+        # The deployed workspace as a deployment derives it, from the PEX's workspace file.
+        derived = subprocess.run(
+            [str(pexes["phlo"]), "deploy", "workspace"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert derived.returncode == 0, derived.stderr
+        workspace = yaml.safe_load(derived.stdout)
         processes: list[subprocess.Popen[bytes]] = []
         names: list[str] = []  # each process's log file name
         logs = tmp / "logs"
@@ -172,7 +176,7 @@ def test_every_location_loads_with_its_assets(deployed: dict[str, Any]) -> None:
     from phlo_core.workspace import load_definitions, location_refs
 
     entries = deployed["entries"]
-    assert {e["name"] for e in entries} == set(locations_of(PEX_WORKSPACE))
+    assert {e["name"] for e in entries} == set(locations_of(DEFAULT_WORKSPACE))
     assert all(loaded(e) for e in entries), entries
     served: dict[str, set[str]] = {}
     for node in gql(deployed["url"], ASSETS)["assetNodes"]:

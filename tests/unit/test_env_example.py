@@ -1,23 +1,44 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from phlo_core.settings import PhloSettings, load_settings, location_models
+from phlo_core.workspace import ENV_EXAMPLE, env_example, location_folder, location_refs
 
-ENV_EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
-
-
-def every_setting() -> set[str]:
-    """The core's settings and those of every location in the workspace (the
-    `LocationSettings` models of its `settings` module)."""
-    names = {name.upper() for name in PhloSettings.model_fields}
-    for model in location_models(load_settings()):
-        names |= {name.upper() for name in model.model_fields}
-    return names
+SETTING_LINE = re.compile(r"^#? ?([A-Z][A-Z0-9_]+)=", re.MULTILINE)
 
 
-def test_env_example_documents_every_setting() -> None:
-    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", ENV_EXAMPLE.read_text(), re.MULTILINE))
-    assert "NIGHTSCOUT_URL" in every_setting()
-    assert documented == every_setting()
+def documented(text: str) -> set[str]:
+    return set(SETTING_LINE.findall(text))
+
+
+def test_the_settings_example_documents_every_setting_of_phlo_and_each_location() -> None:
+    settings = load_settings()
+    every = {name.upper() for name in PhloSettings.model_fields}
+    for model in location_models(settings):
+        every |= {name.upper() for name in model.model_fields}
+    assert {"NIGHTSCOUT_URL", "WEATHER_PLACES", "INSIGHTS_WEATHER_PLACE"} <= every
+    assert documented(env_example(settings)) == every
+
+
+def test_each_part_documents_its_own_settings_only() -> None:
+    """phlo's .env.example holds core's settings; each location's env.example its model's."""
+    settings = load_settings()
+    assert documented(ENV_EXAMPLE.read_text()) == {n.upper() for n in PhloSettings.model_fields}
+    models = {model.__module__: model for model in location_models(settings)}
+    for ref in location_refs(settings):
+        model = models.get(f"{ref.package}.settings")
+        folder = location_folder(ref)
+        assert folder is not None
+        own = folder / "env.example"
+        if model is None:
+            assert not own.exists(), f"{ref.name} has no settings model but an env.example"
+            continue
+        assert documented(own.read_text()) == {n.upper() for n in model.model_fields}, ref.name
+
+
+def test_the_example_lists_the_locations_in_the_workspace_order() -> None:
+    text = env_example(load_settings())
+    assert text.startswith(ENV_EXAMPLE.read_text().rstrip("\n"))
+    assert text.index("NIGHTSCOUT_URL") < text.index("WEATHER_PLACES")
+    assert text.index("WEATHER_PLACES") < text.index("INSIGHTS_WEATHER_PLACE")

@@ -14,7 +14,19 @@ from typing import Literal, NoReturn
 from cyclopts import App
 from cyclopts.exceptions import CycloptsError
 
-from phlo_cli.commands import backfill, demo, logs, materialize, query, server, services, status, ui
+from phlo_cli.commands import (
+    backfill,
+    demo,
+    deploy,
+    logs,
+    materialize,
+    query,
+    server,
+    services,
+    settings,
+    status,
+    ui,
+)
 from phlo_cli.common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -43,6 +55,8 @@ app.command(services.maintenance)
 app.command(ui.ui)
 app.command(ui.docs)
 app.command(demo.sample_app)
+app.command(settings.settings_app)
+app.command(deploy.deploy_app)
 app.command(demo.demo)
 
 

@@ -44,7 +44,11 @@ from tenacity import (
 
 from phlo_core.log import get_logger
 from phlo_core.redact import origin, redact, same_site
-from phlo_core.settings import DEFAULT_HTTP_DEADLINE_SECONDS, DEFAULT_HTTP_MAX_RESPONSE_MB
+from phlo_core.settings import (
+    DEFAULT_HTTP_DEADLINE_SECONDS,
+    DEFAULT_HTTP_MAX_RESPONSE_MB,
+    PhloSettings,
+)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -149,6 +153,20 @@ class RetryPolicy:
     max_backoff_seconds: float = 30.0
 
 
+def http_options(settings: PhloSettings) -> dict[str, Any]:
+    """The core's HTTP settings (HTTP_...) as a client's keyword arguments: timeout, deadline,
+    size cap and retries."""
+    return {
+        "timeout_seconds": settings.http_timeout_seconds,
+        "deadline_seconds": settings.http_deadline_seconds,
+        "max_response_mb": settings.http_max_response_mb,
+        "policy": RetryPolicy(
+            max_attempts=settings.http_max_attempts,
+            backoff_seconds=settings.http_backoff_seconds,
+        ),
+    }
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, _RetryableStatusError):
         return f"HTTP {exc.response.status_code}"
@@ -241,6 +259,13 @@ class RetryingClient:
         except httpx.InvalidURL:
             raise refusal from None
         self.origin = origin(str(self._client.base_url))
+
+    @classmethod
+    def from_settings(
+        cls, name: str, base_url: str, settings: PhloSettings, **options: Any
+    ) -> RetryingClient:
+        """A client of the source `name` at `base_url` with the core's HTTP settings."""
+        return cls(name, base_url, **{**http_options(settings), **options})
 
     def close(self) -> None:
         self._client.close()

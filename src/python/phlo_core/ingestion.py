@@ -19,9 +19,10 @@ writing through the run's `lakehouse` resource:
 - the run summary (metadata key `summary`) that `phlo` prints.
 """
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from dagster import (
     AssetCheckResult,
@@ -31,6 +32,7 @@ from dagster import (
     AssetsDefinition,
     Failure,
     MaterializeResult,
+    MetadataValue,
     asset,
 )
 
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
     import datetime as dt
 
     import duckdb
+    import pandas as pd
 
 log = get_logger(__name__)
 REJECTED_CHECK = "rejected_rows_within_limit"
@@ -92,6 +95,96 @@ class Batch:
             for day in self.days.days()
             if (pct := self.rejected_pct(day)) > self.max_rejected_pct
         }
+
+
+@dataclass
+class DayStats:
+    """One day's counts in a batch. A location's subclass adds the counts only its source has
+    (fetched, missing hours ...) and names them for the day table in `source_counts`."""
+
+    duplicates: int = 0
+    rejected: int = 0
+    loaded: int = 0
+
+    @property
+    def rejected_pct(self) -> float:
+        candidates = self.rejected + self.loaded
+        return 100.0 * self.rejected / candidates if candidates else 0.0
+
+    def source_counts(self) -> dict[str, object]:
+        """The source's own counts, as the day table's leading columns (header -> value)."""
+        return {}
+
+    def __add__(self, other: Self) -> Self:
+        return type(self)(
+            **{
+                name.name: getattr(self, name.name) + getattr(other, name.name)
+                for name in dataclasses.fields(self)
+            }
+        )
+
+
+S = TypeVar("S", bound=DayStats)
+
+
+@dataclass
+class DayBatch(Generic[S]):
+    """A window's valid rows, its rejected rows (with a `reason` column) and each day's counts:
+    what a location's validation gives, before it becomes a `Batch`."""
+
+    days: DayRange
+    rows: "pd.DataFrame"
+    rejected: "pd.DataFrame"
+    stats: dict["dt.date", S]  # every day of the window
+
+    def totals(self) -> S:
+        first, *rest = self.stats.values()
+        return sum(rest, start=first)
+
+    def day_table(self) -> str:
+        """The days as a markdown table: the source's counts, then duplicates, rejected, loaded."""
+        rows = sorted(self.stats.items())
+        heads = list(rows[0][1].source_counts()) if rows else []
+        lines = [
+            "| " + " | ".join(["day", *heads, "duplicates", "rejected", "loaded"]) + " |",
+            "|" + "---|" * (len(heads) + 4),
+        ]
+        for day, s in rows:
+            cells = [day, *s.source_counts().values(), s.duplicates]
+            cells += [f"{s.rejected} ({s.rejected_pct:.1f}%)", s.loaded]
+            lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+        return "\n".join(lines)
+
+    def prepared(
+        self,
+        *,
+        writes: Sequence[PartitionWrite],
+        max_rejected_pct: float,
+        summary: str,
+        metadata: Mapping[str, Any] | None = None,
+        warnings: Sequence[CheckWarning] = (),
+    ) -> "Batch":
+        """The batch to write and check: the counts per day, the rejections' reasons and the
+        metadata every ingestion reports (the day table, rows loaded, rejected, duplicates
+        dropped), then the location's own."""
+        totals = self.totals()
+        return Batch(
+            days=self.days,
+            writes=writes,
+            loaded={day: s.loaded for day, s in self.stats.items()},
+            rejected={day: s.rejected for day, s in self.stats.items()},
+            rejected_reasons=[str(reason) for reason in self.rejected["reason"]],
+            max_rejected_pct=max_rejected_pct,
+            summary=summary,
+            metadata={
+                "days": MetadataValue.md(self.day_table()),
+                "rows_loaded": totals.loaded,
+                "rows_rejected": totals.rejected,
+                "duplicates_dropped": totals.duplicates,
+                **(metadata or {}),
+            },
+            warnings=warnings,
+        )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ failing or silently vanishing."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import pandera.pandas as pa
@@ -43,3 +45,25 @@ def split_by_schema(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> Validati
     rejected = frame.loc[bad_index].assign(reason=["; ".join(sorted(reasons[i])) for i in reasons])
     valid = schema.validate(frame.drop(index=bad_index), lazy=True)
     return ValidationSplit(valid=valid, rejected=rejected)
+
+
+# pandas dtypes for the lakehouse's column types: nullable where the column may hold nulls.
+_DTYPES = {
+    "bigint": "Int64",
+    "integer": "Int64",
+    "double": "float64",
+    "varchar": "str",
+    "date": "object",
+    "timestamptz": "datetime64[us, UTC]",
+}
+
+
+def typed_frame(records: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> pd.DataFrame:
+    """Records as a frame with one column per entry of `columns` (name -> lakehouse type), each
+    of the matching pandas dtype; a name a record lacks is null there."""
+    return pd.DataFrame(
+        {
+            name: pd.Series([record.get(name) for record in records], dtype=_DTYPES[kind])
+            for name, kind in columns.items()
+        }
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,8 @@ def _repo_root() -> Path:
 REPO_ROOT = _repo_root()
 DEFAULT_WORKSPACE = REPO_ROOT / "infra" / "dagster" / "workspace.yaml"
 DBT_ROOT = REPO_ROOT / "src" / "dbt"  # every location's dbt project, and the shared package
+ENV_EXAMPLE = REPO_ROOT / ".env.example"  # phlo's own settings; each location has its env.example
+LOCATION_ENV_EXAMPLE = "env.example"  # a location's settings, documented, beside its modules
 
 
 class WorkspaceError(RuntimeError):
@@ -142,3 +145,54 @@ def preflight(ref: LocationRef, settings: PhloSettings, asset_names: list[str]) 
     check = getattr(module, "preflight", None)
     if callable(check):
         check(settings, asset_names)
+
+
+def location_folder(ref: LocationRef) -> Path | None:
+    """The folder of the location's package (without importing it), None if not found."""
+    try:
+        spec = importlib.util.find_spec(ref.package)
+    except (ModuleNotFoundError, ValueError):
+        return None
+    places = list(spec.submodule_search_locations or []) if spec else []
+    return Path(places[0]) if places else None
+
+
+def env_example(settings: PhloSettings) -> str:
+    """Every setting documented, as a .env file to edit: phlo's own (.env.example), then each
+    workspace location's `env.example` in the order of the workspace file."""
+    parts = [ENV_EXAMPLE.read_text().rstrip("\n")] if ENV_EXAMPLE.is_file() else []
+    for ref in location_refs(settings):
+        folder = location_folder(ref)
+        own = folder / LOCATION_ENV_EXAMPLE if folder else None
+        if own is not None and own.is_file():
+            parts.append(own.read_text().rstrip("\n"))
+    return "\n\n".join(parts) + "\n"
+
+
+def grpc_workspace(settings: PhloSettings, *, host: str | None, port: int) -> str:
+    """The workspace file of a deployment that runs each location as a gRPC code server (from
+    its PEX or image), for Dagster's webserver and daemon: one server per location of the
+    workspace file, at `host` on consecutive ports from `port`, or (host None) each at the host
+    named after its location, on `port` (the service names of a compose file)."""
+    refs = location_refs(settings)
+    servers = [
+        (ref, host or ref.name, port + index if host else port) for index, ref in enumerate(refs)
+    ]
+    lines = [
+        f"# Derived from {workspace_file(settings).name} by `phlo deploy workspace`: the same",
+        "# locations, each served over gRPC. Start each location's server (from its PEX):",
+        *(
+            f"#   dist/{ref.name}.pex api grpc -m {ref.module} -h {at} -p {number}"
+            for ref, at, number in servers
+        ),
+        "# then Dagster's webserver and daemon on this file (with the same settings):",
+        "#   PEX_SCRIPT=dagster-webserver dist/phlo.pex -w THIS_FILE",
+        "#   PEX_SCRIPT=dagster-daemon    dist/phlo.pex run -w THIS_FILE",
+    ]
+    document = {
+        "load_from": [
+            {"grpc_server": {"host": at, "port": number, "location_name": ref.name}}
+            for ref, at, number in servers
+        ]
+    }
+    return "\n".join(lines) + "\n" + yaml.safe_dump(document, sort_keys=False)

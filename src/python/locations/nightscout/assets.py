@@ -4,7 +4,7 @@ source knows (how to fetch a window of entries, the cleaning rules, the volume w
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition, MetadataValue
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition
 
 from locations.nightscout.client import NightscoutSource
 from locations.nightscout.ingest import (
@@ -40,19 +40,6 @@ def implausible_days(
     return found
 
 
-def _day_table(batch: GlucoseBatch) -> str:
-    lines = [
-        "| day | fetched | error codes | duplicates | rejected | loaded |",
-        "|---|---|---|---|---|---|",
-    ]
-    for day, s in sorted(batch.stats.items()):
-        lines.append(
-            f"| {day} | {s.fetched} | {s.error_codes} | {s.duplicates} | "
-            f"{s.rejected} ({s.rejected_pct:.1f}%) | {s.loaded} |"
-        )
-    return "\n".join(lines)
-
-
 def prepare(context: AssetExecutionContext, days: DayRange, source: NightscoutSource) -> Batch:
     """A window of days from the site, validated and counted (the ingestion's `prepare`)."""
     settings, site = source.settings, source.site
@@ -71,12 +58,8 @@ def prepare(context: AssetExecutionContext, days: DayRange, source: NightscoutSo
     implausible = implausible_days(
         batch, settings.timezone, site.nightscout_reading_interval_minutes
     )
-    return Batch(
-        days=days,
+    return batch.prepared(
         writes=batch_writes(batch),
-        loaded={day: s.loaded for day, s in batch.stats.items()},
-        rejected={day: s.rejected for day, s in batch.stats.items()},
-        rejected_reasons=[str(reason) for reason in batch.rejected["reason"]],
         max_rejected_pct=site.nightscout_max_rejected_pct,
         summary=(
             f"{totals.loaded} readings loaded, {totals.rejected} rejected, "
@@ -84,11 +67,7 @@ def prepare(context: AssetExecutionContext, days: DayRange, source: NightscoutSo
             f"dropped ({len(batch.stats)} day(s), {fetched.pages} page(s))"
         ),
         metadata={
-            "days": MetadataValue.md(_day_table(batch)),
-            "rows_loaded": totals.loaded,
-            "rows_rejected": totals.rejected,
             "sensor_error_codes_dropped": totals.error_codes,
-            "duplicates_dropped": totals.duplicates,
             "other_entry_types_dropped": totals.other_types,
             "pages": fetched.pages,
         },

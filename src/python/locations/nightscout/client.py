@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from locations.nightscout.settings import NightscoutSettings, nightscout_settings
-from phlo_core.http import RetryingClient, RetryPolicy, SourceError
+from phlo_core.http import RetryingClient, RetryPolicy, SourceError, http_options
 from phlo_core.resources import SettingsResource
 from phlo_core.settings import (
     DEFAULT_HTTP_DEADLINE_SECONDS,
@@ -90,13 +90,7 @@ class NightscoutClient:
             ),
             token=site.nightscout_token.get_secret_value() if site.nightscout_token else None,
             page_size=site.nightscout_page_size,
-            timeout_seconds=settings.http_timeout_seconds,
-            deadline_seconds=settings.http_deadline_seconds,
-            max_response_mb=settings.http_max_response_mb,
-            policy=RetryPolicy(
-                max_attempts=settings.http_max_attempts,
-                backoff_seconds=settings.http_backoff_seconds,
-            ),
+            **http_options(settings),
         )
 
     def close(self) -> None:

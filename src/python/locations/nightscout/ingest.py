@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,8 +22,9 @@ import pandas as pd
 import pandera.pandas as pa
 
 from phlo_core.calendar import DayRange, epoch_ms, utc_bounds
+from phlo_core.ingestion import DayBatch, DayStats
 from phlo_core.lakehouse.writes import PartitionWrite
-from phlo_core.quality import split_by_schema
+from phlo_core.quality import split_by_schema, typed_frame
 
 # Dexcom's special glucose values, as Nightscout's `errorcodes` plugin documents them (0 is
 # NONE). Any other value below 39 (negative ones included) is not a reading but not a code
@@ -84,33 +85,16 @@ def entry_schema(start_ms: int, end_ms: int) -> pa.DataFrameSchema:
 
 
 @dataclass
-class DayStats:
+class GlucoseDayStats(DayStats):
     fetched: int = 0
     other_types: int = 0
     error_codes: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    loaded: int = 0
 
-    @property
-    def rejected_pct(self) -> float:
-        candidates = self.rejected + self.loaded
-        return 100.0 * self.rejected / candidates if candidates else 0.0
+    def source_counts(self) -> dict[str, object]:
+        return {"fetched": self.fetched, "error codes": self.error_codes}
 
 
-@dataclass
-class GlucoseBatch:
-    days: DayRange
-    rows: pd.DataFrame
-    rejected: pd.DataFrame
-    stats: dict[dt.date, DayStats] = field(default_factory=dict)
-
-    def totals(self) -> DayStats:
-        total = DayStats()
-        for s in self.stats.values():
-            for name in vars(total):
-                setattr(total, name, getattr(total, name) + getattr(s, name))
-        return total
+GlucoseBatch = DayBatch[GlucoseDayStats]
 
 
 def _as_int(value: object) -> int | None:
@@ -167,19 +151,9 @@ def _local_day(epoch: int | None, days: DayRange, tz: ZoneInfo) -> dt.date:
     return min(max(day, days.start), days.end - dt.timedelta(days=1))
 
 
-def _frame(records: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
-    dtypes = {"bigint": "Int64", "integer": "Int64", "varchar": "str", "date": "object"}
-    return pd.DataFrame(
-        {
-            name: pd.Series([r.get(name) for r in records], dtype=dtypes[kind])
-            for name, kind in columns.items()
-        }
-    )
-
-
 def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -> GlucoseBatch:
     start, end = utc_bounds(days, tz)
-    stats = {day: DayStats() for day in days.days()}
+    stats = {day: GlucoseDayStats() for day in days.days()}
     candidates: list[dict[str, Any]] = []
     unparseable: list[dict[str, Any]] = []
     for entry in entries:
@@ -215,7 +189,7 @@ def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -
             seen_dates.add(reading_at)
         unique.append(candidate)
 
-    frame = _frame(unique, {**ENTRY_COLUMNS, "payload": "varchar"})
+    frame = typed_frame(unique, {**ENTRY_COLUMNS, "payload": "varchar"})
     split = split_by_schema(frame, entry_schema(epoch_ms(start), epoch_ms(end)))
     for day in split.rejected["partition_date"]:
         stats[day].rejected += 1
@@ -223,10 +197,10 @@ def prepare_batch(entries: list[dict[str, Any]], days: DayRange, tz: ZoneInfo) -
         stats[day].loaded += 1
     rows = split.valid.loc[:, list(ENTRY_COLUMNS)].reset_index(drop=True)
     rejected = pd.concat(
-        [_frame(unparseable, REJECTED_COLUMNS), split.rejected.loc[:, list(REJECTED_COLUMNS)]],
+        [typed_frame(unparseable, REJECTED_COLUMNS), split.rejected.loc[:, list(REJECTED_COLUMNS)]],
         ignore_index=True,
     )
-    return GlucoseBatch(days, rows, rejected, stats)
+    return DayBatch(days, rows, rejected, stats)
 
 
 def batch_writes(batch: GlucoseBatch) -> list[PartitionWrite]:

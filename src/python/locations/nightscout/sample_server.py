@@ -3,10 +3,10 @@
 It speaks the parts of Nightscout's v1 API that Phlo uses, with Nightscout's semantics:
 `GET /api/v1/entries.json` with `count` (default 10), `find[date][$gte|$gt|$lte|$lt]` on epoch
 milliseconds and `find[type]`, newest first; auth by the `api-secret` header (SHA-1 hex of the
-API secret) or a `token` query parameter, 401 otherwise. `fail_next()` makes it answer the next
-requests with an error status or a stall, to exercise clients' retries against real HTTP;
-`redirect_to` makes it answer with a 302 to the same path under another base URL (a request
-already under that base's path, on this server, is served: a site moved to a sub-path).
+API secret) or a `token` query parameter, 401 otherwise. `fail_next()` (core's sample server)
+makes it answer the next requests with an error status or a stall; `redirect_to` makes it
+answer with a 302 to the same path under another base URL (a request already under that base's
+path, on this server, is served: a site moved to a sub-path).
 
 Run it by hand: `python -m locations.nightscout.sample_server --port 1337 --api-secret s3cret`.
 """
@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from locations.nightscout.sample_data import INTERVAL_MS, entries_between
+from phlo_core.sample_http import SampleAnswer, SampleHttpServer, SampleRequest
 
 EntrySource = Callable[[int, int], Iterator[dict]]
 
 
-class SampleNightscoutServer:
+class SampleNightscoutServer(SampleHttpServer):
     def __init__(
         self,
         *,
@@ -42,6 +39,7 @@ class SampleNightscoutServer:
         max_count: int | None = None,
         redirect_to: str | None = None,
     ) -> None:
+        super().__init__(host=host, port=port)
         tz = ZoneInfo(timezone)
         self.entries: EntrySource = entries or (lambda lo, hi: entries_between(lo, hi, tz))
         self.api_secret_sha1 = hashlib.sha1(api_secret.encode()).hexdigest() if api_secret else None
@@ -50,40 +48,37 @@ class SampleNightscoutServer:
         self.redirect_to = redirect_to
         self.requests: list[str] = []
         self.headers_seen: list[dict[str, str]] = []
-        self._faults: deque[tuple[int, float]] = deque()
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    def _moved(self) -> str:
+        return urlsplit(self.redirect_to or "").path.rstrip("/")
 
-    def fail_next(self, times: int, status: int = 500, stall_seconds: float = 0.0) -> None:
-        """Answer the next `times` requests with `status` (after stalling, if asked)."""
-        with self._lock:
-            self._faults.extend([(status, stall_seconds)] * times)
+    def received(self, request: SampleRequest) -> None:
+        self.requests.append(request.path)
+        self.headers_seen.append(dict(request.headers))
 
-    def _take_fault(self) -> tuple[int, float] | None:
-        with self._lock:
-            return self._faults.popleft() if self._faults else None
+    def before_faults(self, request: SampleRequest) -> SampleAnswer | None:
+        """A site moved elsewhere answers 302, but for a path already under its new one."""
+        moved = self._moved()
+        if self.redirect_to is None or (moved and request.path.startswith(moved + "/")):
+            return None
+        return SampleAnswer(
+            302, headers={"Location": self.redirect_to.rstrip("/") + request.target}
+        )
 
-    def start(self) -> SampleNightscoutServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> SampleNightscoutServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def answer(self, request: SampleRequest) -> SampleAnswer:
+        moved, path = self._moved(), request.path
+        if moved and path.startswith(moved + "/"):
+            path = path.removeprefix(moved)
+        if not self.authorized(request.headers, request.query):
+            return SampleAnswer(401, self.error_body(401, "Unauthorized"))
+        if path in ("/api/v1/entries.json", "/api/v1/entries"):
+            try:
+                return SampleAnswer(200, self.select(request.query))
+            except ValueError as exc:
+                return SampleAnswer(400, self.error_body(400, str(exc)))
+        if path == "/api/v1/status.json":
+            return SampleAnswer(200, {"status": "ok", "name": "phlo-sample-nightscout"})
+        return SampleAnswer(404, self.error_body(404, "Not found"))
 
     def authorized(self, headers: dict[str, str], query: dict[str, list[str]]) -> bool:
         if self.api_secret_sha1 is None and self.token is None:
@@ -127,57 +122,6 @@ class SampleNightscoutServer:
         matching.sort(key=lambda e: (e["date"], e["_id"]), reverse=True)
         return matching[:count]
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-            def _send(self, status: int, body: object) -> None:
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_GET(self) -> None:  # noqa: N802
-                parts = urlsplit(self.path)
-                query = parse_qs(parts.query)
-                server.requests.append(parts.path)
-                server.headers_seen.append({k.lower(): v for k, v in self.headers.items()})
-                moved = urlsplit(server.redirect_to or "").path.rstrip("/")
-                if moved and parts.path.startswith(moved + "/"):
-                    parts = parts._replace(path=parts.path.removeprefix(moved))
-                elif server.redirect_to is not None:
-                    self.send_response(302)
-                    self.send_header("Location", server.redirect_to.rstrip("/") + self.path)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                fault = server._take_fault()
-                if fault is not None:
-                    status, stall = fault
-                    time.sleep(stall)
-                    self._send(status, {"status": status, "message": "injected fault"})
-                    return
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                if not server.authorized(headers, query):
-                    self._send(401, {"status": 401, "message": "Unauthorized"})
-                    return
-                if parts.path in ("/api/v1/entries.json", "/api/v1/entries"):
-                    try:
-                        self._send(200, server.select(query))
-                    except ValueError as exc:
-                        self._send(400, {"status": 400, "message": str(exc)})
-                elif parts.path == "/api/v1/status.json":
-                    self._send(200, {"status": "ok", "name": "phlo-sample-nightscout"})
-                else:
-                    self._send(404, {"status": 404, "message": "Not found"})
-
-        return Handler
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -196,13 +140,7 @@ def main() -> None:
         api_secret=args.api_secret,
         token=args.token,
     )
-    print(f"sample Nightscout (SAMPLE DATA) at {server.url}", flush=True)
-    server.start()
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    server.serve_until_interrupted("sample Nightscout")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import datetime as dt
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
 
-from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition, MetadataValue
+from dagster import AssetCheckSpec, AssetExecutionContext, AssetsDefinition
 
 from locations.weather.client import OpenMeteoSource
 from locations.weather.ingest import (
@@ -27,19 +27,6 @@ ASSET_NAME = "dlt_weather_observations"
 SOURCE = "open_meteo"  # the resource key of the source's client
 log = get_logger(__name__)
 COMPLETE_CHECK = "hours_complete"
-
-
-def _day_table(batch: WeatherBatch) -> str:
-    lines = [
-        "| day | expected hours | missing | duplicates | rejected | loaded |",
-        "|---|---|---|---|---|---|",
-    ]
-    for day, s in sorted(batch.stats.items()):
-        lines.append(
-            f"| {day} | {s.expected} | {s.missing} | {s.duplicates} | "
-            f"{s.rejected} ({s.rejected_pct:.1f}%) | {s.loaded} |"
-        )
-    return "\n".join(lines)
 
 
 def batch_writes(batch: WeatherBatch, places: Sequence[Place]) -> list[PartitionWrite]:
@@ -82,12 +69,8 @@ def prepare(context: AssetExecutionContext, days: DayRange, source: OpenMeteoSou
         for day, s in sorted(batch.stats.items())
         if s.missing
     ]
-    return Batch(
-        days=days,
+    return batch.prepared(
         writes=batch_writes(batch, places),
-        loaded={day: s.loaded for day, s in batch.stats.items()},
-        rejected={day: s.rejected for day, s in batch.stats.items()},
-        rejected_reasons=[str(reason) for reason in batch.rejected["reason"]],
         max_rejected_pct=own.weather_max_rejected_pct,
         summary=(
             f"{totals.loaded} hourly observations loaded for {len(places)} place(s), "
@@ -95,12 +78,8 @@ def prepare(context: AssetExecutionContext, days: DayRange, source: OpenMeteoSou
             f"({len(batch.stats)} day(s), {fetched.requests} request(s))"
         ),
         metadata={
-            "days": MetadataValue.md(_day_table(batch)),
             "places": ", ".join(place.name for place in places),
-            "rows_loaded": totals.loaded,
-            "rows_rejected": totals.rejected,
             "hours_missing": totals.missing,
-            "duplicates_dropped": totals.duplicates,
             "requests": fetched.requests,
         },
         warnings=[

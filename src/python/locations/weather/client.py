@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from locations.weather.settings import Place, WeatherSettings, weather_settings
-from phlo_core.http import RetryingClient, RetryPolicy, SourceError
+from phlo_core.http import RetryingClient, RetryPolicy, SourceError, http_options
 from phlo_core.resources import SettingsResource
 from phlo_core.settings import (
     DEFAULT_HTTP_DEADLINE_SECONDS,
@@ -123,13 +123,7 @@ class OpenMeteoClient:
             own.open_meteo_url,
             own.open_meteo_forecast_url,
             archive_delay_days=own.open_meteo_archive_delay_days,
-            timeout_seconds=settings.http_timeout_seconds,
-            deadline_seconds=settings.http_deadline_seconds,
-            max_response_mb=settings.http_max_response_mb,
-            policy=RetryPolicy(
-                max_attempts=settings.http_max_attempts,
-                backoff_seconds=settings.http_backoff_seconds,
-            ),
+            **http_options(settings),
         )
 
     def close(self) -> None:

@@ -2,42 +2,28 @@
 
 from __future__ import annotations
 
-from dagster import (
-    AssetSelection,
-    Definitions,
-    define_asset_job,
-    definitions,
-    in_process_executor,
-)
+from dagster import Definitions, definitions
 
 from locations.weather.assets import SOURCE, build_ingestion_asset
 from locations.weather.client import OpenMeteoSource
-from phlo_core.dbt.assets import build_dbt_assets
-from phlo_core.partitions import daily_schedule
-from phlo_core.resources import default_resources
-from phlo_core.settings import PhloSettings, get_settings
-from phlo_core.workspace import DBT_ROOT
-
-DBT_PROJECT_DIR = DBT_ROOT / "weather"
+from phlo_core.location import Nightly, location_definitions
+from phlo_core.settings import PhloSettings
 
 
 def build_definitions(settings: PhloSettings | None = None) -> Definitions:
     """The location's definitions on the calendar of `settings` (default: the environment's);
     every other setting reaches a run through its resources."""
-    settings = settings or get_settings()
-    ingestion = build_ingestion_asset(settings)
-    models = build_dbt_assets(DBT_PROJECT_DIR, settings, group_name="weather")
-    daily_job = define_asset_job(
-        "weather_pipeline",
-        selection=AssetSelection.groups("weather"),
-        description="Ingest a day of hourly weather for every place and build the weather models.",
-    )
-    return Definitions(
-        schedules=[daily_schedule(daily_job.name, settings, minute=20)],
-        assets=[ingestion, *models],
-        jobs=[daily_job],
-        resources={**default_resources(), SOURCE: OpenMeteoSource()},
-        executor=in_process_executor,
+    return location_definitions(
+        settings,
+        group="weather",
+        job_name="weather_pipeline",
+        job_description=(
+            "Ingest a day of hourly weather for every place and build the weather models."
+        ),
+        ingestion=build_ingestion_asset,
+        dbt_project="weather",
+        resources={SOURCE: OpenMeteoSource()},
+        nightly=Nightly(hour=1, minute=20),
     )
 
 

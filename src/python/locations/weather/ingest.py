@@ -15,7 +15,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,7 +24,8 @@ import pandera.pandas as pa
 
 from locations.weather.client import VARIABLES, Hour
 from phlo_core.calendar import DayRange, utc_bounds
-from phlo_core.quality import split_by_schema
+from phlo_core.ingestion import DayBatch, DayStats
+from phlo_core.quality import split_by_schema, typed_frame
 
 OBSERVATIONS_TABLE = "raw.weather_observations"
 REJECTED_TABLE = "raw.weather_observations_rejected"
@@ -74,32 +75,15 @@ def observation_schema() -> pa.DataFrameSchema:
 
 
 @dataclass
-class DayStats:
+class WeatherDayStats(DayStats):
     expected: int = 0  # hours in the local day x places
     missing: int = 0  # hours the source sent nothing for
-    duplicates: int = 0
-    rejected: int = 0
-    loaded: int = 0
 
-    @property
-    def rejected_pct(self) -> float:
-        candidates = self.rejected + self.loaded
-        return 100.0 * self.rejected / candidates if candidates else 0.0
+    def source_counts(self) -> dict[str, object]:
+        return {"expected hours": self.expected, "missing": self.missing}
 
 
-@dataclass
-class WeatherBatch:
-    days: DayRange
-    rows: pd.DataFrame
-    rejected: pd.DataFrame
-    stats: dict[dt.date, DayStats] = field(default_factory=dict)
-
-    def totals(self) -> DayStats:
-        total = DayStats()
-        for s in self.stats.values():
-            for name in vars(total):
-                setattr(total, name, getattr(total, name) + getattr(s, name))
-        return total
+WeatherBatch = DayBatch[WeatherDayStats]
 
 
 # Whole numbers at or beyond this size fit no integer column (1e30 is whole, and out of range).
@@ -153,22 +137,6 @@ def _candidate(hour: Hour, day: dt.date) -> dict[str, Any]:
     return candidate
 
 
-def _frame(records: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
-    dtypes = {
-        "double": "float64",
-        "integer": "Int64",
-        "varchar": "str",
-        "date": "object",
-        "timestamptz": "datetime64[us, UTC]",
-    }
-    return pd.DataFrame(
-        {
-            name: pd.Series([r.get(name) for r in records], dtype=dtypes[kind])
-            for name, kind in columns.items()
-        }
-    )
-
-
 def expected_hours(day: dt.date, tz: ZoneInfo) -> int:
     """The hours the source labels within the local day: UTC hour starts in [midnight, next
     midnight). 24, or 23 / 25 on daylight-saving days (also in zones with half-hour shifts)."""
@@ -190,7 +158,7 @@ def prepare_batch(
     forecast API fills them with predictions): they are not loaded, and count as missing."""
     start, end = utc_bounds(days, tz)
     end_observed = min(end, now) if now is not None else end
-    stats = {day: DayStats(expected=expected_hours(day, tz) * places) for day in days.days()}
+    stats = {day: WeatherDayStats(expected=expected_hours(day, tz) * places) for day in days.days()}
     seen: set[tuple[str, dt.datetime]] = set()
     candidates: list[dict[str, Any]] = []
     unparseable: list[dict[str, Any]] = []
@@ -211,7 +179,7 @@ def prepare_batch(
             unparseable.append(candidate)
         else:
             candidates.append(candidate)
-    frame = _frame(candidates, {**OBSERVATION_COLUMNS, "payload": "varchar"})
+    frame = typed_frame(candidates, {**OBSERVATION_COLUMNS, "payload": "varchar"})
     split = split_by_schema(frame, observation_schema())
     for day in split.rejected["partition_date"]:
         stats[day].rejected += 1
@@ -225,7 +193,7 @@ def prepare_batch(
         s.missing = max(0, s.expected - observed[day] - s.rejected)
     rows = split.valid.loc[:, list(OBSERVATION_COLUMNS)].reset_index(drop=True)
     rejected = pd.concat(
-        [_frame(unparseable, REJECTED_COLUMNS), split.rejected.loc[:, list(REJECTED_COLUMNS)]],
+        [typed_frame(unparseable, REJECTED_COLUMNS), split.rejected.loc[:, list(REJECTED_COLUMNS)]],
         ignore_index=True,
     )
-    return WeatherBatch(days, rows, rejected, stats)
+    return DayBatch(days, rows, rejected, stats)

@@ -5,8 +5,8 @@ archive; `start_date`/`end_date` required, values null after `today - archive_de
 `GET /v1/forecast` (`past_days`/`forecast_days`, or `start_date`/`end_date`), with `latitude`,
 `longitude`, `hourly` and `timezone`. As the real service does, it prints times in the requested
 zone with one fixed UTC offset (the zone's offset now) and answers bad requests with HTTP 400
-`{"error": true, "reason": ...}`. `fail_next()` makes it answer the next requests with an error
-status or a stall, to exercise clients' retries against real HTTP.
+`{"error": true, "reason": ...}`. `fail_next()` (core's sample server) makes it answer the next
+requests with an error status or a stall.
 
 Run it by hand: `python -m locations.weather.sample_server --port 8080`.
 """
@@ -15,24 +15,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import math
 import re
-import threading
-import time
-from collections import deque
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
-from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from locations.weather.sample_data import UNITS, VARIABLES, hourly_values
+from phlo_core.sample_http import SampleAnswer, SampleHttpServer, SampleRequest
 
 # Any JSON value: tests serve what a broken source might (1e30, text, NaN and Infinity as
 # Python writes them) where numbers are due.
 ValueSource = Callable[[float, float, dt.datetime], Mapping[str, object]]
 Api = Literal["archive", "forecast"]
+_APIS: dict[str, Api] = {"/v1/archive": "archive", "/v1/forecast": "forecast"}
 
 ARCHIVE_FIRST_DAY = dt.date(1940, 1, 1)
 FORECAST_PAST_DAYS_MAX = 92
@@ -151,7 +147,9 @@ def _snap(value: float) -> float:
     return round(value / GRID_DEGREES) * GRID_DEGREES + 0.0  # + 0.0: never -0.0
 
 
-class SampleOpenMeteoServer:
+class SampleOpenMeteoServer(SampleHttpServer):
+    keep_blank_values = True  # as the service parses `?hourly=`
+
     def __init__(
         self,
         *,
@@ -161,47 +159,26 @@ class SampleOpenMeteoServer:
         today: dt.date | None = None,
         values: ValueSource | None = None,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.archive_delay_days = archive_delay_days
         self.today = today
         self.values: ValueSource = values or hourly_values
         self.requests: list[tuple[str, dict[str, str]]] = []
-        self._faults: deque[tuple[int, float]] = deque()
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
 
-    @property
-    def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    def received(self, request: SampleRequest) -> None:
+        self.requests.append((request.path, {k: ",".join(v) for k, v in request.query.items()}))
 
-    def fail_next(self, times: int, status: int = 500, stall_seconds: float = 0.0) -> None:
-        """Answer the next `times` requests with `status` (after stalling, if asked)."""
-        with self._lock:
-            self._faults.extend([(status, stall_seconds)] * times)
+    def error_body(self, status: int, message: str) -> object:
+        return {"error": True, "reason": message}
 
-    def _take_fault(self) -> tuple[int, float] | None:
-        with self._lock:
-            return self._faults.popleft() if self._faults else None
-
-    def start(self) -> SampleOpenMeteoServer:
-        # A short poll interval: stop() returns in a twentieth of a second, not half a second.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> SampleOpenMeteoServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def answer(self, request: SampleRequest) -> SampleAnswer:
+        api: Api | None = _APIS.get(request.path)
+        if api is None:
+            return SampleAnswer(404, self.error_body(404, "Not Found"))
+        try:
+            return SampleAnswer(200, self.respond(api, request.query))
+        except BadRequestError as exc:
+            return SampleAnswer(400, self.error_body(400, str(exc)))
 
     def _utc_today(self) -> dt.date:
         return self.today or dt.datetime.now(dt.UTC).date()
@@ -291,46 +268,6 @@ class SampleOpenMeteoServer:
         }
         return body
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-            def _send(self, status: int, body: object) -> None:
-                payload = json.dumps(body, ensure_ascii=False).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_GET(self) -> None:  # noqa: N802
-                parts = urlsplit(self.path)
-                query = parse_qs(parts.query, keep_blank_values=True)
-                server.requests.append((parts.path, {k: ",".join(v) for k, v in query.items()}))
-                fault = server._take_fault()
-                if fault is not None:
-                    status, stall = fault
-                    time.sleep(stall)
-                    self._send(status, {"error": True, "reason": "injected fault"})
-                    return
-                api: Api
-                if parts.path == "/v1/archive":
-                    api = "archive"
-                elif parts.path == "/v1/forecast":
-                    api = "forecast"
-                else:
-                    self._send(404, {"error": True, "reason": "Not Found"})
-                    return
-                try:
-                    self._send(200, server.respond(api, query))
-                except BadRequestError as exc:
-                    self._send(400, {"error": True, "reason": str(exc)})
-
-        return Handler
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -343,13 +280,7 @@ def main() -> None:
     server = SampleOpenMeteoServer(
         host=args.host, port=args.port, archive_delay_days=args.archive_delay_days
     )
-    print(f"sample Open-Meteo (SAMPLE DATA) at {server.url}", flush=True)
-    server.start()
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        server.stop()
+    server.serve_until_interrupted("sample Open-Meteo")
 
 
 if __name__ == "__main__":

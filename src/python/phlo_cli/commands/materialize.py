@@ -53,7 +53,7 @@ def materialize(
     from phlo_core.runs.engine import materialize as run_materialize
     from phlo_core.runs.engine import validate_days
     from phlo_core.runs.instance import InstanceError
-    from phlo_core.runs.selection import SelectionError, check_selection
+    from phlo_core.runs.selection import SelectionError, check_selection, preflight_selection
     from phlo_core.workspace import WorkspaceError
 
     settings = command_settings()
@@ -63,14 +63,24 @@ def materialize(
             validate_days(days, settings)
         selection = check_selection(selection, settings)
         label = days.label() if days is not None else "the assets rebuilt whole"
-        print(f"materializing {selection} for {label} ...", file=sys.stderr)
+        heading = [f"materializing {selection} for {label} ..."]
+        # A missing setting is one line with nothing before it: checked here from the
+        # remembered asset names, else by the engine before the first run starts.
+        if preflight_selection(selection, settings):
+            print(heading.pop(), file=sys.stderr)
+
+        def started(location: str, assets: list[str]) -> None:
+            while heading:
+                print(heading.pop(), file=sys.stderr)
+            print(
+                f"{location}: running {len(assets)} asset(s): {', '.join(assets)}", file=sys.stderr
+            )
+
         outcomes = run_materialize(
             selection,
             days,
             settings,
-            on_start=lambda location, assets: print(
-                f"{location}: running {len(assets)} asset(s): {', '.join(assets)}", file=sys.stderr
-            ),
+            on_start=started,
             on_progress=progress_printer(verbose, label),
             log_level="INFO" if verbose else "CRITICAL",
             allow_shrink=allow_shrink,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from phlo_core.runs.asset_index import AssetIndex, cached, fingerprint, index_of, remember
 from phlo_core.settings import PhloSettings
-from phlo_core.workspace import LocationRef, load_definitions, location_refs
+from phlo_core.workspace import LocationRef, load_definitions, location_refs, preflight
 
 if TYPE_CHECKING:
     from dagster import AssetKey, Definitions
@@ -87,6 +87,21 @@ def check_selection(selection: str, settings: PhloSettings) -> str:
     if index is not None:
         tokens = resolve_names(tokens, index)
     return ",".join(("+" if up else "") + name + ("+" if down else "") for name, up, down in tokens)
+
+
+def preflight_selection(selection: str, settings: PhloSettings) -> bool:
+    """The locations' own checks of the settings the selected assets need (`preflight`), from
+    the remembered asset names, before anything is printed or loaded: a missing setting is one
+    usage error. False when there is no current index: the engine checks once the locations
+    are loaded."""
+    index = cached(settings)
+    if index is None:
+        return False
+    refs = {ref.name: ref for ref in location_refs(settings)}
+    for plan in plan_names(selection, index):
+        if plan.location in refs:
+            preflight(refs[plan.location], settings, plan.names)
+    return True
 
 
 def with_downstream(selection: str) -> str:
