@@ -55,6 +55,11 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
             shutil.copytree(REPO_ROOT / part, root / part, ignore=SKIPPED)
     shutil.copytree(TEMPLATE / "python", root / "src/python/locations/example", ignore=SKIPPED)
     shutil.copytree(TEMPLATE / "dbt", root / "src/dbt/example", ignore=SKIPPED)
+    # Named so that Pants leaves them alone in templates/: BUILD files once copied.
+    (root / "src/python/locations/example/pex.BUILD").rename(
+        root / "src/python/locations/example/BUILD"
+    )
+    (root / "src/dbt/example/project.BUILD").rename(root / "src/dbt/example/BUILD")
     workspace = root / "infra/dagster/workspace.yaml"
     document = yaml.safe_load(workspace.read_text())
     document["load_from"].append(
