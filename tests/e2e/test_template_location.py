@@ -89,7 +89,7 @@ def test_only_the_locations_folders_and_the_workspace_file_differ(checkout: Path
 def source(checkout: Path) -> Iterator[str]:
     """The template's own sample server, started as a user would (`python -m`)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(checkout / "src/python")}
+    env = {**os.environ, **code_path(checkout)}
     server = subprocess.Popen(
         [sys.executable, "-m", "locations.example.sample_server", "--port", str(port)],
         env=env,
@@ -106,6 +106,18 @@ def source(checkout: Path) -> Iterator[str]:
         server.wait(timeout=10)
 
 
+def code_path(checkout: Path) -> dict[str, str]:
+    """The copy's code first on the path of every process (its phlo_core finds the copy's dbt
+    projects and workspace): PYTHONPATH, and under Pants, whose `phlo` is a PEX that reads
+    its code from PEX_EXTRA_SYS_PATH, that too."""
+    code = str(checkout / "src/python")
+    found = {"PYTHONPATH": code}
+    for name in ("PEX_EXTRA_SYS_PATH", "__PEX_EXTRA_SYS_PATH__"):
+        if os.environ.get(name):
+            found[name] = os.pathsep.join([code, os.environ[name]])
+    return found
+
+
 def phlo(checkout: Path, home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [PHLO, *args],
@@ -116,8 +128,7 @@ def phlo(checkout: Path, home: Path, *args: str, **env: str) -> subprocess.Compl
         cwd=home.parent,
         env={
             **os.environ,
-            # The copy's code first: its phlo_core finds the copy's dbt projects and workspace.
-            "PYTHONPATH": str(checkout / "src/python"),
+            **code_path(checkout),
             "PHLO_WORKSPACE": str(checkout / "infra/dagster/workspace.yaml"),
             "PHLO_HOME": str(home),
             "PHLO_TIMEZONE": ZONE,
