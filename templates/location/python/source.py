@@ -20,10 +20,14 @@ class ExampleSource(SettingsResource):
     def own(self) -> ExampleSettings:
         return example_settings(self.settings)
 
-    def client(self) -> RetryingClient:
+    def url(self) -> str:
+        """The source's base URL; SettingsError (a usage error) when it is not set."""
         if not self.own.example_url.strip():
             raise SettingsError("EXAMPLE_URL is not set: the example source's base URL")
-        return RetryingClient.from_settings("example source", self.own.example_url, self.settings)
+        return self.own.example_url
+
+    def client(self) -> RetryingClient:
+        return RetryingClient.from_settings("example source", self.url(), self.settings)
 
     def events(self, start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
         """The events at instants in [start, end)."""
