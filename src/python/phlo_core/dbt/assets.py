@@ -322,7 +322,10 @@ def _dbt_models(
         claim_run(context.instance, context.run.run_id, context.run.tags)
         _remove_finished_run_folders(runs_dir, context)
         run_target = runs_dir / context.run.run_id / ("models" if partitioned else "tables")
-        args = ["build", "--target-path", str(run_target), "--vars", json.dumps(dbt_vars)]
+        # No manifest.json/run_results.json: the results are read from dbt's return value and
+        # the run's folder is removed after it; writing them cost ~0.3 s a build.
+        args = ["build", "--no-write-json", "--target-path", str(run_target)]
+        args += ["--vars", json.dumps(dbt_vars)]
         if selected:
             # A test runs in the step that builds the last of the models it reads (`buildable`):
             # a mart's test that also reads a daily model runs with the mart, after both exist.
