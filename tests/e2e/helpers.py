@@ -24,6 +24,11 @@ TABLES = [
     "gold.mrt_glucose_readings",
     "marts.mrt_glucose_hourly_patterns",
     "marts.mrt_glucose_overview",
+    "marts.mrt_glucose_risk_daily",
+    "marts.mrt_glucose_episodes",
+    "marts.mrt_glucose_episodes_daily",
+    "marts.mrt_glucose_report_window",
+    "marts.mrt_glucose_report_profile",
 ]
 
 

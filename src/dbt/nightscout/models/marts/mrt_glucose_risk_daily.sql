@@ -1,0 +1,33 @@
+with readings as (
+    select reading_date, glucose_band
+    from {{ ref('fct_glucose_readings') }}
+),
+
+daily as (
+    select
+        reading_date,
+        count(*) as reading_count,
+        {{ pct_of("glucose_band = 'very_low'") }} as very_low_pct,
+        {{ pct_of("glucose_band = 'low'") }} as low_pct,
+        {{ pct_of("glucose_band = 'high'") }} as high_pct,
+        {{ pct_of("glucose_band = 'very_high'") }} as very_high_pct
+    from readings
+    group by reading_date
+),
+
+final as (
+    select
+        reading_date,
+        reading_count,
+        round(very_low_pct, 2) as very_low_pct,
+        round(low_pct, 2) as low_pct,
+        round(high_pct, 2) as high_pct,
+        round(very_high_pct, 2) as very_high_pct,
+        round({{ gri_hypo_component('very_low_pct', 'low_pct') }}, 2) as gri_hypo_component,
+        round({{ gri_hyper_component('high_pct', 'very_high_pct') }}, 2) as gri_hyper_component,
+        round({{ gri('very_low_pct', 'low_pct', 'high_pct', 'very_high_pct') }}, 2) as gri
+    from daily
+)
+
+select * from final
+order by reading_date
