@@ -21,6 +21,7 @@ from phlo_cli.commands import (
     logs,
     materialize,
     query,
+    report,
     server,
     services,
     settings,
@@ -47,6 +48,7 @@ app.command(materialize.materialize)
 app.command(backfill.backfill_app)
 app.command(status.status)
 app.command(query.query)
+app.command(report.report)
 app.command(logs.logs)
 app.command(services.services_app)
 app.command(server.server_app)

@@ -23,6 +23,7 @@ from types import ModuleType
 
 from phlo_core.calendar import DayRange
 from phlo_core.lakehouse.connect import QueryResult, query
+from phlo_core.reports import mark_sample_home
 from phlo_core.runs.engine import RunOutcome, materialize
 from phlo_core.runs.progress import ProgressCallback
 from phlo_core.settings import PhloSettings, services_profile, with_overrides
@@ -79,6 +80,7 @@ def run_demo(
     runs each location once, after every location it reads (a location joining two others'
     tables after both), so no mart is built before its inputs exist."""
     base = demo_settings(settings)
+    mark_sample_home(base)  # what is built here is sample data: reports say so
     modules = demo_modules(settings)
     sourced = {name: m for name, m in modules.items() if getattr(m, "SELECTION", None)}
     with ExitStack() as stack:

@@ -21,6 +21,8 @@ from dagster import (
 
 from phlo_core.dbt.assets import RunVars, build_dbt_assets
 from phlo_core.partitions import daily_schedule
+from phlo_core.report_asset import report_asset
+from phlo_core.reports import Report
 from phlo_core.resources import default_resources
 from phlo_core.settings import PhloSettings, get_settings
 from phlo_core.workspace import DBT_ROOT
@@ -48,18 +50,21 @@ def location_definitions(
     dbt_vars: RunVars | None = None,
     resources: Mapping[str, object] | None = None,
     nightly: Nightly | None = None,
+    reports: Sequence[Report] = (),
 ) -> Definitions:
     """The location's definitions on the calendar of `settings` (default: the environment's);
     every other setting reaches a run through its resources.
 
     `ingestion` builds the location's ingestion asset on the settings' calendar; `dbt_project`
     is the project's folder, or its name under src/dbt; its models join the group,
-    built with the vars `dbt_vars` gives for a run's settings."""
+    built with the vars `dbt_vars` gives for a run's settings. Each of `reports` is an asset
+    of the group that writes the report after the assets it reads."""
     settings = settings or get_settings()
     everything = [*([ingestion(settings)] if ingestion else []), *assets]
     if dbt_project is not None:
         folder = DBT_ROOT / dbt_project if isinstance(dbt_project, str) else dbt_project
         everything += build_dbt_assets(folder, settings, group_name=group, run_vars=dbt_vars)
+    everything += [report_asset(report, group) for report in reports]
     job = define_asset_job(
         job_name, selection=AssetSelection.groups(group), description=job_description
     )

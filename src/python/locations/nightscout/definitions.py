@@ -6,6 +6,7 @@ from dagster import Definitions, definitions
 
 from locations.nightscout.assets import ASSET_NAME, SOURCE, build_ingestion_asset
 from locations.nightscout.client import NightscoutConfigError, NightscoutSource, configured_url
+from locations.nightscout.report import GLUCOSE_REPORT
 from locations.nightscout.settings import nightscout_settings
 from phlo_core.location import location_definitions
 from phlo_core.settings import PhloSettings, SettingsError
@@ -29,6 +30,7 @@ def build_definitions(settings: PhloSettings | None = None) -> Definitions:
         dbt_project="nightscout",
         dbt_vars=dbt_vars,
         resources={SOURCE: NightscoutSource()},
+        reports=[GLUCOSE_REPORT],
     )
 
 

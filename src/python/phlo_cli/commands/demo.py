@@ -92,6 +92,12 @@ def demo() -> int:
     explore = "".join(
         f'explore it:  PHLO_HOME={home} {phlo} query "{sql}"\n' for sql in result.explore_sql
     )
+    pages = sorted((result.settings.home / "reports").glob("*.html"))
+    explore += "".join(
+        f"read it:     {shown(page)} (any window: {phlo} report {page.stem} --demo "
+        "--start YYYY-MM-DD --end YYYY-MM-DD)\n"
+        for page in pages
+    )
     published = result.settings.phlo_publish_postgres_url
     if published is not None and not code:
         from urllib.parse import urlsplit
