@@ -321,7 +321,7 @@ def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
     result = phlo("demo", env={"PHLO_HOME": str(home)}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "SAMPLE DATA" in result.stderr
-    assert "succeeded: 8 asset(s) for 2024-01-01..2024-01-14" in result.stdout
+    assert "succeeded: 14 asset(s) for 2024-01-01..2024-01-14" in result.stdout
     # One run per location, each after the locations it reads: no mart before its inputs.
     started = re.findall(r"^(\w+): materializing", result.stderr, re.MULTILINE)
     assert started == ["nightscout", "weather", "insights"], result.stderr
@@ -331,6 +331,11 @@ def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
     hourly = next(s for s in sections if "Hourly glucose profile" in s)
     assert "(14 rows)" in daily
     assert "(24 rows)" in hourly
+    risk = next(s for s in sections if "Glycemia Risk Index and episodes" in s)
+    assert "(14 rows)" in risk
+    report = home / "demo" / "reports" / "glucose.html"
+    assert "reports/glucose.html (any window: " in result.stdout
+    assert "SAMPLE DATA" in report.read_text()
     # Every location of the workspace: weather for two places, and the mart across domains.
     assert "weather: succeeded: 6 asset(s) for 2024-01-01..2024-01-14" in result.stdout
     assert "672 hourly observations loaded for 2 place(s), 0 rejected" in result.stdout

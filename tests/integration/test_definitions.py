@@ -37,6 +37,7 @@ def test_the_location_defines_every_asset_and_its_checks(
     assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {
         "dlt_glucose_entries",
         "nightscout_published_marts",
+        "glucose_agp_report",
     } | MODELS
     # Published after every mart is built, and only then.
     assert graph.get(AssetKey("nightscout_published_marts")).parent_keys == {

@@ -433,6 +433,10 @@ _FIRST_RUN_MODULES = (
     "pandera.backends.pandas.register",
     "pyarrow.dataset",
     "pyarrow.pandas_compat",
+    # a location's report (its asset in a run, `phlo report`): drawn with matplotlib's Agg
+    "matplotlib.figure",
+    "matplotlib.font_manager",
+    "matplotlib.backends.backend_agg",
 )
 
 

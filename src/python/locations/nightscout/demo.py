@@ -36,6 +36,19 @@ REPORTS = [
         order by hour_of_day
         """,
     ),
+    (
+        "Glycemia Risk Index and episodes started, per day",
+        """
+        select risk.reading_date, risk.gri, risk.gri_hypo_component as gri_hypo,
+               risk.gri_hyper_component as gri_hyper, episodes.hypo_level_1_count as hypo_l1,
+               episodes.hypo_level_2_count as hypo_l2, episodes.hyper_level_1_count as hyper_l1,
+               episodes.hyper_level_2_count as hyper_l2,
+               episodes.hyper_extended_count as hyper_ext
+        from marts.mrt_glucose_risk_daily as risk
+        inner join marts.mrt_glucose_episodes_daily as episodes using (reading_date)
+        order by reading_date
+        """,
+    ),
 ]
 
 

@@ -23,8 +23,8 @@ def report(
     demo: bool = False,
     as_json: Annotated[bool, Parameter(name="--json")] = False,
 ) -> int:
-    """Write a location's report (e.g. `glucose`: the AGP with GRI and episodes) for a window of
-    days as an HTML page that opens without a network, and optionally a PNG of it.
+    """Write a location's report for a window of days as an HTML page that opens without a
+    network, and optionally a PNG of it. `phlo report list` names the reports there are.
 
     Every number comes from the marts of the lakehouse in PHLO_HOME (read-only). Without
     --start/--end the window is the report's usual span (14 days) ending at the newest day with
@@ -33,13 +33,13 @@ def report(
     Parameters
     ----------
     name
-        The report: `glucose`.
+        The report (`list`: every location's reports, with what each shows).
     start
         First day of the window (YYYY-MM-DD, local).
     end
         Last day of the window, inclusive (YYYY-MM-DD).
     out
-        The HTML file to write (default: ./<name>-report-<start>-<end>.html).
+        The HTML file to write (default: NAME-report-START-END.html here).
     png
         Also write the report's picture to this PNG file.
     demo
@@ -56,6 +56,10 @@ def report(
 
     settings = command_settings(writes=False)
     reports = location_reports(settings)
+    if name == "list":
+        for known in sorted(reports.values(), key=lambda r: r.name):
+            print(f"{known.name:<16} {known.title} (asset {known.asset_name})")
+        return 0
     if name not in reports:
         known = ", ".join(sorted(reports)) or "none"
         raise UsageError(f"no report named {name!r} (reports: {known})")
