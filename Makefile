@@ -68,6 +68,7 @@ bench: install
 	$(BIN)/python bench/bench_production.py
 	$(BIN)/python bench/bench_backfill.py
 	$(BIN)/python bench/bench_server.py
+	$(BIN)/python bench/bench_report.py
 
 clean:
 	rm -rf $(VENV) .phlo dist .pants.d .pids src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs
