@@ -437,7 +437,7 @@ def test_processes_building_the_same_days_at_once_keep_each_row_once(
     for process in processes:
         stdout, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr
-        assert "nightscout: succeeded: 7 asset(s) for 2024-03-01..2024-03-10" in stdout
+        assert "nightscout: succeeded: 13 asset(s) for 2024-03-01..2024-03-10" in stdout
     assert snapshot(settings_for(home, server)) == clean_build
 
 

@@ -253,7 +253,7 @@ def test_materialize_then_query_in_every_format(tmp_path: Path) -> None:
         }
         run = phlo("materialize", "dlt_glucose_entries+", "--partition", "2024-01-15", env=env)
         assert run.returncode == 0, run.stderr
-        assert "succeeded: 8 asset(s) for 2024-01-15" in run.stdout
+        assert "succeeded: 14 asset(s) for 2024-01-15" in run.stdout
         assert "materialized fct_daily_glucose_metrics" in run.stderr
         assert re.search(r"dlt_glucose_entries: 2\d\d readings loaded, 0 rejected", run.stdout)
         mart = phlo("materialize", "mrt_glucose_overview", env=env)  # unpartitioned: no day

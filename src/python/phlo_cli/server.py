@@ -502,7 +502,8 @@ def serve(path: Path) -> int:
         reason = redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return _refuse(path, f"preload failed: {reason}")
     # Python threads would not survive the fork (a lock one held stays held in the child).
-    # Native pools of the libraries loaded (OpenBLAS's, jemalloc's) prepare for fork themselves.
+    # Native pools of the libraries loaded (OpenBLAS's, jemalloc's) prepare for fork themselves;
+    # one that does not (dbt's static parser's rayon pool) is kept from starting at all.
     if threading.active_count() > 1:
         names = ", ".join(thread.name for thread in threading.enumerate())
         return _refuse(path, f"threads running after preload ({names}): forking is unsafe")

@@ -111,6 +111,11 @@ def invoke_dbt(args: list[str], project_dir: Path, settings: PhloSettings, **run
         "--no-send-anonymous-usage-stats",
         "--log-path",
         str(log_dir),
+        # dbt's static parser (dbt-extractor, Rust) starts a rayon thread pool the first time
+        # it parses: a warm server that parsed at start-up forks children whose parse then
+        # waits forever on the pool's threads, which did not survive the fork. Jinja renders
+        # every model instead (partial parsing keeps that to the files that changed).
+        "--no-static-parser",
         *args,
         "--project-dir",
         str(project_dir),
