@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from cyclopts import App, Parameter
 
@@ -55,7 +55,12 @@ def _follow_services(settings: PhloSettings) -> None:
 
 
 @services_app.command(name="up")
-def services_up(*, pg_port: int | None = None, s3_port: int | None = None) -> int:
+def services_up(
+    *,
+    pg_port: int | None = None,
+    s3_port: int | None = None,
+    with_: Annotated[tuple[Literal["superset"], ...], Parameter(name="--with", negative=())] = (),
+) -> int:
     """Start PostgreSQL and a SeaweedFS S3 server on loopback (again: keeps them running).
 
     Creates the bucket `lake`, the role `phlo` and the databases for the lake's catalog,
@@ -73,6 +78,11 @@ def services_up(*, pg_port: int | None = None, s3_port: int | None = None) -> in
         PostgreSQL's port (default: the one used before, else a free one).
     s3_port
         The S3 API's port (default: the one used before, else a free one).
+    with_
+        Also start `superset` (Apache Superset on loopback, for dashboards on the published
+        marts): installed at the first use into an environment of its own in ~/.cache/phlo
+        (a few minutes, shown as it goes), its login `admin` with a generated password kept in
+        the services' state file (never printed).
     """
     from phlo_core.services.control import up
     from phlo_core.services.layout import ServiceError, ServicePortError
@@ -82,7 +92,13 @@ def services_up(*, pg_port: int | None = None, s3_port: int | None = None) -> in
             raise UsageError(f"{option} must be a port from 1024 to 65535, not {port}")
     settings = command_settings()
     try:
-        statuses = up(settings, pg_port=pg_port, s3_port=s3_port)
+        statuses = up(
+            settings,
+            pg_port=pg_port,
+            s3_port=s3_port,
+            with_superset="superset" in with_,
+            progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+        )
     except ServicePortError as exc:
         raise UsageError(str(exc)) from None
     except ServiceError as exc:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,13 @@ from phlo_core.services.postgres import (
     postgres_home_folder,
 )
 from phlo_core.services.s3 import s3_bucket_answers, s3_running, s3_start, s3_stop
+from phlo_core.services.superset import (
+    ADMIN,
+    superset_answers,
+    superset_running,
+    superset_start,
+    superset_stop,
+)
 from phlo_core.settings import SERVICES_ENV, PhloSettings
 
 
@@ -136,14 +143,21 @@ def _choose_port(wanted: int | None, kept: int | None, what: str, option: str) -
 
 
 def _stop_servers(where: Layout) -> None:
+    superset_stop(where)
     pg_stop(where)
     s3_stop(where)
 
 
 def up(
-    settings: PhloSettings, *, pg_port: int | None = None, s3_port: int | None = None
+    settings: PhloSettings,
+    *,
+    pg_port: int | None = None,
+    s3_port: int | None = None,
+    with_superset: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> list[ServiceStatus]:
-    """Start (or keep running) both servers, provision them and write the profile files."""
+    """Start (or keep running) both servers, provision them and write the profile files; with
+    `with_superset`, Superset too (installed first if needed, `progress` told how it goes)."""
     with _locked(settings) as root:
         state = read_state(root)
         creds = credentials(state)
@@ -181,6 +195,12 @@ def up(
         state["security"] = SECURITY
         write_state(where, state)
         _write_profile_files(settings, state)
+        if with_superset and superset_running(where) is None:
+            creds.setdefault("superset_secret_key", secrets.token_urlsafe(42))
+            creds.setdefault("superset_admin_password", secrets.token_urlsafe(18))
+            state["superset_port"] = _choose_port(None, state.get("superset_port"), "Superset", "")
+            write_state(where, state)
+            superset_start(where, state["superset_port"], creds, progress or (lambda _: None))
         return _statuses(where, state)
 
 
@@ -235,6 +255,19 @@ def _statuses(where: Layout, state: dict[str, Any]) -> list[ServiceStatus]:
                 f"http://127.0.0.1:{s3_port}",
                 running and s3_bucket_answers(s3_port, state["credentials"]),
                 f"bucket {BUCKET}; data {where.s3_dir / 'data'}",
+            )
+        )
+    superset_port = state.get("superset_port")
+    if superset_port is not None:
+        running = superset_running(where) is not None
+        result.append(
+            ServiceStatus(
+                "superset",
+                "running" if running else "stopped",
+                f"http://127.0.0.1:{superset_port}",
+                running and superset_answers(superset_port),
+                f"user {ADMIN}; its password is credentials.superset_admin_password in "
+                f"{where.state_file}",
             )
         )
     return result

@@ -188,10 +188,23 @@ def write_private_file(path: Path, text: str) -> None:
     write_atomically(path, text, mode=0o600)
 
 
-def run_tool(command: list[str], what: str, timeout: float = 120) -> str:
+def run_tool(
+    command: list[str],
+    what: str,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> str:
     try:
         done = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout, check=False, umask=0o077
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            umask=0o077,
+            env=env,
+            cwd=cwd,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ServiceError(f"{what} failed: {exc}") from None
