@@ -39,6 +39,22 @@ def snapshot(settings: PhloSettings) -> dict[str, list[tuple]]:
     }
 
 
+def report_window_row(settings: PhloSettings, start: dt.date, end: dt.date) -> dict:
+    """The glucose report view's one row for the window start..end (DuckDB variables), read
+    straight from the lakehouse."""
+    from phlo_core.lakehouse.connect import connect
+
+    con = connect(settings, read_only=True)
+    try:
+        con.execute("set variable glucose_report_start = ?", [start])
+        con.execute("set variable glucose_report_end = ?", [end])
+        cursor = con.execute("select * from marts.mrt_glucose_report_window")
+        names = [d[0] for d in cursor.description or []]
+        return dict(zip(names, cursor.fetchone() or (), strict=True))
+    finally:
+        con.close()
+
+
 def served_readings(url: str, secret_sha1: str, day: dt.date, tz: ZoneInfo) -> dict[int, int]:
     """The day's valid sensor glucose values by epoch ms, fetched straight from the server in
     one request and cleaned by the rules in DESIGN.md, independently of Phlo's client and

@@ -13,12 +13,12 @@ import pytest
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.calendar import parse_day_range
-from phlo_core.lakehouse.connect import connect, query
+from phlo_core.lakehouse.connect import query
 from phlo_core.runs.engine import materialize
 from phlo_core.settings import PhloSettings
 from tests.conftest import TEST_SECRET
 from tests.e2e.cgm_reference import Reading, episodes, gri
-from tests.e2e.helpers import served_readings
+from tests.e2e.helpers import report_window_row, served_readings
 
 TZ = ZoneInfo("America/New_York")
 # 2024-03-10 is New York's spring daylight-saving day (23 hours).
@@ -247,15 +247,7 @@ def test_gri_per_day_equals_an_independent_computation(hand_built_lake: PhloSett
 def test_the_report_window_pools_its_days(hand_built_lake: PhloSettings) -> None:
     """The report's view for a window set by DuckDB variables: the window's readings pooled,
     the episodes that started in it."""
-    con = connect(hand_built_lake, read_only=True)
-    try:
-        con.execute("set variable glucose_report_start = date '2024-03-10'")
-        con.execute("set variable glucose_report_end = date '2024-03-11'")
-        cursor = con.execute("select * from marts.mrt_glucose_report_window")
-        names = [d[0] for d in cursor.description or []]
-        window = dict(zip(names, cursor.fetchone() or (), strict=True))
-    finally:
-        con.close()
+    window = report_window_row(hand_built_lake, dt.date(2024, 3, 10), dt.date(2024, 3, 11))
     values = [
         value_at(moment)
         for epoch in range(

@@ -19,10 +19,9 @@ from PIL import Image
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.calendar import parse_day_range
-from phlo_core.lakehouse.connect import connect
 from phlo_core.settings import load_settings
 from tests.e2e.cgm_reference import gri
-from tests.e2e.helpers import served_readings
+from tests.e2e.helpers import report_window_row, served_readings
 
 PHLO = str(Path(sys.executable).with_name("phlo"))
 WINDOW = parse_day_range("2024-01-03..2024-01-09")
@@ -69,15 +68,7 @@ def report_json(demo_home: Path, tmp_path: Path, *extra: str) -> dict:
 def test_the_report_shows_the_marts_numbers(demo_home: Path, tmp_path: Path) -> None:
     found = report_json(demo_home, tmp_path)
     settings = load_settings(phlo_home=demo_home / "demo")
-    con = connect(settings, read_only=True)
-    try:
-        con.execute("set variable glucose_report_start = date '2024-01-03'")
-        con.execute("set variable glucose_report_end = date '2024-01-09'")
-        cursor = con.execute("select * from marts.mrt_glucose_report_window")
-        names = [d[0] for d in cursor.description or []]
-        mart = dict(zip(names, cursor.fetchone() or (), strict=True))
-    finally:
-        con.close()
+    mart = report_window_row(settings, WINDOW.start, WINDOW.end - dt.timedelta(days=1))
     assert found["sample"] is True
     for name, value in mart.items():
         expected = value.isoformat() if isinstance(value, dt.date) else value

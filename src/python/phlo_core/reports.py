@@ -95,9 +95,7 @@ def report_window(
 ) -> DayRange:
     """The days a report covers (`end` inclusive): as given, else the report's span ending at
     `end`, starting at `start`, or ending at the newest day with data."""
-    if start is not None and end is not None:
-        if start > end:
-            raise ValueError(f"--start {start} is after --end {end}")
+    if start is not None and end is not None:  # start <= end: the command checked it
         return DayRange(start, end + dt.timedelta(days=1))
     span = dt.timedelta(days=report.window_days)
     if start is not None:

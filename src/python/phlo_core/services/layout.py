@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import stat
 import subprocess
+import time
+from collections.abc import Callable
 from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +249,20 @@ def is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
     except (OSError, IndexError):
         return False
+
+
+def stop_group(pid: int, stopped: Callable[[], bool], grace: float = 20) -> None:
+    """End the process group `pid` leads (a server started in a session of its own): SIGTERM,
+    then SIGKILL if `stopped()` is still false after `grace` seconds."""
+    with suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if stopped():
+            return
+        time.sleep(0.2)
+    with suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def process_alive(pid: int, program: str) -> bool:

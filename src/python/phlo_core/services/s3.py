@@ -10,11 +10,9 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from phlo_core.services.layout import (
     own_folder,
     process_alive,
     run_tool,
+    stop_group,
     write_private_file,
 )
 
@@ -240,14 +239,5 @@ def s3_stop(where: Layout) -> None:
     pid = s3_running(where)
     if pid is None:
         return
-    with suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if s3_running(where) is None or is_zombie(pid):
-            break
-        time.sleep(0.2)
-    else:
-        with suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+    stop_group(pid, lambda: s3_running(where) is None or is_zombie(pid))
     where.s3_pid.unlink(missing_ok=True)

@@ -20,12 +20,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from pathlib import Path
 
 from phlo_core.lakehouse.locks import file_lock
@@ -35,6 +33,7 @@ from phlo_core.services.layout import (
     is_zombie,
     own_folder,
     run_tool,
+    stop_group,
     write_private_file,
 )
 
@@ -263,14 +262,5 @@ def superset_stop(where: Layout) -> None:
     pid = superset_running(where)
     if pid is None:
         return
-    with suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if superset_running(where) is None:
-            break
-        time.sleep(0.2)
-    else:
-        with suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
+    stop_group(pid, lambda: superset_running(where) is None)
     _pid_file(where).unlink(missing_ok=True)
