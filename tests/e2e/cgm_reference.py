@@ -54,6 +54,7 @@ def gri(values: Sequence[int]) -> dict[str, float]:
     return {
         "very_low_pct": very_low,
         "low_pct": low,
+        "in_range_pct": pct(70, 180),
         "high_pct": high,
         "very_high_pct": very_high,
         "gri_hypo_component": hypo,

@@ -9,6 +9,7 @@ daily as (
         count(*) as reading_count,
         {{ pct_of("glucose_band = 'very_low'") }} as very_low_pct,
         {{ pct_of("glucose_band = 'low'") }} as low_pct,
+        {{ pct_of("glucose_band = 'in_range'") }} as in_range_pct,
         {{ pct_of("glucose_band = 'high'") }} as high_pct,
         {{ pct_of("glucose_band = 'very_high'") }} as very_high_pct
     from readings
@@ -21,6 +22,7 @@ final as (
         reading_count,
         round(very_low_pct, 2) as very_low_pct,
         round(low_pct, 2) as low_pct,
+        round(in_range_pct, 2) as in_range_pct,
         round(high_pct, 2) as high_pct,
         round(very_high_pct, 2) as very_high_pct,
         round({{ gri_hypo_component('very_low_pct', 'low_pct') }}, 2) as gri_hypo_component,
