@@ -16,6 +16,7 @@ from cyclopts.exceptions import CycloptsError
 
 from phlo_cli.commands import (
     backfill,
+    dashboards,
     demo,
     deploy,
     logs,
@@ -51,6 +52,7 @@ app.command(query.query)
 app.command(report.report)
 app.command(logs.logs)
 app.command(services.services_app)
+app.command(dashboards.dashboards_app)
 app.command(server.server_app)
 app.command(services.instance)
 app.command(services.maintenance)

@@ -10,8 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from phlo_core.runs.engine import RunOutcome
     from phlo_core.runs.progress import ProgressCallback
+    from phlo_core.services.dashboards import Dashboard
     from phlo_core.settings import PhloSettings
 
 
@@ -137,3 +140,34 @@ def exit_now(code: int) -> NoReturn:
     if threading.active_count() > 1:
         os._exit(code)
     sys.exit(code)
+
+
+def follow_services(settings: PhloSettings) -> None:
+    """DAGSTER_HOME's dagster.yaml for the settings as they read now (the services' or not),
+    so that `dagster dev` started next uses the same storage as phlo."""
+    from phlo_core.runs.instance import sync_instance_config
+    from phlo_core.settings import load_settings
+
+    given = {"phlo_home": settings.phlo_home}
+    if settings.dagster_home is not None:
+        given["dagster_home"] = settings.dagster_home
+    sync_instance_config(load_settings(**given))
+
+
+def show_dashboards(dashboards: Sequence[Dashboard], state_file: Path, *, as_json: bool) -> None:
+    """Each dashboard's title, charts and address; where the login's password is."""
+    import json
+    from dataclasses import asdict
+
+    from phlo_cli.render import to_table
+
+    if as_json:
+        print(json.dumps([asdict(d) for d in dashboards]))
+        return
+    rows = [(d.title, d.charts, d.url) for d in dashboards]
+    print(to_table(["dashboard", "charts", "address"], rows))
+    print(
+        f"log in as admin; the password is credentials.superset_admin_password in "
+        f"{shown(state_file)}",
+        file=sys.stderr,
+    )

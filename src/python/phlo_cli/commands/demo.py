@@ -13,14 +13,18 @@ from typing import TYPE_CHECKING
 from cyclopts import App
 
 from phlo_cli.common import (
+    EXIT_FAILED,
     command_settings,
+    err,
+    follow_services,
     progress_printer,
     report_outcomes,
+    show_dashboards,
     shown,
 )
 
 if TYPE_CHECKING:  # for annotations only: these modules load inside the commands
-    pass
+    from phlo_core.settings import PhloSettings
 
 
 sample_app = App(
@@ -57,15 +61,34 @@ def sample_serve() -> int:
     return 0
 
 
-def demo() -> int:
+def demo(*, dashboards: bool = False) -> int:
     """Run every pipeline end to end on SAMPLE data served by local, protocol-true servers.
 
     The sample lakehouse and Dagster instance live under PHLO_HOME/demo, apart from real data.
+
+    Parameters
+    ----------
+    dashboards
+        First start the local servers and Superset (`phlo services up --with superset`:
+        installed once, a few minutes), run the demo on them (its marts published to
+        PostgreSQL), then import the dashboards onto the demo's marts and print their
+        addresses.
     """
     from phlo_cli.render import to_table
-    from phlo_core.demo import run_demo
+    from phlo_core.demo import demo_settings, run_demo
 
     settings = command_settings()
+    if dashboards:
+        from phlo_core.services.control import up
+        from phlo_core.services.layout import ServiceError
+
+        print("phlo demo: starting PostgreSQL, S3 and Superset on loopback", file=sys.stderr)
+        try:
+            up(settings, with_superset=True, progress=_indented)
+        except ServiceError as exc:
+            err(str(exc))
+            return EXIT_FAILED
+        follow_services(settings)
     print("phlo demo: SAMPLE DATA served over each source's real API on loopback", file=sys.stderr)
     started = time.perf_counter()
     result = run_demo(
@@ -83,7 +106,7 @@ def demo() -> int:
         print(f"\n== {report.location}: {report.title} [SAMPLE DATA] ==")
         print(to_table(report.result.columns, report.result.rows))
     home = shown(result.settings.home)
-    where = (
+    lakehouse = (
         f"PostgreSQL (catalog) and {result.settings.lake_data_path} (files), home {home}"
         if result.settings.on_servers
         else home
@@ -103,12 +126,33 @@ def demo() -> int:
         from urllib.parse import urlsplit
 
         target = urlsplit(published.get_secret_value())  # where, never who or the password
-        where = f"{target.hostname}:{target.port or 5432}{target.path}"
-        print(f"\nmarts published to PostgreSQL at {where} (schema marts)")
+        address = f"{target.hostname}:{target.port or 5432}{target.path}"
+        print(f"\nmarts published to PostgreSQL at {address} (schema marts)")
     print(
-        f"\ndemo finished in {time.perf_counter() - started:.1f}s; sample lakehouse in {where}\n"
+        f"\ndemo finished in {time.perf_counter() - started:.1f}s; "
+        f"sample lakehouse in {lakehouse}\n"
         f"{explore}"
         f"go on with the sample data (backfill, status, logs): {phlo} sample serve\n"
         f"browse runs in Dagster's UI: {phlo} ui --demo"
     )
+    if dashboards and not code:
+        return _import_dashboards(settings, demo_settings(settings))
     return code
+
+
+def _indented(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
+
+
+def _import_dashboards(settings: PhloSettings, demo_home: PhloSettings) -> int:
+    from phlo_core.services.control import dashboards_import
+    from phlo_core.services.layout import ServiceError, layout
+
+    try:
+        found = dashboards_import(settings, demo_home)
+    except ServiceError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    print("\nSuperset's dashboards on the demo's published marts [SAMPLE DATA]:")
+    show_dashboards(list(found), layout(settings).state_file, as_json=False)
+    return 0

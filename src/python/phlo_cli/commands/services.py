@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from cyclopts import App, Parameter
 
@@ -12,12 +12,9 @@ from phlo_cli.common import (
     UsageError,
     command_settings,
     err,
+    follow_services,
     shown,
 )
-
-if TYPE_CHECKING:  # for annotations only: these modules load inside the commands
-    from phlo_core.settings import PhloSettings
-
 
 services_app = App(
     name="services",
@@ -40,18 +37,6 @@ def _show_services(statuses: list[object], as_json: bool) -> None:
         for s in statuses
     ]
     print(to_table(["service", "state", "address", "answers", "detail"], rows))
-
-
-def _follow_services(settings: PhloSettings) -> None:
-    """DAGSTER_HOME's dagster.yaml for the settings as they read now (the services' or not),
-    so that `dagster dev` started next uses the same storage as phlo."""
-    from phlo_core.runs.instance import sync_instance_config
-    from phlo_core.settings import load_settings
-
-    given = {"phlo_home": settings.phlo_home}
-    if settings.dagster_home is not None:
-        given["dagster_home"] = settings.dagster_home
-    sync_instance_config(load_settings(**given))
 
 
 @services_app.command(name="up")
@@ -104,7 +89,7 @@ def services_up(
     except ServiceError as exc:
         err(str(exc))
         return EXIT_FAILED
-    _follow_services(settings)
+    follow_services(settings)
     _show_services(list(statuses), as_json=False)
     print(
         f"\nphlo now runs on these services (settings in {shown(settings.home / 'services.env')}"
@@ -135,7 +120,7 @@ def services_down(*, purge: bool = False) -> int:
     except ServiceError as exc:
         err(str(exc))
         return EXIT_FAILED
-    _follow_services(settings)
+    follow_services(settings)
     _show_services(list(statuses), as_json=False)
     return 0
 

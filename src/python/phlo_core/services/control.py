@@ -32,6 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from phlo_core.lakehouse.locks import file_lock
+from phlo_core.services.dashboards import (
+    Dashboard,
+    DashboardError,
+    export_dashboards,
+    import_dashboards,
+    superset_session,
+)
 from phlo_core.services.layout import (
     BUCKET,
     PROFILES,
@@ -70,6 +77,8 @@ from phlo_core.services.superset import (
     superset_stop,
 )
 from phlo_core.settings import SERVICES_ENV, PhloSettings
+
+_ADMIN_KEY = "superset_admin_password"  # in the state file's credentials
 
 
 def provision(settings: PhloSettings, profile: str) -> dict[str, str]:
@@ -197,11 +206,52 @@ def up(
         _write_profile_files(settings, state)
         if with_superset and superset_running(where) is None:
             creds.setdefault("superset_secret_key", secrets.token_urlsafe(42))
-            creds.setdefault("superset_admin_password", secrets.token_urlsafe(18))
+            creds.setdefault(_ADMIN_KEY, secrets.token_urlsafe(18))
             state["superset_port"] = _choose_port(None, state.get("superset_port"), "Superset", "")
             write_state(where, state)
-            superset_start(where, state["superset_port"], creds, progress or (lambda _: None))
+            tell = progress or (lambda _: None)
+            if superset_start(where, state["superset_port"], creds, tell):
+                # A new instance gets the dashboards, on the services' own published marts;
+                # later, `phlo dashboards import` (a UI edit is never overwritten unasked).
+                tell("importing the dashboards (infra/superset)")
+                publish_url = profile_values(state, "main")["PHLO_PUBLISH_POSTGRES_URL"]
+                with superset_session(_superset_url(state), ADMIN, creds[_ADMIN_KEY]) as api:
+                    import_dashboards(api, publish_url)
         return _statuses(where, state)
+
+
+def _superset_url(state: dict[str, Any]) -> str:
+    return f"http://127.0.0.1:{state['superset_port']}"
+
+
+def dashboards_import(settings: PhloSettings, target: PhloSettings) -> list[Dashboard]:
+    """Import the dashboards bundle into this home's running Superset, reading the marts
+    `target`'s settings publish (PHLO_PUBLISH_POSTGRES_URL)."""
+    url, password = superset_login(settings)
+    if target.phlo_publish_postgres_url is None:
+        raise DashboardError(
+            "PHLO_PUBLISH_POSTGRES_URL is not set: the dashboards read the marts published "
+            "to PostgreSQL (`phlo services up` sets it)"
+        )
+    with superset_session(url, ADMIN, password) as api:
+        return import_dashboards(api, target.phlo_publish_postgres_url.get_secret_value())
+
+
+def dashboards_export(settings: PhloSettings, folder: Path) -> list[str]:
+    """Write what this home's running Superset holds into the bundle `folder`; the files
+    that changed."""
+    url, password = superset_login(settings)
+    with superset_session(url, ADMIN, password) as api:
+        return export_dashboards(api, folder)
+
+
+def superset_login(settings: PhloSettings) -> tuple[str, str]:
+    """(the URL, the admin password) of the Superset this home's services run."""
+    where = layout(settings)
+    state = read_state(where.root)
+    if "superset_port" not in state or superset_running(where) is None:
+        raise ServiceError("Superset is not running: `phlo services up --with superset` first")
+    return _superset_url(state), state["credentials"][_ADMIN_KEY]
 
 
 def down(settings: PhloSettings, *, purge: bool = False) -> list[ServiceStatus]:
@@ -264,10 +314,9 @@ def _statuses(where: Layout, state: dict[str, Any]) -> list[ServiceStatus]:
             ServiceStatus(
                 "superset",
                 "running" if running else "stopped",
-                f"http://127.0.0.1:{superset_port}",
+                _superset_url(state),
                 running and superset_answers(superset_port),
-                f"user {ADMIN}; its password is credentials.superset_admin_password in "
-                f"{where.state_file}",
+                f"user {ADMIN}; its password is credentials.{_ADMIN_KEY} in {where.state_file}",
             )
         )
     return result

@@ -147,7 +147,10 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
+    """Whether a server listens on the port. Connections closed a moment ago (TIME_WAIT, say
+    after a browser's) do not count: the servers bind with SO_REUSEADDR, and so does this."""
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:

@@ -204,8 +204,9 @@ def superset_answers(port: int) -> bool:
 
 def superset_start(
     where: Layout, port: int, creds: dict[str, str], progress: Progress = _quiet
-) -> None:
-    """Install (once), initialize (once per instance) and start Superset on 127.0.0.1:port."""
+) -> bool:
+    """Install (once), initialize (once per instance) and start Superset on 127.0.0.1:port;
+    whether its metadata database was new (nothing imported into it yet)."""
     root = ensure_environment(progress)
     folder = instance_dir(where)
     own_folder(folder)
@@ -215,6 +216,7 @@ def superset_start(
     superset = str(root / "bin" / "superset")
     initialized = folder / "INITIALIZED"
     done = initialized.read_text().strip() if initialized.exists() else ""
+    fresh = not done
     if done != VERSION:
         progress("preparing Superset's metadata database (once; about a minute)")
         for args, what in (
@@ -251,7 +253,7 @@ def superset_start(
             reason = tail[0] if tail else process.returncode
             raise ServiceError(f"Superset exited at start: {reason}")
         if superset_answers(port):
-            return
+            return fresh
         time.sleep(0.5)
     raise ServiceError(
         f"Superset did not answer on 127.0.0.1:{port} within {START_SECONDS} s ({_log_file(where)})"
