@@ -39,13 +39,20 @@ test-slow: install pex
 test-all: install pex
 	$(BIN)/pytest -q --durations=15
 
-# Pants (./pants bootstraps 2.17.1 into ~/.cache/phlo-pants): the PEXes into dist/, the suite in
+# Pants (./pants bootstraps 2.17.1 into ~/.cache/phlo-pants): the PEXes into dist/, tests in
 # Pants' sandboxes, and its lock regenerated from uv's after `uv lock`.
 pex:
 	./pants package ::
 
+# `make test` already runs every test; in Pants' sandboxes a subset proves what only Pants can
+# get wrong (each target's dependencies, the resources it carries, the console script): the unit
+# tests (the architecture reads every module), each location's pipeline end to end, the CLI, the
+# workspace and a location made from the template. `PANTS_TESTS=::` runs them all.
+PANTS_TESTS ?= tests/unit:: tests/integration/test_definitions.py \
+	tests/integration/test_workspace.py tests/e2e/test_glucose_pipeline.py \
+	tests/e2e/test_weather_pipeline.py tests/e2e/test_cli.py tests/e2e/test_template_location.py
 pants-test:
-	./pants test ::
+	./pants test $(PANTS_TESTS)
 
 pants-lock:
 	build-support/update_lock.sh

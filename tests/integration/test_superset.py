@@ -137,7 +137,6 @@ def test_it_runs_on_loopback_from_an_environment_of_its_own(
     superset: Superset,
 ) -> None:
     home, url, _ = superset
-    home, url, _ = superset
     assert httpx.get(f"{url}/health", timeout=10).text == "OK"
     status = phlo("services", "status", "--json", home=home)
     found = {s["name"]: s for s in json.loads(status.stdout)}
@@ -198,7 +197,7 @@ def test_every_chart_answers_the_published_marts(superset: Superset, api: Supers
     tables = {str(c["uuid"]): c["table_name"] for c in datasets}
     ids = {chart["uuid"]: chart["id"] for chart in api.charts()}
     charts = [c for n, c in bundle.items() if n.startswith("charts/")]
-    assert len(charts) == 7 and all(str(c["uuid"]) in ids for c in charts)
+    assert len(charts) == 8 and all(str(c["uuid"]) in ids for c in charts)
     for chart in charts:
         rows = published_rows(home, tables[str(chart["dataset_uuid"])])
         assert rows, f"{chart['slice_name']}: the demo published its mart"
@@ -261,7 +260,7 @@ def test_importing_again_changes_nothing_and_exporting_gives_the_bundle_back(
     assert again.returncode == 0, again.stderr
     assert {d["slug"]: d["charts"] for d in json.loads(again.stdout)} == {
         "glucose": 5,
-        "glucose-and-weather": 2,
+        "glucose-and-weather": 3,
     }
     assert sorted((c["uuid"], c["id"]) for c in api.charts()) == before, "updated in place"
     copy = tmp_path / "superset"
