@@ -17,16 +17,11 @@ in a session of its own, stopped by `phlo services down`.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from phlo_core.lakehouse.locks import file_lock
 from phlo_core.services.layout import (
     Layout,
     ServiceError,
@@ -36,6 +31,7 @@ from phlo_core.services.layout import (
     stop_group,
     write_private_file,
 )
+from phlo_core.tool_env import Progress, ToolEnvironment, ToolEnvironmentError, quiet
 
 VERSION = "6.1.0"
 REQUIREMENTS = (
@@ -47,92 +43,22 @@ REQUIREMENTS = (
 )
 ADMIN = "admin"
 START_SECONDS = 240
-Progress = Callable[[str], None]
 
 
-def _quiet(message: str) -> None:
-    del message
+ENVIRONMENT = ToolEnvironment("superset", f"Superset {VERSION}", VERSION, REQUIREMENTS)
 
 
 def environment_dir() -> Path:
-    """The venv for these requirements, in the user's cache."""
-    digest = hashlib.sha256("\n".join(REQUIREMENTS).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "phlo" / f"superset-{VERSION}-{digest}"
+    """Superset's venv, in the user's cache."""
+    return ENVIRONMENT.directory
 
 
-def _base_python() -> str:
-    """A Python 3.11 outside any venv (this process's may be phlo's venv)."""
-    return getattr(sys, "_base_executable", None) or sys.executable
-
-
-def _installer() -> list[str] | None:
-    """uv, when there is one: the `uv` program, or the module in the base Python."""
-    found = shutil.which("uv")
-    if found:
-        return [found]
-    probe = subprocess.run(
-        [_base_python(), "-m", "uv", "--version"], capture_output=True, check=False
-    )
-    return [_base_python(), "-m", "uv"] if probe.returncode == 0 else None
-
-
-def _stream(command: list[str], what: str, progress: Progress, env: dict[str, str]) -> None:
-    """Run `command`, each line of its output given to `progress`; fail with its last line."""
-    last = ""
-    with subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.strip():
-                last = line.strip()
-                progress(last)
-    if process.returncode != 0:
-        raise ServiceError(f"{what} failed: {last or process.returncode}")
-
-
-def ensure_environment(progress: Progress = _quiet) -> Path:
-    """Superset's venv, installed first if it is not complete (one installer at a time)."""
-    root = environment_dir()
-    ready = root / "READY"
-    if ready.exists():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(root.parent / f".{root.name}.lock"):
-        if ready.exists():  # another process installed it meanwhile
-            return root
-        shutil.rmtree(root, ignore_errors=True)  # a half-made one: start over
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_"))}
-        env["UV_PYTHON_DOWNLOADS"] = "never"
-        started = time.monotonic()
-        progress(f"installing Superset {VERSION} into {root} (once; a few minutes)")
-        uv = _installer()
-        python = str(root / "bin" / "python")
-        if uv:
-            _stream([*uv, "venv", "--python", _base_python(), str(root)], "uv venv", progress, env)
-            _stream(
-                [*uv, "pip", "install", "--python", python, *REQUIREMENTS],
-                "installing Superset",
-                progress,
-                env,
-            )
-        else:
-            _stream([_base_python(), "-m", "venv", str(root)], "python -m venv", progress, env)
-            _stream(
-                [python, "-m", "pip", "install", "--progress-bar", "off", *REQUIREMENTS],
-                "installing Superset",
-                progress,
-                env,
-            )
-        ready.write_text(f"{VERSION}\n")
-        progress(f"Superset installed in {time.monotonic() - started:.0f}s")
-    return root
+def ensure_environment(progress: Progress = quiet) -> Path:
+    """Superset's venv, installed first if it is not complete."""
+    try:
+        return ENVIRONMENT.ensure(progress)
+    except ToolEnvironmentError as exc:
+        raise ServiceError(str(exc)) from None
 
 
 def instance_dir(where: Layout) -> Path:
@@ -203,7 +129,7 @@ def superset_answers(port: int) -> bool:
 
 
 def superset_start(
-    where: Layout, port: int, creds: dict[str, str], progress: Progress = _quiet
+    where: Layout, port: int, creds: dict[str, str], progress: Progress = quiet
 ) -> bool:
     """Install (once), initialize (once per instance) and start Superset on 127.0.0.1:port;
     whether its metadata database was new (nothing imported into it yet)."""
