@@ -16,6 +16,7 @@ from cyclopts.exceptions import CycloptsError
 
 from phlo_cli.commands import (
     backfill,
+    catalog,
     dashboards,
     demo,
     deploy,
@@ -53,6 +54,7 @@ app.command(report.report)
 app.command(logs.logs)
 app.command(services.services_app)
 app.command(dashboards.dashboards_app)
+app.command(catalog.catalog_app)
 app.command(server.server_app)
 app.command(services.instance)
 app.command(services.maintenance)

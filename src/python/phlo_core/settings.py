@@ -234,6 +234,13 @@ class PhloSettings(BaseSettings):
         default=None,
         description="PostgreSQL the marts are published to (schema marts); unset: not published.",
     )
+    datahub_gms_url: str | None = Field(
+        default=None,
+        description="A DataHub server (GMS) `phlo catalog sync` also pushes to; unset: Lite only.",
+    )
+    datahub_token: SecretStr | None = Field(
+        default=None, description="DataHub personal access token for DATAHUB_GMS_URL."
+    )
     dagster_home: Path | None = None
     phlo_workspace: Path | None = Field(
         default=None, description="Dagster workspace file listing the code locations."
@@ -346,6 +353,7 @@ class PhloSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _s3_needs_keys(self) -> PhloSettings:
+        register_secret(self.datahub_token.get_secret_value() if self.datahub_token else None)
         for secret in (self.phlo_s3_secret_access_key, *self._postgres_urls()):
             register_secret(secret.get_secret_value() if secret else None)
             if secret is not None:

@@ -185,3 +185,16 @@ def cached(settings: PhloSettings) -> AssetIndex | None:
     except (KeyError, TypeError, AttributeError):  # written by an older phlo
         return None
     return AssetIndex(document.get("locations") or {}, graphs)
+
+
+def current_index(settings: PhloSettings) -> AssetIndex:
+    """The index while it holds (no location is loaded), else from the locations, loaded once
+    and remembered."""
+    from phlo_core.workspace import load_definitions, location_refs
+
+    index = cached(settings)
+    if index is None:
+        taken = fingerprint(settings)
+        index = index_of({r.name: load_definitions(r, settings) for r in location_refs(settings)})
+        remember(index, settings, taken)
+    return index

@@ -145,15 +145,10 @@ def daily_assets(settings: PhloSettings, selection: str | None) -> list[tuple[st
     """(location, asset) of every daily-partitioned asset the selection means (all of the
     workspace's when None), in dependency order: from the asset index while it holds (no
     location is loaded), else from the locations, loaded once and remembered."""
-    from phlo_core.runs.asset_index import cached, fingerprint, index_of, remember
+    from phlo_core.runs.asset_index import current_index
     from phlo_core.runs.selection import PlannedNames, plan_names
-    from phlo_core.workspace import load_definitions, location_refs
 
-    index = cached(settings)
-    if index is None:
-        taken = fingerprint(settings)
-        index = index_of({r.name: load_definitions(r, settings) for r in location_refs(settings)})
-        remember(index, settings, taken)
+    index = current_index(settings)
     if selection is None:
         plans = [PlannedNames(location, list(names)) for location, names in index.locations.items()]
     else:

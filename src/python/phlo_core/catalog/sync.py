@@ -1,0 +1,285 @@
+"""`phlo catalog sync`: the catalog of every location (`phlo_core.catalog.model`) written to
+DataHub through DataHub's own library, which runs in an environment of its own (its framework's
+pins exclude the locations'; ~/.cache/phlo/datahub-<version>-<pins>, made at the first sync).
+
+Embedded default: DataHub Lite, a SQLite file under PHLO_HOME/catalog, which `phlo catalog
+search|show|lineage` read. Production: DATAHUB_GMS_URL (and the secret DATAHUB_TOKEN) also
+pushes every proposal to that DataHub server with DataHub's REST emitter. What the last sync
+wrote is remembered (PHLO_HOME/catalog/synced.json): a dataset, test or job gone since is
+soft-deleted (Status removed), as DataHub does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from phlo_core.catalog.model import (
+    LAKE_PLATFORM,
+    LAYERS,
+    Catalog,
+    Job,
+    build_catalog,
+    dataset_urn,
+    published_database,
+)
+from phlo_core.redact import redact
+from phlo_core.settings import PhloSettings
+from phlo_core.tool_env import Progress, ToolEnvironment, ToolEnvironmentError, quiet
+
+VERSION = "1.7.0.17"
+ENVIRONMENT = ToolEnvironment(
+    "datahub", f"DataHub {VERSION}", VERSION, (f"acryl-datahub[datahub-lite]=={VERSION}",)
+)
+DRIVER = Path(__file__).with_name("datahub_driver.py")
+
+
+class CatalogError(RuntimeError):
+    """The catalog could not be synced (one line, secrets redacted)."""
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    datasets: int
+    edges: int
+    assertions: int
+    jobs: int
+    removed: int
+    lite: str
+    gms: str | None
+    seconds: float
+
+
+def catalog_dir(settings: PhloSettings) -> Path:
+    return settings.home / "catalog"
+
+
+def lite_file(settings: PhloSettings) -> Path:
+    return catalog_dir(settings) / "datahub-lite.sqlite"
+
+
+def _manifests(settings: PhloSettings, locations: Mapping[str, set[str]]) -> dict[str, Any]:
+    """Location -> its dbt project's manifest (the project whose models it materializes)."""
+    from phlo_core.dbt.docs import dbt_projects
+    from phlo_core.dbt.project import project_manifest
+
+    found = {}
+    for project in dbt_projects():
+        manifest = json.loads(project_manifest(project, settings).read_text())
+        models = {n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model"}
+        owner = next((loc for loc, names in locations.items() if models & names), None)
+        if owner is not None:
+            found[owner] = manifest
+    return found
+
+
+def _column_types(settings: PhloSettings) -> dict[str, dict[str, str]]:
+    """relation -> {column: type} of every lakehouse table (none while there is no lakehouse)."""
+    from phlo_core.lakehouse.connect import LakehouseError, lakehouse
+
+    try:
+        with lakehouse(settings, read_only=True) as con:
+            rows = con.execute(
+                "select schema_name, table_name, column_name, data_type from duckdb_columns() "
+                "where database_name = 'lake' order by schema_name, table_name, column_index"
+            ).fetchall()
+    except LakehouseError:
+        return {}
+    types: dict[str, dict[str, str]] = {}
+    for schema, table, column, data_type in rows:
+        types.setdefault(f"lake.{schema}.{table}".lower(), {})[column.lower()] = data_type
+    return types
+
+
+def _check_results(
+    settings: PhloSettings, manifests: Mapping[str, Any]
+) -> dict[tuple[str, str], tuple[str, str, int]]:
+    """(model, test) -> (SUCCESS | FAILURE, run id, epoch ms) of each test's latest result, from
+    its Dagster asset check."""
+    from dagster import AssetCheckKey, AssetKey
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus as Status,
+    )
+
+    from phlo_core.runs.instance import instance_for
+
+    keys = []
+    for manifest in manifests.values():
+        nodes = manifest["nodes"]
+        for test in nodes.values():
+            if test["resource_type"] != "test":
+                continue
+            parents = [n for n in test["depends_on"]["nodes"] if n in nodes]
+            attached = test.get("attached_node") or (parents[0] if len(parents) == 1 else None)
+            if attached and nodes[attached]["resource_type"] == "model":
+                keys.append(AssetCheckKey(AssetKey(nodes[attached]["name"]), test["name"]))
+    instance = instance_for(settings)
+    try:
+        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    finally:
+        instance.dispose()
+    results = {}
+    for key, record in latest.items():
+        if record.status == Status.PLANNED:
+            continue
+        result = "SUCCESS" if record.status == Status.SUCCEEDED else "FAILURE"
+        at = int(record.create_timestamp * 1000)
+        results[(key.asset_key.to_user_string(), key.name)] = (result, record.run_id, at)
+    return results
+
+
+def _jobs(settings: PhloSettings, catalog: Catalog, tables: Mapping[str, str]) -> list[Job]:
+    """Each location's Dagster jobs with the datasets they write and read, and their latest
+    run (from the instance)."""
+    from dagster import RunsFilter
+
+    from phlo_core.runs.instance import instance_for
+    from phlo_core.workspace import load_definitions, location_refs
+
+    by_location: dict[str, list[str]] = {}
+    for d in catalog.datasets:
+        if d.layer != "source" and d.location:
+            by_location.setdefault(d.location, []).append(d.urn)
+    for table, location in tables.items():
+        urn = dataset_urn(LAKE_PLATFORM, table)
+        if urn not in by_location.get(location, []):
+            by_location.setdefault(location, []).append(urn)
+    writes = {urn: loc for loc, urns in by_location.items() for urn in urns}
+    jobs = []
+    instance = instance_for(settings)
+    try:
+        for ref in location_refs(settings):
+            defs = load_definitions(ref, settings)
+            outputs = sorted(by_location.get(ref.name, []))
+            inputs = sorted(
+                {
+                    up
+                    for d in catalog.datasets
+                    if d.urn in outputs
+                    for up in d.upstreams
+                    if writes.get(up, ref.name) != ref.name
+                }
+            )
+            for job in defs.jobs or []:
+                flow = f"urn:li:dataFlow:(dagster,{ref.name},PROD)"
+                records = instance.get_run_records(RunsFilter(job_name=job.name), limit=1)
+                last = records[0] if records else None
+                end = last.end_time if last and last.end_time else 0
+                jobs.append(
+                    Job(
+                        urn=f"urn:li:dataJob:({flow},{job.name})",
+                        flow_urn=flow,
+                        location=ref.name,
+                        name=job.name,
+                        description=job.description or "",
+                        outputs=outputs,
+                        inputs=inputs,
+                        last_status=last.dagster_run.status.value if last else "",
+                        last_run_id=last.dagster_run.run_id if last else "",
+                        last_run_end_ms=int(end * 1000),
+                    )
+                )
+    finally:
+        instance.dispose()
+    return jobs
+
+
+def collect(settings: PhloSettings) -> Catalog:
+    """The catalog as phlo knows it now."""
+    from phlo_core.runs.asset_index import current_index
+
+    index = current_index(settings)
+    manifests = _manifests(settings, {k: set(v) for k, v in index.locations.items()})
+    catalog = build_catalog(
+        manifests,
+        types=_column_types(settings),
+        published_database=published_database(settings),
+        check_results=_check_results(settings, manifests),
+    )
+    tables = {
+        table.lower(): location
+        for location, assets in index.locations.items()
+        for table in assets.values()
+        if table
+    }
+    catalog.jobs = _jobs(settings, catalog, tables)
+    return catalog
+
+
+def _synced_file(settings: PhloSettings) -> Path:
+    return catalog_dir(settings) / "synced.json"
+
+
+def _urns(catalog: Catalog) -> set[str]:
+    return (
+        {d.urn for d in catalog.datasets}
+        | {a.urn for a in catalog.assertions}
+        | {j.urn for j in catalog.jobs}
+    )
+
+
+def sync(settings: PhloSettings, progress: Progress = quiet) -> SyncResult:
+    """Write the catalog to DataHub Lite (and to DATAHUB_GMS_URL when set)."""
+    started = time.monotonic()
+    try:
+        python = ENVIRONMENT.ensure(progress) / "bin" / "python"
+    except ToolEnvironmentError as exc:
+        raise CatalogError(str(exc)) from None
+    catalog = collect(settings)
+    folder = catalog_dir(settings)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    synced = _synced_file(settings)
+    before = set(json.loads(synced.read_text())) if synced.exists() else set()
+    now = _urns(catalog)
+    removed = sorted(before - now)
+    document = asdict(catalog) | {"layers": LAYERS}
+    stamp = f"{os.getpid()}-{dt.datetime.now(dt.UTC):%H%M%S%f}"
+    catalog_json = folder / f".catalog-{stamp}.json"
+    removed_json = folder / f".removed-{stamp}.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATAHUB_", "VIRTUAL_ENV"))}
+    env["DATAHUB_TELEMETRY_ENABLED"] = "false"
+    env["DATAHUB_SUPPRESS_LOGGING_MANAGER"] = "1"
+    gms = settings.datahub_gms_url
+    if gms:
+        env["DATAHUB_GMS_URL"] = gms
+        if settings.datahub_token is not None:
+            env["DATAHUB_TOKEN"] = settings.datahub_token.get_secret_value()
+    try:
+        catalog_json.write_text(json.dumps(document))
+        removed_json.write_text(json.dumps(removed))
+        done = subprocess.run(
+            [str(python), str(DRIVER)]
+            + [str(catalog_json), str(lite_file(settings)), str(removed_json)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=folder,
+            timeout=600,
+            check=False,
+        )
+    finally:
+        catalog_json.unlink(missing_ok=True)
+        removed_json.unlink(missing_ok=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        where = f"DataHub at {redact(gms)}" if gms else "DataHub Lite"
+        raise CatalogError(f"writing to {where} failed: {redact(lines[-1] if lines else '?')}")
+    scratch = synced.with_name(f".{synced.name}.{os.getpid()}")
+    scratch.write_text(json.dumps(sorted(now)))
+    os.replace(scratch, synced)
+    return SyncResult(
+        datasets=len(catalog.datasets),
+        edges=len(catalog.edges()),
+        assertions=len(catalog.assertions),
+        jobs=len(catalog.jobs),
+        removed=len(removed),
+        lite=str(lite_file(settings)),
+        gms=redact(gms) if gms else None,
+        seconds=round(time.monotonic() - started, 2),
+    )
