@@ -229,22 +229,30 @@ def main() -> int:
         removed = json.load(f)
     started = time.monotonic()
     mcps = proposals(catalog, removed)
+    summary: dict[str, Any] = {"proposals": len(mcps)}
+    # The server first: when it refuses, the local catalog stays as the last sync left it.
+    gms = os.environ.get("DATAHUB_GMS_URL")
+    if gms:
+        emitter = DatahubRestEmitter(
+            gms_server=gms,
+            token=os.environ.get("DATAHUB_TOKEN") or None,
+            connect_timeout_sec=10,
+            read_timeout_sec=60,
+            retry_max_times=2,
+        )
+        try:
+            emitter.emit_mcps(mcps)
+        finally:
+            emitter.close()
+        summary["gms_seconds"] = time.monotonic() - started
+        started = time.monotonic()
     lite = get_datahub_lite({"type": "sqlite", "config": {"file": lite_file}})
     try:
         for mcp in mcps:
             lite.write(mcp)
     finally:
         lite.close()
-    summary: dict[str, Any] = {"proposals": len(mcps), "lite_seconds": time.monotonic() - started}
-    gms = os.environ.get("DATAHUB_GMS_URL")
-    if gms:
-        started = time.monotonic()
-        emitter = DatahubRestEmitter(gms_server=gms, token=os.environ.get("DATAHUB_TOKEN") or None)
-        try:
-            emitter.emit_mcps(mcps)
-        finally:
-            emitter.close()
-        summary["gms_seconds"] = time.monotonic() - started
+    summary["lite_seconds"] = time.monotonic() - started
     print(json.dumps(summary))
     return 0
 
