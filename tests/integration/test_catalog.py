@@ -8,11 +8,13 @@ latest result (a real failing dbt test, then passing again), idempotence and sof
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -306,3 +308,102 @@ def test_the_token_and_passwords_stay_out_of_output(demo: dict[str, str]) -> Non
     assert result.stderr.startswith("phlo: error: writing to DataHub at http://127.0.0.1:9")
     for secret in (TOKEN, "never-shown-1234"):
         assert secret not in result.stdout + result.stderr
+
+
+class _Gms(http.server.ThreadingHTTPServer):
+    """The part of a DataHub GMS that DataHub's REST emitter talks to: `/config` (a GMS, not
+    the frontend; no OpenAPI ingestion advertised, so the emitter uses Rest.li's batch
+    ingestion) and `/aspects?action=ingestProposalBatch`, behind a bearer token."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.proposals: list[dict[str, Any]] = []
+        self.refused = 0
+        super().__init__(("127.0.0.1", 0), _GmsHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _GmsHandler(http.server.BaseHTTPRequestHandler):
+    @property
+    def gms(self) -> _Gms:
+        assert isinstance(self.server, _Gms)
+        return self.server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
+        del format, args
+
+    def _answer(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        if self.headers.get("Authorization") == f"Bearer {self.gms.token}":
+            return True
+        self.gms.refused += 1
+        self._answer(401, {"message": "Unauthorized"})
+        return False
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if not self._authorized():
+            return
+        if self.path == "/config":
+            versions = {"acryldata/datahub": {"version": "v1.3.0"}}
+            self._answer(200, {"noCode": "true", "versions": versions})
+        else:
+            self._answer(404, {})
+
+    def do_POST(self) -> None:  # noqa: N802
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if not self._authorized():
+            return
+        if self.path == "/aspects?action=ingestProposalBatch":
+            self.gms.proposals += body["proposals"]
+            self._answer(200, {"value": []})
+        else:
+            self._answer(404, {})
+
+
+def test_production_pushes_every_proposal_to_the_gms_with_its_token(
+    demo: dict[str, str],
+) -> None:
+    """Covered: DataHub's own REST emitter, its transport (config check, bearer token, Rest.li
+    batch ingestion) and payloads, against a local server speaking that protocol. Not covered
+    (no GMS can run here): a real GMS's validation and storage, and OpenAPI ingestion."""
+    gms = _Gms(TOKEN)
+    threading.Thread(target=gms.serve_forever, daemon=True).start()
+    try:
+        env = {**demo, "DATAHUB_GMS_URL": gms.url, "DATAHUB_TOKEN": TOKEN}
+        pushed = phlo("catalog", "sync", env=env)
+        assert pushed.returncode == 0, pushed.stderr
+        assert gms.url in pushed.stdout and TOKEN not in pushed.stdout + pushed.stderr
+        received = {(p["entityUrn"], p["aspectName"]) for p in gms.proposals}
+        stored = {(u, a) for u, aspects_of in aspects(demo).items() for a in aspects_of}
+        # Everything Lite holds of this sync went to the server too (Lite also keeps the
+        # soft-deleted dataset of an earlier test: its status went to the server then).
+        assert received <= stored and len(received) >= len(stored) - 2
+        lineage = next(
+            json.loads(p["aspect"]["value"])
+            for p in gms.proposals
+            if p["aspectName"] == "upstreamLineage"
+            and p["entityUrn"] == urn("duckdb", "lake.marts.mrt_glucose_weather_daily")
+        )
+        assert {u["dataset"] for u in lineage["upstreams"]} == {
+            urn("duckdb", "lake.silver.fct_daily_glucose_metrics"),
+            urn("duckdb", "lake.silver.fct_daily_weather"),
+        }
+        before = aspects(demo)
+        refused = phlo("catalog", "sync", env={**env, "DATAHUB_TOKEN": "not-the-token"})
+        assert refused.returncode == 1 and gms.refused >= 1
+        assert refused.stderr.startswith(f"phlo: error: writing to DataHub at {gms.url} failed")
+        assert "not-the-token" not in refused.stderr
+        assert aspects(demo) == before, "a refused push leaves the local catalog as it was"
+    finally:
+        gms.shutdown()

@@ -18,11 +18,11 @@ import sys
 import time
 from typing import Any
 
-from datahub.emitter import mce_builder as builder
-from datahub.emitter.mcp import MetadataChangeProposalWrapper
-from datahub.emitter.rest_emitter import DatahubRestEmitter
-from datahub.lite.lite_util import get_datahub_lite
-from datahub.metadata import schema_classes as m
+from datahub.emitter import mce_builder as builder  # pants: no-infer-dep
+from datahub.emitter.mcp import MetadataChangeProposalWrapper  # pants: no-infer-dep
+from datahub.emitter.rest_emitter import DatahubRestEmitter  # pants: no-infer-dep
+from datahub.lite.lite_util import get_datahub_lite  # pants: no-infer-dep
+from datahub.metadata import schema_classes as m  # pants: no-infer-dep
 
 DOMAIN_PREFIX = "phlo."  # the layers as domains: urn:li:domain:phlo.silver
 
