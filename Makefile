@@ -76,6 +76,7 @@ bench: install
 	$(BIN)/python bench/bench_backfill.py
 	$(BIN)/python bench/bench_server.py
 	$(BIN)/python bench/bench_report.py
+	$(BIN)/python bench/bench_catalog.py
 
 clean:
 	rm -rf $(VENV) .phlo dist .pants.d .pids src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs

@@ -90,7 +90,7 @@ def test_a_command_group_never_imports_another() -> None:
 
 
 # Core's role packages, each importing only those before it (and the shared modules at the top).
-ROLE_ORDER = ("lakehouse", "runlogs", "runs", "dbt", "backfill", "services")
+ROLE_ORDER = ("lakehouse", "runlogs", "runs", "dbt", "backfill", "services", "catalog")
 
 
 def test_core_role_packages_import_only_earlier_roles_at_load_time() -> None:

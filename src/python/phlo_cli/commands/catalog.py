@@ -104,7 +104,7 @@ def catalog_search(
     if as_json:
         print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows]))
     else:
-        print(to_table(columns, rows))
+        print(to_table(columns, rows, terminal_width()))
     return 0
 
 
