@@ -248,6 +248,7 @@ def test_a_source_that_answers_empty_does_not_replace_a_stored_day(
     assert snapshot(built) == before
 
 
+@pytest.mark.slow  # keeps `make test` under 15 minutes; CI runs it
 def test_a_forced_shrink_replaces_the_day(
     pipeline_settings: Callable[..., PhloSettings], server: SampleNightscoutServer
 ) -> None:
@@ -361,6 +362,7 @@ def test_a_failing_dbt_test_fails_its_check_and_stops_downstream(
     assert tables == []
 
 
+@pytest.mark.slow  # keeps `make test` under 15 minutes; CI runs it
 def test_a_home_moved_elsewhere_keeps_working(
     pipeline_settings: Callable[..., PhloSettings], tmp_path: Path
 ) -> None:

@@ -252,6 +252,7 @@ def test_an_idle_server_exits(env: dict[str, str]) -> None:
     wait_until(lambda: none_running(env), "the idle server to exit")
 
 
+@pytest.mark.slow  # keeps `make test` under 15 minutes; CI runs it
 def test_a_served_backfill_forks_its_workers_in_the_server(env: dict[str, str]) -> None:
     """`phlo backfill --parallel 2` through the server: its worker is forked warm by the
     server, in the backfill's process group, so Ctrl-C reaches it as in a terminal."""
@@ -304,6 +305,7 @@ def test_a_command_outlives_its_killed_server_and_reports_its_own_outcome(
     assert code == "0"
 
 
+@pytest.mark.slow  # keeps `make test` under 15 minutes; CI runs it
 def test_a_server_whose_socket_file_is_deleted_exits_and_a_new_one_serves(
     env: dict[str, str],
 ) -> None:

@@ -227,6 +227,7 @@ def _count_by_place(settings: PhloSettings) -> dict[str, dict[str, int]]:
     return counts
 
 
+@pytest.mark.slow  # keeps `make test` under 15 minutes; CI runs it
 def test_a_place_no_longer_listed_keeps_its_days_in_every_table(
     built: PhloSettings, make: Callable[..., PhloSettings], server: SampleOpenMeteoServer
 ) -> None:
