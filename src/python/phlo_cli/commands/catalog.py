@@ -35,7 +35,7 @@ def catalog_sync(*, as_json: Annotated[bool, Parameter(name="--json")] = False) 
     Dagster jobs with their latest run, into DataHub Lite under PHLO_HOME/catalog (and to
     DATAHUB_GMS_URL when set). Syncing again changes nothing; what is gone since the last
     sync is soft-deleted. The first sync installs DataHub's library into an environment of its
-    own (~/.cache/phlo; under a minute, shown as it goes).
+    own (~/.cache/phlo; a few seconds to a minute, shown as it goes).
 
     Parameters
     ----------

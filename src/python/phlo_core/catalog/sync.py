@@ -30,6 +30,7 @@ from phlo_core.catalog.model import (
     published_database,
 )
 from phlo_core.redact import redact
+from phlo_core.runs.asset_index import AssetIndex
 from phlo_core.settings import PhloSettings
 from phlo_core.tool_env import Progress, ToolEnvironment, ToolEnvironmentError, quiet
 
@@ -134,50 +135,47 @@ def _check_results(
     return results
 
 
-def _jobs(settings: PhloSettings, catalog: Catalog, tables: Mapping[str, str]) -> list[Job]:
-    """Each location's Dagster jobs with the datasets they write and read, and their latest
-    run (from the instance)."""
+def _jobs(settings: PhloSettings, catalog: Catalog, index: AssetIndex) -> list[Job]:
+    """Each location's Dagster jobs (from the asset index) with the datasets the location writes
+    and reads, and their latest run (from the instance)."""
     from dagster import RunsFilter
 
     from phlo_core.runs.instance import instance_for
-    from phlo_core.workspace import load_definitions, location_refs
 
-    by_location: dict[str, list[str]] = {}
+    by_location: dict[str, set[str]] = {}
     for d in catalog.datasets:
         if d.layer != "source" and d.location:
-            by_location.setdefault(d.location, []).append(d.urn)
-    for table, location in tables.items():
-        urn = dataset_urn(LAKE_PLATFORM, table)
-        if urn not in by_location.get(location, []):
-            by_location.setdefault(location, []).append(urn)
+            by_location.setdefault(d.location, set()).add(d.urn)
+    for location, assets in index.locations.items():
+        for table in filter(None, assets.values()):
+            by_location.setdefault(location, set()).add(dataset_urn(LAKE_PLATFORM, table.lower()))
     writes = {urn: loc for loc, urns in by_location.items() for urn in urns}
     jobs = []
     instance = instance_for(settings)
     try:
-        for ref in location_refs(settings):
-            defs = load_definitions(ref, settings)
-            outputs = sorted(by_location.get(ref.name, []))
+        for location, location_jobs in index.jobs.items():
+            outputs = sorted(by_location.get(location, set()))
             inputs = sorted(
                 {
                     up
                     for d in catalog.datasets
-                    if d.urn in outputs
+                    if d.urn in by_location.get(location, set())
                     for up in d.upstreams
-                    if writes.get(up, ref.name) != ref.name
+                    if writes.get(up, location) != location
                 }
             )
-            for job in defs.jobs or []:
-                flow = f"urn:li:dataFlow:(dagster,{ref.name},PROD)"
-                records = instance.get_run_records(RunsFilter(job_name=job.name), limit=1)
+            flow = f"urn:li:dataFlow:(dagster,{location},PROD)"
+            for name, description in sorted(location_jobs.items()):
+                records = instance.get_run_records(RunsFilter(job_name=name), limit=1)
                 last = records[0] if records else None
                 end = last.end_time if last and last.end_time else 0
                 jobs.append(
                     Job(
-                        urn=f"urn:li:dataJob:({flow},{job.name})",
+                        urn=f"urn:li:dataJob:({flow},{name})",
                         flow_urn=flow,
-                        location=ref.name,
-                        name=job.name,
-                        description=job.description or "",
+                        location=location,
+                        name=name,
+                        description=description,
                         outputs=outputs,
                         inputs=inputs,
                         last_status=last.dagster_run.status.value if last else "",
@@ -202,13 +200,7 @@ def collect(settings: PhloSettings) -> Catalog:
         published_database=published_database(settings),
         check_results=_check_results(settings, manifests),
     )
-    tables = {
-        table.lower(): location
-        for location, assets in index.locations.items()
-        for table in assets.values()
-        if table
-    }
-    catalog.jobs = _jobs(settings, catalog, tables)
+    catalog.jobs = _jobs(settings, catalog, index)
     return catalog
 
 

@@ -62,10 +62,12 @@ class LocationGraph:
 @dataclass
 class AssetIndex:
     """Per location, the assets it materializes (name -> the table it writes, or "") and its
-    asset graph: enough to plan a selection and list daily assets without loading Dagster."""
+    asset graph, and its jobs (name -> description): enough to plan a selection, list daily
+    assets and describe the jobs without loading Dagster."""
 
     locations: dict[str, dict[str, str]] = field(default_factory=dict)
     graphs: dict[str, LocationGraph] = field(default_factory=dict)
+    jobs: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def names(self) -> set[str]:
@@ -101,6 +103,7 @@ def index_of(definitions: dict[str, Definitions]) -> AssetIndex:
             table = graph.get(key).metadata.get(TABLE_NAME_KEY)
             assets[key.to_user_string()] = str(getattr(table, "text", table) or "")
         index.locations[location] = assets
+        index.jobs[location] = {job.name: job.description or "" for job in defs.jobs or []}
         index.graphs[location] = LocationGraph(
             order=[key.to_user_string() for key in graph.toposorted_asset_keys],
             parents={
@@ -165,7 +168,12 @@ def remember(index: AssetIndex, settings: PhloSettings, taken: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = path.with_name(f".{path.name}.{os.getpid()}")
         graphs = {name: asdict(graph) for name, graph in index.graphs.items()}
-        document = {"fingerprint": taken, "locations": index.locations, "graphs": graphs}
+        document = {
+            "fingerprint": taken,
+            "locations": index.locations,
+            "graphs": graphs,
+            "jobs": index.jobs,
+        }
         scratch.write_text(json.dumps(document))
         os.replace(scratch, path)
     except OSError:
@@ -182,9 +190,10 @@ def cached(settings: PhloSettings) -> AssetIndex | None:
         return None
     try:
         graphs = {name: LocationGraph(**graph) for name, graph in document["graphs"].items()}
-    except (KeyError, TypeError, AttributeError):  # written by an older phlo
+        jobs = dict(document["jobs"])
+    except (KeyError, TypeError, AttributeError, ValueError):  # written by an older phlo
         return None
-    return AssetIndex(document.get("locations") or {}, graphs)
+    return AssetIndex(document.get("locations") or {}, graphs, jobs)
 
 
 def current_index(settings: PhloSettings) -> AssetIndex:
