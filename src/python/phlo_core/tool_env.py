@@ -48,9 +48,6 @@ class ToolEnvironment:
     def python(self) -> Path:
         return self.directory / "bin" / "python"
 
-    def is_ready(self) -> bool:
-        return (self.directory / "READY").exists()
-
     def ensure(self, progress: Progress = quiet) -> Path:
         """The venv, installed first if it is not complete (one installer at a time)."""
         root = self.directory

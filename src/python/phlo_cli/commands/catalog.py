@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from cyclopts import App, Parameter
@@ -59,7 +60,7 @@ def catalog_sync(*, as_json: Annotated[bool, Parameter(name="--json")] = False) 
     if as_json:
         print(json.dumps(asdict(result)))
         return 0
-    where = f"DataHub Lite ({shown_path(result.lite)})"
+    where = f"DataHub Lite ({shown(Path(result.lite))})"
     if result.gms:
         where += f" and {result.gms}"
     print(
@@ -68,12 +69,6 @@ def catalog_sync(*, as_json: Annotated[bool, Parameter(name="--json")] = False) 
         + (f"; {result.removed} gone since the last sync, soft-deleted" if result.removed else "")
     )
     return 0
-
-
-def shown_path(path: str) -> str:
-    from pathlib import Path
-
-    return shown(Path(path))
 
 
 @catalog_app.command(name="search")

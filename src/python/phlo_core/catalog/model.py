@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -105,12 +104,6 @@ class Catalog:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-@dataclass
-class _Project:
-    location: str
-    manifest: Mapping[str, Any]
-
-
 def _relation(node: Mapping[str, Any]) -> str:
     name = node.get("identifier") or node.get("alias") or node["name"]
     return f"{node['database']}.{node['schema']}.{name}".lower()
@@ -140,6 +133,36 @@ def _owners(node: Mapping[str, Any]) -> list[str]:
     meta = node.get("meta") or node.get("config", {}).get("meta") or {}
     owner = meta.get("owner") or meta.get("owners") or []
     return sorted([owner] if isinstance(owner, str) else [str(o) for o in owner])
+
+
+def _lake_dataset(
+    node: Mapping[str, Any],
+    location: str,
+    types: Mapping[str, Mapping[str, str]],
+    **extra: Any,
+) -> Dataset:
+    """The lakehouse table a dbt model or source is."""
+    relation = _relation(node)
+    return Dataset(
+        urn=dataset_urn(LAKE_PLATFORM, relation),
+        platform=LAKE_PLATFORM,
+        name=relation,
+        layer=_layer(node["schema"]),
+        location=location,
+        description=(node.get("description") or "").strip(),
+        columns=_columns(node, types),
+        tags=sorted(node.get("tags") or []),
+        owners=_owners(node),
+        **extra,
+    )
+
+
+def tested_node(test: Mapping[str, Any], nodes: Mapping[str, Any]) -> str | None:
+    """The unique id of the node (of `nodes`) a dbt test checks, as dagster-dbt attaches its
+    asset check: the test's attached node, else its only parent among `nodes`."""
+    parents = [n for n in test["depends_on"]["nodes"] if n in nodes]
+    attached = test.get("attached_node") or (parents[0] if len(parents) == 1 else None)
+    return attached if attached in nodes else None
 
 
 def _test_kind(node: Mapping[str, Any]) -> str:
@@ -177,21 +200,14 @@ def build_catalog(
             relation = _relation(source)
             if relation in written:
                 continue
-            urn = dataset_urn(LAKE_PLATFORM, relation)
             meta = source.get("meta") or {}
             ingested_by = (meta.get("dagster") or {}).get("asset_key") or []
             dataset = datasets.setdefault(
-                urn,
-                Dataset(
-                    urn=urn,
-                    platform=LAKE_PLATFORM,
-                    name=relation,
-                    layer=_layer(source["schema"]),
-                    location=location,
-                    description=(source.get("description") or "").strip(),
-                    columns=_columns(source, types),
-                    tags=sorted(source.get("tags") or []),
-                    owners=_owners(source),
+                dataset_urn(LAKE_PLATFORM, relation),
+                _lake_dataset(
+                    source,
+                    location,
+                    types,
                     properties={"written_by": "/".join(ingested_by)} if ingested_by else {},
                 ),
             )
@@ -226,24 +242,18 @@ def build_catalog(
         for node in nodes.values():
             if node["resource_type"] != "model":
                 continue
-            relation = _relation(node)
-            urn = dataset_urn(LAKE_PLATFORM, relation)
             upstreams = {u for u in map(urn_of, node["depends_on"]["nodes"]) if u}
             materialized = node["config"].get("materialized", "")
-            datasets[urn] = Dataset(
-                urn=urn,
-                platform=LAKE_PLATFORM,
-                name=relation,
-                layer=_layer(node["schema"]),
-                location=location,
-                description=(node.get("description") or "").strip(),
+            model = _lake_dataset(
+                node,
+                location,
+                types,
                 subtype="View" if materialized == "view" else "Table",
-                columns=_columns(node, types),
-                tags=sorted(node.get("tags") or []),
-                owners=_owners(node),
                 upstreams=sorted(upstreams),
                 properties={"dbt_unique_id": node["unique_id"], "materialized": materialized},
             )
+            urn = model.urn
+            datasets[urn] = model
             if published_database and node["schema"] == MARTS_SCHEMA:
                 name = f"{published_database}.{MARTS_SCHEMA}.{node['name']}".lower()
                 published = dataset_urn(PUBLISHED_PLATFORM, name)
@@ -262,15 +272,12 @@ def build_catalog(
         for test in nodes.values():
             if test["resource_type"] != "test":
                 continue
-            attached = test.get("attached_node")
-            parents = [n for n in test["depends_on"]["nodes"] if n in nodes]
-            if not attached and len(parents) == 1:
-                attached = parents[0]
+            attached = tested_node(test, nodes)
             target = urn_of(attached) if attached else None
-            if target is None:
+            if attached is None or target is None:
                 continue
-            model = nodes[attached]["name"] if attached else ""
-            result, run_id, at_ms = check_results.get((model, test["name"]), ("", "", 0))
+            key = (nodes[attached]["name"], test["name"])
+            result, run_id, at_ms = check_results.get(key, ("", "", 0))
             catalog.assertions.append(
                 Assertion(
                     urn=f"urn:li:assertion:phlo.{test['unique_id']}",
@@ -296,7 +303,3 @@ def published_database(settings: PhloSettings) -> str | None:
     if url is None:
         return None
     return urlsplit(url.get_secret_value()).path.lstrip("/") or "postgres"
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from phlo_core.catalog.model import LAKE_PLATFORM
@@ -49,20 +46,31 @@ class DatasetView:
     tests: list[Test] = field(default_factory=list)
 
 
-@dataclass
 class _Store:
-    aspects: dict[str, dict[str, Any]]  # urn -> aspect name -> JSON
+    """Lite's latest aspects, urn -> aspect name -> JSON, with the lineage both ways."""
 
-    def datasets(self) -> dict[str, dict[str, Any]]:
-        return {
+    def __init__(self, aspects: dict[str, dict[str, Any]]) -> None:
+        self.aspects = aspects
+        self.datasets = {
             urn: a
-            for urn, a in self.aspects.items()
+            for urn, a in aspects.items()
             if urn.startswith("urn:li:dataset:") and not a.get("status", {}).get("removed")
         }
+        self.downstream: dict[str, list[str]] = {}
+        for urn in self.datasets:
+            for up in self.upstream(urn):
+                self.downstream.setdefault(up, []).append(urn)
+
+    def upstream(self, urn: str) -> list[str]:
+        lineage = self.datasets.get(urn, {}).get("upstreamLineage") or {}
+        return [u["dataset"] for u in lineage.get("upstreams", [])]
+
+    def name(self, urn: str) -> str:
+        props = self.aspects.get(urn, {}).get("datasetProperties") or {}
+        return props.get("qualifiedName") or urn
 
 
-@contextmanager
-def _open(settings: PhloSettings) -> Iterator[_Store]:
+def _load(settings: PhloSettings) -> _Store:
     path = lite_file(settings)
     if not path.exists():
         raise CatalogNotFoundError(
@@ -78,12 +86,7 @@ def _open(settings: PhloSettings) -> Iterator[_Store]:
     aspects: dict[str, dict[str, Any]] = {}
     for urn, aspect, metadata in rows:
         aspects.setdefault(urn, {})[aspect] = json.loads(metadata)
-    yield _Store(aspects)
-
-
-def _name(aspects: dict[str, Any], urn: str) -> str:
-    props = aspects.get("datasetProperties") or {}
-    return props.get("qualifiedName") or urn
+    return _Store(aspects)
 
 
 def _platform(urn: str) -> str:
@@ -93,14 +96,12 @@ def _platform(urn: str) -> str:
 def resolve(store: _Store, wanted: str) -> str:
     """The urn of the dataset `wanted` names: an urn, a qualified name (`lake.marts.x`,
     `marts.x`) or a table's name; the lakehouse's first where the published copy shares it."""
-    datasets = store.datasets()
+    datasets = store.datasets
     if wanted in datasets:
         return wanted
     text = wanted.lower()
     matches = [
-        urn
-        for urn, a in datasets.items()
-        if (n := _name(a, urn).lower()) == text or n.endswith("." + text)
+        urn for urn in datasets if (n := store.name(urn).lower()) == text or n.endswith("." + text)
     ]
     if len(matches) > 1:
         lake = [u for u in matches if _platform(u) == LAKE_PLATFORM]
@@ -110,51 +111,37 @@ def resolve(store: _Store, wanted: str) -> str:
             f"no dataset named {wanted!r} in the catalog (`phlo catalog search` finds names)"
         )
     if len(matches) > 1:
-        names = ", ".join(sorted(_name(datasets[u], u) for u in matches))
+        names = ", ".join(sorted(store.name(u) for u in matches))
         raise CatalogNotFoundError(f"{wanted!r} names several datasets: {names}")
     return matches[0]
-
-
-def _downstream(store: _Store) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    for urn, a in store.datasets().items():
-        for up in (a.get("upstreamLineage") or {}).get("upstreams", []):
-            found.setdefault(up["dataset"], []).append(urn)
-    return found
-
-
-def _upstream(store: _Store, urn: str) -> list[str]:
-    aspects = store.datasets().get(urn, {})
-    return [u["dataset"] for u in (aspects.get("upstreamLineage") or {}).get("upstreams", [])]
 
 
 def search(settings: PhloSettings, text: str) -> list[DatasetView]:
     """Datasets whose name, description, tags or columns (names, descriptions) hold `text`."""
     wanted = text.lower()
-    with _open(settings) as store:
-        found = []
-        for urn, a in store.datasets().items():
-            haystack = json.dumps(
-                [a.get("datasetProperties"), a.get("schemaMetadata"), a.get("globalTags"), urn]
-            ).lower()
-            if wanted in haystack:
-                found.append(_view(store, urn, with_tests=False))
+    store = _load(settings)
+    found = []
+    for urn, a in store.datasets.items():
+        haystack = json.dumps(
+            [a.get("datasetProperties"), a.get("schemaMetadata"), a.get("globalTags"), urn]
+        ).lower()
+        if wanted in haystack:
+            found.append(_view(store, urn, with_tests=False))
     return sorted(found, key=lambda d: (d.layer != "source", d.name))
 
 
 def show(settings: PhloSettings, dataset: str) -> DatasetView:
-    with _open(settings) as store:
-        return _view(store, resolve(store, dataset), with_tests=True)
+    store = _load(settings)
+    return _view(store, resolve(store, dataset), with_tests=True)
 
 
 def _view(store: _Store, urn: str, *, with_tests: bool) -> DatasetView:
     a = store.aspects[urn]
     props = a.get("datasetProperties") or {}
     custom = props.get("customProperties") or {}
-    names = {u: _name(store.aspects.get(u, {}), u) for u in store.aspects}
     view = DatasetView(
         urn=urn,
-        name=_name(a, urn),
+        name=store.name(urn),
         platform=_platform(urn),
         layer=custom.get("layer", ""),
         location=custom.get("location", ""),
@@ -173,8 +160,8 @@ def _view(store: _Store, urn: str, *, with_tests: bool) -> DatasetView:
             for t in (a.get("globalTags") or {}).get("tags", [])
         ],
         owners=[o["owner"] for o in (a.get("ownership") or {}).get("owners", [])],
-        upstream=sorted(names.get(u, u) for u in _upstream(store, urn)),
-        downstream=sorted(names.get(u, u) for u in _downstream(store).get(urn, [])),
+        upstream=sorted(map(store.name, store.upstream(urn))),
+        downstream=sorted(map(store.name, store.downstream.get(urn, []))),
     )
     if with_tests:
         for assertion, aspects in store.aspects.items():
@@ -208,23 +195,17 @@ class LineageNode:
 
 def lineage(settings: PhloSettings, dataset: str, *, upstream: bool, depth: int) -> LineageNode:
     """The dataset and what it reads from (upstream) or feeds (downstream), `depth` levels."""
-    with _open(settings) as store:
-        root = resolve(store, dataset)
-        downstream = _downstream(store)
+    store = _load(settings)
 
-        def node(urn: str, left: int, path: tuple[str, ...]) -> LineageNode:
-            a = store.aspects.get(urn, {})
-            custom = (a.get("datasetProperties") or {}).get("customProperties") or {}
-            made = LineageNode(_name(a, urn), custom.get("layer", ""), _platform(urn))
-            if left > 0 and urn not in path:
-                nexts = _upstream(store, urn) if upstream else downstream.get(urn, [])
-                made.children = sorted(
-                    (node(u, left - 1, (*path, urn)) for u in nexts), key=lambda n: n.name
-                )
-            return made
+    def node(urn: str, left: int, path: tuple[str, ...]) -> LineageNode:
+        a = store.aspects.get(urn, {})
+        custom = (a.get("datasetProperties") or {}).get("customProperties") or {}
+        made = LineageNode(store.name(urn), custom.get("layer", ""), _platform(urn))
+        if left > 0 and urn not in path:
+            nexts = store.upstream(urn) if upstream else store.downstream.get(urn, [])
+            made.children = sorted(
+                (node(u, left - 1, (*path, urn)) for u in nexts), key=lambda n: n.name
+            )
+        return made
 
-        return node(root, depth, ())
-
-
-def lite_path(settings: PhloSettings) -> Path:
-    return lite_file(settings)
+    return node(resolve(store, dataset), depth, ())

@@ -28,6 +28,7 @@ from phlo_core.catalog.model import (
     build_catalog,
     dataset_urn,
     published_database,
+    tested_node,
 )
 from phlo_core.redact import redact
 from phlo_core.runs.asset_index import AssetIndex
@@ -116,8 +117,7 @@ def _check_results(
         for test in nodes.values():
             if test["resource_type"] != "test":
                 continue
-            parents = [n for n in test["depends_on"]["nodes"] if n in nodes]
-            attached = test.get("attached_node") or (parents[0] if len(parents) == 1 else None)
+            attached = tested_node(test, nodes)
             if attached and nodes[attached]["resource_type"] == "model":
                 keys.append(AssetCheckKey(AssetKey(nodes[attached]["name"]), test["name"]))
     instance = instance_for(settings)
