@@ -156,9 +156,6 @@ class SupersetApi:
     def dashboard_charts(self, id_or_slug: str | int) -> list[dict[str, Any]]:
         return self._get(f"/api/v1/dashboard/{id_or_slug}/charts")["result"]
 
-    def chart(self, chart_id: int) -> dict[str, Any]:
-        return self._get(f"/api/v1/chart/{chart_id}")["result"]
-
     def chart_data(self, chart_id: int) -> list[dict[str, Any]]:
         """The rows of the chart's saved query, as its data endpoint answers them."""
         answer = self._get(f"/api/v1/chart/{chart_id}/data/", format="json", type="full")
