@@ -236,6 +236,11 @@ def test_syncing_again_changes_nothing(demo: dict[str, str]) -> None:
     again = phlo("catalog", "sync", "--json", env=demo)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["removed"] == 0
+    assert json.loads(again.stdout)["changed"] == 0  # DataHub's environment not even started
+    assert snapshot() == before
+    # Everything written again (`--full`): DataHub keeps what is the same as it was.
+    full = json.loads(phlo("catalog", "sync", "--full", "--json", env=demo).stdout)
+    assert full["changed"] == full["datasets"] + full["assertions"] + full["jobs"]
     assert snapshot() == before
 
 
@@ -262,7 +267,9 @@ def test_a_dataset_gone_from_the_projects_is_soft_deleted(demo: dict[str, str]) 
                 )
     con.close()
     synced = Path(demo["PHLO_HOME"]) / "catalog" / "synced.json"
-    synced.write_text(json.dumps([*json.loads(synced.read_text()), gone]))
+    record = json.loads(synced.read_text())
+    record["written"][gone] = "written by an earlier sync"
+    synced.write_text(json.dumps(record))
     assert phlo("catalog", "show", "mrt_renamed_since", env=demo).returncode == 0
 
     result = phlo("catalog", "sync", "--json", env=demo)
@@ -272,14 +279,16 @@ def test_a_dataset_gone_from_the_projects_is_soft_deleted(demo: dict[str, str]) 
     assert phlo("catalog", "show", "mrt_renamed_since", env=demo).returncode == 1
     found = json.loads(phlo("catalog", "search", "renamed_since", "--json", env=demo).stdout)
     assert found == []
-    assert gone not in json.loads(synced.read_text())
+    assert gone not in json.loads(synced.read_text())["written"]
 
 
 def test_a_failing_dbt_test_is_a_failed_assertion_after_the_next_run(
     demo: dict[str, str],
 ) -> None:
     """insights' `assert_some_days_have_weather` fails (a warning) when its place has no
-    weather; the next sync shows it failed, and passing again after a run that finds it."""
+    weather. The run itself updates the catalog (its `datahub_metadata` asset comes after the
+    models: `mrt_glucose_weather_daily+` plans it once the home has a catalog), writing only
+    what changed; passing again after a run that finds it."""
     check = "assert_some_days_have_weather"
 
     def latest() -> str:
@@ -288,16 +297,32 @@ def test_a_failing_dbt_test_is_a_failed_assertion_after_the_next_run(
         )
         return next(t["result"] for t in shown["tests"] if t["name"] == check)
 
+    def changed(run: subprocess.CompletedProcess[str]) -> int:
+        line = next(x for x in run.stdout.splitlines() if "datahub_metadata: catalog:" in x)
+        return int(line.split("catalog: ")[1].split(" changed")[0])
+
     assert latest() == "SUCCESS"
     wrong = {**demo, "INSIGHTS_WEATHER_PLACE": "atlantis"}
-    ran = phlo("materialize", "mrt_glucose_weather_daily", env=wrong)
+    # Not publishing (the demo's PostgreSQL is a name only): the mart, then the catalog.
+    selection = "mrt_glucose_weather_daily,datahub_metadata"
+    ran = phlo("materialize", selection, env=wrong)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert f"failed check: mrt_glucose_weather_daily:{check}" in ran.stderr
-    assert phlo("catalog", "sync", env=demo).returncode == 0
     assert latest() == "FAILURE"
-    assert phlo("materialize", "mrt_glucose_weather_daily", env=demo).returncode == 0
-    assert phlo("catalog", "sync", env=demo).returncode == 0
+    # The mart's tests that ran (new results) and the insights job's last run, not the other
+    # datasets and tests of the three projects.
+    tests = {
+        n["name"]
+        for m in manifests(demo)
+        for n in m["nodes"].values()
+        if n["resource_type"] == "test"
+        and any(up.endswith(".mrt_glucose_weather_daily") for up in n["depends_on"]["nodes"])
+    }
+    assert 1 <= changed(ran) <= len(tests) + 1
+    assert phlo("materialize", selection, env=demo).returncode == 0
     assert latest() == "SUCCESS"
+    again = phlo("catalog", "sync", "--json", env=demo)
+    assert json.loads(again.stdout)["changed"] == 0
 
 
 def test_the_token_and_passwords_stay_out_of_output(demo: dict[str, str]) -> None:
@@ -375,7 +400,8 @@ def test_production_pushes_every_proposal_to_the_gms_with_its_token(
     demo: dict[str, str],
 ) -> None:
     """Covered: DataHub's own REST emitter, its transport (config check, bearer token, Rest.li
-    batch ingestion) and payloads, against a local server speaking that protocol. Not covered
+    batch ingestion) and payloads, against a local server speaking that protocol; a server
+    named for the first time gets everything, then only what changes. Not covered
     (no GMS can run here): a real GMS's validation and storage, and OpenAPI ingestion."""
     gms = _Gms(TOKEN)
     threading.Thread(target=gms.serve_forever, daemon=True).start()
@@ -399,8 +425,13 @@ def test_production_pushes_every_proposal_to_the_gms_with_its_token(
             urn("duckdb", "lake.silver.fct_daily_glucose_metrics"),
             urn("duckdb", "lake.silver.fct_daily_weather"),
         }
+        # The server has it all now: the next sync sends nothing (none of it changed).
+        sent = len(gms.proposals)
+        assert '"changed": 0' in phlo("catalog", "sync", "--json", env=env).stdout
+        assert len(gms.proposals) == sent
         before = aspects(demo)
-        refused = phlo("catalog", "sync", env={**env, "DATAHUB_TOKEN": "not-the-token"})
+        wrong = {**env, "DATAHUB_TOKEN": "not-the-token"}
+        refused = phlo("catalog", "sync", "--full", env=wrong)
         assert refused.returncode == 1 and gms.refused >= 1
         assert refused.stderr.startswith(f"phlo: error: writing to DataHub at {gms.url} failed")
         assert "not-the-token" not in refused.stderr

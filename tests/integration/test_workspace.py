@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey
 
+from phlo_core.needs import CATALOG_LITE
+from phlo_core.runs.engine import without_idle
 from phlo_core.runs.selection import SelectionError, plan_selection
 from phlo_core.settings import PhloSettings
 from phlo_core.workspace import load_definitions, location_ref, location_refs
@@ -91,12 +93,15 @@ def test_a_selection_reaches_the_locations_that_read_it(
             for plan in plan_selection(selection, settings)
         ]
 
+    # The catalog asset comes after every project's last models, in the lakehouse location.
+    catalog = ("lakehouse", ["datahub_metadata"])
     assert planned("dlt_weather_observations+") == [
         ("weather", sorted(WEATHER_ASSETS)),
         ("insights", ["insights_published_marts", "mrt_glucose_weather_daily"]),
+        catalog,
     ]
     glucose = planned("fct_daily_glucose_metrics+")
-    assert [location for location, _ in glucose] == ["nightscout", "insights"]
+    assert [location for location, _ in glucose] == ["nightscout", "insights", "lakehouse"]
     # Dependency order, whatever order the workspace file lists the locations in.
     reversed_file = workspace(
         tmp_path,
@@ -112,8 +117,32 @@ def test_a_selection_reaches_the_locations_that_read_it(
     assert order.index("insights") > max(order.index("weather"), order.index("nightscout"))
     assert planned("mrt_glucose_weather_daily") == [("insights", ["mrt_glucose_weather_daily"])]
     assert planned("mrt_glucose_weather_daily+") == [
-        ("insights", ["insights_published_marts", "mrt_glucose_weather_daily"])
+        ("insights", ["insights_published_marts", "mrt_glucose_weather_daily"]),
+        catalog,
     ]
+
+
+def test_a_run_of_the_catalog_asset_alone_is_not_planned_until_the_home_has_a_catalog(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    """It would do nothing but cost a run; once `phlo catalog sync` made the home's catalog
+    (or DATAHUB_GMS_URL names a server) it runs after the models."""
+    settings = make_settings()
+    plans = plan_selection("mrt_glucose_weather_daily+", settings)
+
+    def kept(settings: PhloSettings) -> list[str]:
+        return [plan.location.name for plan in without_idle(plans, settings)]
+
+    assert kept(settings) == ["insights"]
+    assert kept(make_settings(datahub_gms_url="http://127.0.0.1:9")) == ["insights", "lakehouse"]
+    lite = settings.home.joinpath(*CATALOG_LITE)
+    lite.parent.mkdir(parents=True)
+    lite.touch()
+    assert kept(settings) == ["insights", "lakehouse"]
+    # Alone it is still run (and says why it did nothing), not an empty plan.
+    bare = make_settings("without-catalog")
+    alone = without_idle(plan_selection("datahub_metadata", bare), bare)
+    assert [plan.location.name for plan in alone] == ["lakehouse"]
 
 
 def test_a_name_defined_in_two_locations_is_an_error_that_says_so(

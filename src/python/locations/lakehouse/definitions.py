@@ -1,6 +1,7 @@
-"""The lakehouse maintenance as a Dagster job with a nightly schedule, in a code location of its
-own (`lakehouse` in the workspace file): one job for the whole lakehouse, whichever domains
-write to it (`phlo maintenance` runs the same function from a terminal)."""
+"""What concerns the whole lakehouse, whichever domains write to it, in a code location of its
+own (`lakehouse` in the workspace file): the maintenance as a Dagster job with a nightly schedule
+(`phlo maintenance` runs the same function from a terminal), and `datahub_metadata`, the
+metadata catalog synced after every project's models (`phlo catalog sync` from a terminal)."""
 
 from dagster import (
     DefaultScheduleStatus,
@@ -13,6 +14,7 @@ from dagster import (
     op,
 )
 
+from phlo_core.catalog.asset import catalog_asset
 from phlo_core.lakehouse.maintenance import maintain
 from phlo_core.resources import LAKEHOUSE, Lakehouse, default_resources, resource
 from phlo_core.settings import PhloSettings, get_settings
@@ -53,10 +55,11 @@ def maintenance_schedule(
 
 
 def build_definitions(settings: PhloSettings | None = None) -> Definitions:
-    """The job and its schedule (in the settings' time zone); the run's settings reach it
-    through the `lakehouse` resource."""
+    """The job and its schedule (in the settings' time zone), the catalog asset after the
+    models of the projects; the run's settings reach them through the `lakehouse` resource."""
     settings = settings or get_settings()
     return Definitions(
+        assets=[catalog_asset(settings, group_name="lakehouse")],
         jobs=[maintenance_job()],
         schedules=[maintenance_schedule(settings)],
         resources=default_resources(),

@@ -30,16 +30,23 @@ catalog_app = App(
 
 
 @catalog_app.command(name="sync")
-def catalog_sync(*, as_json: Annotated[bool, Parameter(name="--json")] = False) -> int:
+def catalog_sync(
+    *,
+    full: bool = False,
+    as_json: Annotated[bool, Parameter(name="--json")] = False,
+) -> int:
     """Write every location's datasets (schemas, descriptions, tags, owners, layer), dbt tests
     with their latest results, lineage from the source APIs to the published marts, and the
     Dagster jobs with their latest run, into DataHub Lite under PHLO_HOME/catalog (and to
-    DATAHUB_GMS_URL when set). Syncing again changes nothing; what is gone since the last
-    sync is soft-deleted. The first sync installs DataHub's library into an environment of its
-    own (~/.cache/phlo; a few seconds to a minute, shown as it goes).
+    DATAHUB_GMS_URL when set). Only what changed since the last sync is written; what is gone
+    since is soft-deleted. Once a home has a catalog, every run that builds models keeps it
+    current (the `datahub_metadata` asset). The first sync installs DataHub's library into an
+    environment of its own (~/.cache/phlo; a few seconds to a minute, shown as it goes).
 
     Parameters
     ----------
+    full
+        Write everything again, changed or not (after the catalog was edited by hand, say).
     as_json
         The counts as one JSON object.
     """
@@ -53,7 +60,7 @@ def catalog_sync(*, as_json: Annotated[bool, Parameter(name="--json")] = False) 
         print(f"  {line}", file=sys.stderr, flush=True)
 
     try:
-        result = sync(settings, progress)
+        result = sync(settings, progress, full=full)
     except (CatalogError, DbtError, InstanceError) as exc:
         err(str(exc))
         return EXIT_FAILED
@@ -63,9 +70,10 @@ def catalog_sync(*, as_json: Annotated[bool, Parameter(name="--json")] = False) 
     where = f"DataHub Lite ({shown(Path(result.lite))})"
     if result.gms:
         where += f" and {result.gms}"
+    written = f"{result.changed} changed" if result.changed else "nothing changed"
     print(
         f"{result.datasets} datasets, {result.edges} lineage edges, {result.assertions} tests, "
-        f"{result.jobs} jobs synced to {where} in {result.seconds:.1f}s"
+        f"{result.jobs} jobs in {where} ({written}) in {result.seconds:.1f}s"
         + (f"; {result.removed} gone since the last sync, soft-deleted" if result.removed else "")
     )
     return 0

@@ -21,12 +21,6 @@ def daemon_running(instance: DagsterInstance, within_seconds: float = 120.0) -> 
     return heartbeat is not None and time.time() - heartbeat.timestamp < within_seconds
 
 
-def _is_set(settings: PhloSettings, name: str) -> bool:
-    """Whether a setting (phlo's own or a location's) has a value."""
-    key = name.lower()
-    return getattr(settings, key, None) is not None or bool(settings.location_values.get(key))
-
-
 @dataclass
 class Submitted:
     asset_backfill_id: str
@@ -45,7 +39,7 @@ def submit(plan: Plan, settings: PhloSettings) -> Submitted:
     from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
     from dagster._core.execution.backfill import PartitionBackfill
 
-    from phlo_core.lakehouse.publish import OPTIONAL_TAG
+    from phlo_core.needs import NEEDS_TAG, missing, needs_met
     from phlo_core.runs.instance import instance_for
     from phlo_core.runs.selection import plan_selection
 
@@ -56,10 +50,10 @@ def submit(plan: Plan, settings: PhloSettings) -> Submitted:
     for location in plans:
         graph = location.definitions.resolve_asset_graph()
         for key in location.keys:
-            needed = graph.get(key).tags.get(OPTIONAL_TAG)
-            if needed and not _is_set(settings, needed):
+            needed = graph.get(key).tags.get(NEEDS_TAG)
+            if needed and not needs_met(settings, needed):
                 # It would end without a materialization, which Dagster counts as failed.
-                left_out.append(f"{key.to_user_string()} ({needed} is not set)")
+                left_out.append(f"{key.to_user_string()} ({missing(needed)})")
             elif graph.get(key).partitions_def is not None:
                 keys.append(key)
             elif whole_from in (None, location.location.name):

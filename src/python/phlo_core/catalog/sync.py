@@ -5,12 +5,14 @@ pins exclude the locations'; ~/.cache/phlo/datahub-<version>-<pins>, made at the
 Embedded default: DataHub Lite, a SQLite file under PHLO_HOME/catalog, which `phlo catalog
 search|show|lineage` read. Production: DATAHUB_GMS_URL (and the secret DATAHUB_TOKEN) also
 pushes every proposal to that DataHub server with DataHub's REST emitter. What the last sync
-wrote is remembered (PHLO_HOME/catalog/synced.json): a dataset, test or job gone since is
-soft-deleted (Status removed), as DataHub does."""
+wrote is remembered (PHLO_HOME/catalog/synced.json, a digest per dataset, test and job): a sync
+writes only what changed since (a run's new test results and job status, say), and a dataset,
+test or job gone since is soft-deleted (Status removed), as DataHub does."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -18,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phlo_core.catalog.model import (
     LAKE_PLATFORM,
@@ -30,10 +32,14 @@ from phlo_core.catalog.model import (
     published_database,
     tested_node,
 )
+from phlo_core.needs import CATALOG_LITE
 from phlo_core.redact import redact
 from phlo_core.runs.asset_index import AssetIndex
 from phlo_core.settings import PhloSettings
 from phlo_core.tool_env import Progress, ToolEnvironment, ToolEnvironmentError, quiet
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
 
 VERSION = "1.7.0.17"
 ENVIRONMENT = ToolEnvironment(
@@ -52,6 +58,7 @@ class SyncResult:
     edges: int
     assertions: int
     jobs: int
+    changed: int  # datasets, tests and jobs written (the others were as the last sync left them)
     removed: int
     lite: str
     gms: str | None
@@ -59,11 +66,11 @@ class SyncResult:
 
 
 def catalog_dir(settings: PhloSettings) -> Path:
-    return settings.home / "catalog"
+    return settings.home / CATALOG_LITE[0]
 
 
 def lite_file(settings: PhloSettings) -> Path:
-    return catalog_dir(settings) / "datahub-lite.sqlite"
+    return settings.home.joinpath(*CATALOG_LITE)
 
 
 def _manifests(settings: PhloSettings, locations: Mapping[str, set[str]]) -> dict[str, Any]:
@@ -100,7 +107,7 @@ def _column_types(settings: PhloSettings) -> dict[str, dict[str, str]]:
 
 
 def _check_results(
-    settings: PhloSettings, manifests: Mapping[str, Any]
+    instance: DagsterInstance, manifests: Mapping[str, Any]
 ) -> dict[tuple[str, str], tuple[str, str, int]]:
     """(model, test) -> (SUCCESS | FAILURE, run id, epoch ms) of each test's latest result, from
     its Dagster asset check."""
@@ -108,8 +115,6 @@ def _check_results(
     from dagster._core.storage.asset_check_execution_record import (
         AssetCheckExecutionRecordStatus as Status,
     )
-
-    from phlo_core.runs.instance import instance_for
 
     keys = []
     for manifest in manifests.values():
@@ -120,11 +125,7 @@ def _check_results(
             attached = tested_node(test, nodes)
             if attached and nodes[attached]["resource_type"] == "model":
                 keys.append(AssetCheckKey(AssetKey(nodes[attached]["name"]), test["name"]))
-    instance = instance_for(settings)
-    try:
-        latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    finally:
-        instance.dispose()
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     results = {}
     for key, record in latest.items():
         if record.status == Status.PLANNED:
@@ -135,12 +136,10 @@ def _check_results(
     return results
 
 
-def _jobs(settings: PhloSettings, catalog: Catalog, index: AssetIndex) -> list[Job]:
+def _jobs(instance: DagsterInstance, catalog: Catalog, index: AssetIndex) -> list[Job]:
     """Each location's Dagster jobs (from the asset index) with the datasets the location writes
     and reads, and their latest run (from the instance)."""
     from dagster import RunsFilter
-
-    from phlo_core.runs.instance import instance_for
 
     by_location: dict[str, set[str]] = {}
     for d in catalog.datasets:
@@ -151,56 +150,60 @@ def _jobs(settings: PhloSettings, catalog: Catalog, index: AssetIndex) -> list[J
             by_location.setdefault(location, set()).add(dataset_urn(LAKE_PLATFORM, table.lower()))
     writes = {urn: loc for loc, urns in by_location.items() for urn in urns}
     jobs = []
-    instance = instance_for(settings)
-    try:
-        for location, location_jobs in index.jobs.items():
-            outputs = sorted(by_location.get(location, set()))
-            inputs = sorted(
-                {
-                    up
-                    for d in catalog.datasets
-                    if d.urn in by_location.get(location, set())
-                    for up in d.upstreams
-                    if writes.get(up, location) != location
-                }
-            )
-            flow = f"urn:li:dataFlow:(dagster,{location},PROD)"
-            for name, description in sorted(location_jobs.items()):
-                records = instance.get_run_records(RunsFilter(job_name=name), limit=1)
-                last = records[0] if records else None
-                end = last.end_time if last and last.end_time else 0
-                jobs.append(
-                    Job(
-                        urn=f"urn:li:dataJob:({flow},{name})",
-                        flow_urn=flow,
-                        location=location,
-                        name=name,
-                        description=description,
-                        outputs=outputs,
-                        inputs=inputs,
-                        last_status=last.dagster_run.status.value if last else "",
-                        last_run_id=last.dagster_run.run_id if last else "",
-                        last_run_end_ms=int(end * 1000),
-                    )
+    for location, location_jobs in index.jobs.items():
+        outputs = sorted(by_location.get(location, set()))
+        inputs = sorted(
+            {
+                up
+                for d in catalog.datasets
+                if d.urn in by_location.get(location, set())
+                for up in d.upstreams
+                if writes.get(up, location) != location
+            }
+        )
+        flow = f"urn:li:dataFlow:(dagster,{location},PROD)"
+        for name, description in sorted(location_jobs.items()):
+            records = instance.get_run_records(RunsFilter(job_name=name), limit=1)
+            last = records[0] if records else None
+            end = last.end_time if last and last.end_time else 0
+            jobs.append(
+                Job(
+                    urn=f"urn:li:dataJob:({flow},{name})",
+                    flow_urn=flow,
+                    location=location,
+                    name=name,
+                    description=description,
+                    outputs=outputs,
+                    inputs=inputs,
+                    last_status=last.dagster_run.status.value if last else "",
+                    last_run_id=last.dagster_run.run_id if last else "",
+                    last_run_end_ms=int(end * 1000),
                 )
-    finally:
-        instance.dispose()
+            )
     return jobs
 
 
-def collect(settings: PhloSettings) -> Catalog:
-    """The catalog as phlo knows it now."""
+def collect(settings: PhloSettings, instance: DagsterInstance | None = None) -> Catalog:
+    """The catalog as phlo knows it now (`instance`: the Dagster instance to read, e.g. a
+    run's own; default: the settings' instance, opened and disposed here)."""
     from phlo_core.runs.asset_index import current_index
+    from phlo_core.runs.instance import instance_for
 
     index = current_index(settings)
     manifests = _manifests(settings, {k: set(v) for k, v in index.locations.items()})
-    catalog = build_catalog(
-        manifests,
-        types=_column_types(settings),
-        published_database=published_database(settings),
-        check_results=_check_results(settings, manifests),
-    )
-    catalog.jobs = _jobs(settings, catalog, index)
+    opened = instance is None
+    instance = instance or instance_for(settings)
+    try:
+        catalog = build_catalog(
+            manifests,
+            types=_column_types(settings),
+            published_database=published_database(settings),
+            check_results=_check_results(instance, manifests),
+        )
+        catalog.jobs = _jobs(instance, catalog, index)
+    finally:
+        if opened:
+            instance.dispose()
     return catalog
 
 
@@ -208,29 +211,105 @@ def _synced_file(settings: PhloSettings) -> Path:
     return catalog_dir(settings) / "synced.json"
 
 
-def _urns(catalog: Catalog) -> set[str]:
-    return (
-        {d.urn for d in catalog.datasets}
-        | {a.urn for a in catalog.assertions}
-        | {j.urn for j in catalog.jobs}
+HEADER = "phlo:platforms-and-layers"  # the platforms and domains, written when they change
+
+
+def _digests(catalog: Catalog) -> dict[str, str]:
+    """urn -> a digest of what phlo writes for it (and one for the platforms and layers)."""
+
+    def digest(value: object) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:20]
+
+    layers = sorted({d.layer for d in catalog.datasets})
+    found = {HEADER: digest([catalog.platforms, {k: LAYERS.get(k) for k in layers}])}
+    for entity in (*catalog.datasets, *catalog.assertions, *catalog.jobs):
+        found[entity.urn] = digest(asdict(entity))
+    return found
+
+
+def _target(settings: PhloSettings) -> str:
+    """Where a sync writes: Lite alone, or Lite and one GMS (a digest: never the URL)."""
+    gms = settings.datahub_gms_url or ""
+    return hashlib.sha256(gms.encode()).hexdigest()[:20] if gms else "lite"
+
+
+def _last_sync(settings: PhloSettings) -> dict[str, str]:
+    """urn -> digest of what the last sync wrote to the same target (empty: write it all)."""
+    synced = _synced_file(settings)
+    if not synced.exists() or not lite_file(settings).exists():
+        return {}
+    record = json.loads(synced.read_text())
+    if isinstance(record, list):  # a record from before digests: every urn, nothing current
+        return dict.fromkeys(record, "")
+    if record.get("target") != _target(settings):
+        return dict.fromkeys(record.get("written", {}), "")
+    return record.get("written", {})
+
+
+def sync(
+    settings: PhloSettings,
+    progress: Progress = quiet,
+    *,
+    full: bool = False,
+    instance: DagsterInstance | None = None,
+) -> SyncResult:
+    """Write the catalog to DataHub Lite (and to DATAHUB_GMS_URL when set): what changed since
+    the last sync to the same place (`full`: everything); what is gone, soft-deleted. Nothing
+    changed: DataHub's environment is not even started."""
+    started = time.monotonic()
+    catalog = collect(settings, instance)
+    now = _digests(catalog)
+    before = _last_sync(settings)
+    if full:
+        before = dict.fromkeys(before, "")
+    removed = sorted(urn for urn in before.keys() - now.keys() if urn != HEADER)
+    changed = {urn for urn, digest in now.items() if before.get(urn) != digest}
+    if changed or removed:
+        _write(settings, catalog, changed, removed, progress)
+    folder = catalog_dir(settings)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    synced = _synced_file(settings)
+    scratch = folder / f".{synced.name}.{os.getpid()}"
+    scratch.write_text(json.dumps({"target": _target(settings), "written": now}, sort_keys=True))
+    os.replace(scratch, synced)
+    gms = settings.datahub_gms_url
+    return SyncResult(
+        datasets=len(catalog.datasets),
+        edges=len(catalog.edges()),
+        assertions=len(catalog.assertions),
+        jobs=len(catalog.jobs),
+        changed=len(changed - {HEADER}),
+        removed=len(removed),
+        lite=str(lite_file(settings)),
+        gms=redact(gms) if gms else None,
+        seconds=round(time.monotonic() - started, 2),
     )
 
 
-def sync(settings: PhloSettings, progress: Progress = quiet) -> SyncResult:
-    """Write the catalog to DataHub Lite (and to DATAHUB_GMS_URL when set)."""
-    started = time.monotonic()
+def _write(
+    settings: PhloSettings,
+    catalog: Catalog,
+    changed: set[str],
+    removed: list[str],
+    progress: Progress,
+) -> None:
+    """The changed entities and the soft deletions, through DataHub's library in its own
+    environment (made at the first sync)."""
     try:
         python = ENVIRONMENT.ensure(progress) / "bin" / "python"
     except ToolEnvironmentError as exc:
         raise CatalogError(str(exc)) from None
-    catalog = collect(settings)
+    header = HEADER in changed
+    layers = sorted({d.layer for d in catalog.datasets}) if header else []
+    document = {
+        "datasets": [asdict(d) for d in catalog.datasets if d.urn in changed],
+        "assertions": [asdict(a) for a in catalog.assertions if a.urn in changed],
+        "jobs": [asdict(j) for j in catalog.jobs if j.urn in changed],
+        "platforms": catalog.platforms if header else {},
+        "domains": {layer: LAYERS.get(layer) for layer in layers},
+    }
     folder = catalog_dir(settings)
     folder.mkdir(mode=0o700, exist_ok=True)
-    synced = _synced_file(settings)
-    before = set(json.loads(synced.read_text())) if synced.exists() else set()
-    now = _urns(catalog)
-    removed = sorted(before - now)
-    document = asdict(catalog) | {"layers": LAYERS}
     stamp = f"{os.getpid()}-{dt.datetime.now(dt.UTC):%H%M%S%f}"
     catalog_json = folder / f".catalog-{stamp}.json"
     removed_json = folder / f".removed-{stamp}.json"
@@ -262,16 +341,3 @@ def sync(settings: PhloSettings, progress: Progress = quiet) -> SyncResult:
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         where = f"DataHub at {redact(gms)}" if gms else "DataHub Lite"
         raise CatalogError(f"writing to {where} failed: {redact(lines[-1] if lines else '?')}")
-    scratch = synced.with_name(f".{synced.name}.{os.getpid()}")
-    scratch.write_text(json.dumps(sorted(now)))
-    os.replace(scratch, synced)
-    return SyncResult(
-        datasets=len(catalog.datasets),
-        edges=len(catalog.edges()),
-        assertions=len(catalog.assertions),
-        jobs=len(catalog.jobs),
-        removed=len(removed),
-        lite=str(lite_file(settings)),
-        gms=redact(gms) if gms else None,
-        seconds=round(time.monotonic() - started, 2),
-    )

@@ -34,6 +34,7 @@ from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, Materiali
 
 from phlo_core.lakehouse.connect import CATALOG, lakehouse, sql_literal
 from phlo_core.log import get_logger
+from phlo_core.needs import NEEDS_TAG
 from phlo_core.redact import redact
 from phlo_core.resources import LAKEHOUSE, Lakehouse, resource
 from phlo_core.settings import PhloSettings
@@ -315,10 +316,6 @@ def _first_line(exc: BaseException) -> str:
     return redact(lines[0] if lines else type(exc).__name__)
 
 
-# An asset that materializes nothing until a setting is given (its value names the setting).
-OPTIONAL_TAG = "phlo/needs_setting"
-
-
 def build_publish_asset(group_name: str, marts: Sequence[AssetKey]) -> AssetsDefinition:
     """`<group>_published_marts`: the location's marts in PostgreSQL, after they are built.
     Without PHLO_PUBLISH_POSTGRES_URL the step logs that it skipped and materializes nothing."""
@@ -330,7 +327,7 @@ def build_publish_asset(group_name: str, marts: Sequence[AssetKey]) -> AssetsDef
         deps=list(marts),
         output_required=False,
         kinds={"postgres"},
-        tags={OPTIONAL_TAG: "PHLO_PUBLISH_POSTGRES_URL"},
+        tags={NEEDS_TAG: "PHLO_PUBLISH_POSTGRES_URL"},
         required_resource_keys={LAKEHOUSE},
         description=(
             f"The marts ({', '.join(names)}) in PostgreSQL schema `{SCHEMA}` for dashboards, "

@@ -112,7 +112,7 @@ def materialize(
             pass
     else:
         refuse_orphaned_data(settings)  # a lost catalog is one error, not a failed step
-    plans = plan_selection(selection, settings)
+    plans = without_idle(plan_selection(selection, settings), settings)
     if part != "all":
         plans = only_part(plans, daily=part == "daily")
     if days is None:
@@ -175,6 +175,21 @@ def _run_plans(
         with run_settings(settings):  # what the run's resources serve
             outcomes.append(_run(plan, names, days, instance, on_progress, log_level, run_tags))
     return outcomes
+
+
+def without_idle(plans: list[LocationPlan], settings: PhloSettings) -> list[LocationPlan]:
+    """The plans less those of locations whose every asset would do nothing for want of what
+    it needs (`phlo_core.needs`: the catalog asset in a home without a catalog), which would
+    cost a run each; all of them when that leaves nothing (the run then says why)."""
+    from phlo_core.needs import NEEDS_TAG, needs_met
+
+    def idle(plan: LocationPlan) -> bool:
+        graph = plan.definitions.resolve_asset_graph()
+        needs = [graph.get(key).tags.get(NEEDS_TAG) for key in plan.keys]
+        return all(need and not needs_met(settings, need) for need in needs)
+
+    kept = [plan for plan in plans if not idle(plan)]
+    return kept or plans
 
 
 def only_part(plans: list[LocationPlan], *, daily: bool) -> list[LocationPlan]:
