@@ -28,7 +28,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         env = {"PHLO_HOME": str(home)}
-        command(PHLO, "demo", env=env)()
+        command(PHLO, "demo", "--no-catalog", env=env)()
         numbers = timed(
             command(PHLO, "query", "select * from marts.mrt_glucose_report_window",
                     env={"PHLO_HOME": str(home / "demo")}),

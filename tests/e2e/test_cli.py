@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.error
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -349,6 +350,23 @@ def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
     assert not [row for row in rows if "null" in row.split()], "weather beside every day"
     assert (home / "demo" / "lake" / "catalog.sqlite").exists()
     assert not (home / "lake").exists(), "sample data stays out of the real lakehouse"
+    # Described in the catalog, whose lineage of the mart across domains reaches both APIs.
+    assert "catalog: 21 datasets, 24 lineage edges" in result.stdout
+    trace = next(line for line in result.stdout.splitlines() if line.startswith("trace it:"))
+    assert trace.endswith("catalog lineage marts.mrt_glucose_weather_daily --upstream")
+    lineage = phlo(
+        "catalog",
+        "lineage",
+        "marts.mrt_glucose_weather_daily",
+        "--upstream",
+        "--json",
+        env={"PHLO_HOME": str(home / "demo")},
+    )
+
+    def leaves(node: dict[str, Any]) -> set[str]:
+        return {x for c in node["children"] for x in leaves(c)} or {node["name"]}
+
+    assert leaves(json.loads(lineage.stdout)) == {"api/v1/entries", "v1/archive", "v1/forecast"}
     rerun = phlo("demo", env={"PHLO_HOME": str(home)}, cwd=tmp_path)
 
     def tables(stdout: str) -> str:

@@ -43,7 +43,7 @@ def phlo(*args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A home after `phlo demo` (14 sample days), as a user has it after `make demo`."""
     home = tmp_path_factory.mktemp("report") / "home"
-    result = phlo("demo", home=home, cwd=home.parent)
+    result = phlo("demo", "--no-catalog", home=home, cwd=home.parent)
     assert result.returncode == 0, result.stderr
     return home
 

@@ -3,6 +3,7 @@ real API."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import signal
 import sys
@@ -61,13 +62,18 @@ def sample_serve() -> int:
     return 0
 
 
-def demo(*, dashboards: bool = False) -> int:
-    """Run every pipeline end to end on SAMPLE data served by local, protocol-true servers.
+def demo(*, dashboards: bool = False, catalog: bool = True) -> int:
+    """Run every pipeline end to end on SAMPLE data served by local, protocol-true servers,
+    then describe what they built in the metadata catalog (DataHub Lite).
 
-    The sample lakehouse and Dagster instance live under PHLO_HOME/demo, apart from real data.
+    The sample lakehouse, Dagster instance and catalog live under PHLO_HOME/demo, apart from
+    real data.
 
     Parameters
     ----------
+    catalog
+        Sync the demo's catalog at the end (`phlo catalog sync`; the first time installs
+        DataHub's environment, shown as it goes). --no-catalog: leave it out.
     dashboards
         First start the local servers and Superset (`phlo services up --with superset`:
         installed once, a few minutes), run the demo on them (its marts published to
@@ -112,6 +118,8 @@ def demo(*, dashboards: bool = False) -> int:
         else home
     )
     phlo = shown(Path(sys.argv[0]).absolute()) if sys.argv[0].endswith("phlo") else "phlo"
+    if catalog and not code:
+        code = _sync_catalog(result.settings)
     explore = "".join(
         f'explore it:  PHLO_HOME={home} {phlo} query "{sql}"\n' for sql in result.explore_sql
     )
@@ -121,6 +129,12 @@ def demo(*, dashboards: bool = False) -> int:
         "--start YYYY-MM-DD --end YYYY-MM-DD)\n"
         for page in pages
     )
+    # The last location's table (it reads the others'): its lineage spans every domain.
+    table = re.search(r"\bfrom\s+(\S+)", result.explore_sql[-1]) if result.explore_sql else None
+    if catalog and table and not code:
+        explore += (
+            f"trace it:    PHLO_HOME={home} {phlo} catalog lineage {table.group(1)} --upstream\n"
+        )
     published = result.settings.phlo_publish_postgres_url
     if published is not None and not code:
         from urllib.parse import urlsplit
@@ -138,6 +152,22 @@ def demo(*, dashboards: bool = False) -> int:
     if dashboards and not code:
         return _import_dashboards(settings, demo_settings(settings))
     return code
+
+
+def _sync_catalog(demo_home: PhloSettings) -> int:
+    from phlo_core.catalog.sync import CatalogError, sync
+
+    print("catalog: describing the demo's datasets in DataHub Lite", file=sys.stderr)
+    try:
+        done = sync(demo_home, _indented)
+    except CatalogError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    print(
+        f"\ncatalog: {done.datasets} datasets, {done.edges} lineage edges, "
+        f"{done.assertions} tests, {done.jobs} jobs in {shown(Path(done.lite))}"
+    )
+    return 0
 
 
 def _indented(line: str) -> None:
