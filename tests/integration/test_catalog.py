@@ -221,6 +221,34 @@ def test_show_search_and_lineage_read_it_back(demo: dict[str, str]) -> None:
         assert wrong.stderr.startswith("phlo: error: ") and len(wrong.stderr.splitlines()) == 1
 
 
+def test_datahubs_own_lite_command_reads_the_catalog(demo: dict[str, str], tmp_path: Path) -> None:
+    """`datahub lite` (DataHub's CLI, in its environment) on the home's file, configured as
+    DataHub documents it (~/.datahubenv)."""
+    from phlo_core.catalog.sync import ENVIRONMENT
+
+    (tmp_path / ".datahubenv").write_text(
+        "gms:\n  server: http://127.0.0.1:9\n"  # `datahub` insists on a gms entry
+        f"lite:\n  type: sqlite\n  config:\n    file: {lite(demo)}\n"
+    )
+    mart = urn("duckdb", "lake.marts.mrt_glucose_weather_daily")
+    got = subprocess.run(
+        [str(ENVIRONMENT.directory / "bin" / "datahub"), "lite", "get", "--urn", mart],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": str(tmp_path), "DATAHUB_TELEMETRY_ENABLED": "false"},
+        timeout=120,
+        check=False,
+    )
+    assert got.returncode == 0, got.stderr[-2000:]
+    entity = json.loads(got.stdout)
+    assert entity["datasetProperties"]["qualifiedName"] == "lake.marts.mrt_glucose_weather_daily"
+    upstreams = {u["dataset"] for u in entity["upstreamLineage"]["upstreams"]}
+    assert upstreams == {
+        urn("duckdb", "lake.silver.fct_daily_glucose_metrics"),
+        urn("duckdb", "lake.silver.fct_daily_weather"),
+    }
+
+
 def test_syncing_again_changes_nothing(demo: dict[str, str]) -> None:
     def snapshot() -> list[tuple[Any, ...]]:
         con = sqlite3.connect(lite(demo))
