@@ -11,7 +11,8 @@ BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: all install demo test test-slow test-all lint format bench clean pex pants-test pants-lock
+.PHONY: all install demo test test-slow test-all lint format bench clean pex pants-test pants-lock \
+	docker-up docker-down images
 
 all: install
 
@@ -26,6 +27,20 @@ install: $(BIN)/.installed
 
 demo: install
 	$(BIN)/phlo demo
+
+# The Docker engine these machines allow (build-support/docker_up.sh: no bridge, host network,
+# socket for root only) and phlo's images on it (cached by content: a warm machine builds
+# nothing). With the engine up, the integration tests' servers run in containers.
+PHLO_DOCKER_SOCKET := /var/lib/phlo-docker/docker.sock
+ifneq ($(wildcard $(PHLO_DOCKER_SOCKET)),)
+export DOCKER_HOST ?= unix://$(PHLO_DOCKER_SOCKET)
+endif
+docker-up:
+	build-support/docker_up.sh
+docker-down:
+	build-support/docker_up.sh down
+images: install docker-up
+	DOCKER_HOST=unix://$(PHLO_DOCKER_SOCKET) $(BIN)/python -m phlo_core.services.images
 
 # The suite but the heaviest tests (several processes, kills, backfills): under 15 minutes on
 # two cores. CI (.ci/run) runs both halves.
@@ -78,6 +93,7 @@ bench: install
 	$(BIN)/python bench/bench_server.py
 	$(BIN)/python bench/bench_report.py
 	$(BIN)/python bench/bench_catalog.py
+	$(BIN)/python bench/bench_containers.py  # with a Docker engine (make docker-up)
 
 clean:
 	rm -rf $(VENV) .phlo dist .pants.d .pids src/dbt/*/target src/dbt/*/dbt_packages src/dbt/*/logs

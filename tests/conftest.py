@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.settings import PhloSettings, load_settings, location_models, use_settings
+from tests.containers import Servers, container_servers, local_servers, wanted
 
 # `second_user`: an unprivileged local user for tests of what other users can reach.
 pytest_plugins = ["tests.other_user"]
@@ -67,34 +67,25 @@ def nightscout() -> Iterator[SampleNightscoutServer]:
 
 
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PhloSettings]:
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     """A real PostgreSQL and a real S3 server (SeaweedFS), started once per test session on
-    free loopback ports exactly as `phlo services up` starts them, stopped and removed after.
-    Where a Docker engine is reachable the same servers could come from testcontainers; these
-    machines have none, so local binaries serve (STACK.md)."""
-    from phlo_core.services import control as local_services
-
-    home = tmp_path_factory.mktemp("services") / "phlo"
-    settings = load_settings(phlo_home=home)
-    local_services.up(settings)
-    try:
-        yield settings
-    finally:
-        # Purged: as root, PostgreSQL's files live outside the home (services.py says why).
-        local_services.down(settings, purge=True)
-        shutil.rmtree(home, ignore_errors=True)
+    free loopback ports: in containers from phlo's images when a Docker engine answers, else
+    as `phlo services up` starts them (tests/containers.py); stopped and removed after."""
+    root = tmp_path_factory.mktemp("services")
+    servers = container_servers if wanted() == "containers" else local_servers
+    with servers(root) as running:
+        yield running
 
 
 _profiles = itertools.count()
 
 
 @pytest.fixture
-def production_profile(services: PhloSettings) -> Callable[[], dict[str, str]]:
+def production_profile(services: Servers) -> Callable[[], dict[str, str]]:
     """Settings (as environment variables) of a fresh production profile on the session's
     servers: its own catalog database, Dagster database, marts database and S3 prefix."""
-    from phlo_core.services.control import provision
 
     def make() -> dict[str, str]:
-        return provision(services, f"t{os.getpid()}x{next(_profiles)}")
+        return services.provision(f"t{os.getpid()}x{next(_profiles)}")
 
     return make

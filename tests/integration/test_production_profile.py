@@ -25,6 +25,7 @@ from phlo_core.lakehouse.connect import query
 from phlo_core.runs.engine import materialize
 from phlo_core.settings import PhloSettings, load_settings
 from tests.conftest import TEST_SECRET
+from tests.containers import Servers
 from tests.e2e.helpers import assert_same_entries, expected_daily_metrics, served_readings
 
 PHLO = str(Path(sys.executable).with_name("phlo"))
@@ -138,14 +139,12 @@ def assert_no_secret_written(profile: dict[str, str], home: Path, *texts: str) -
 
 @pytest.fixture(scope="module")
 def built(
-    services: PhloSettings,
+    services: Servers,
     server: SampleNightscoutServer,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[PhloSettings, dict[str, str]]:
     """Three days through every layer on a fresh production profile, in one range run."""
-    from phlo_core.services.control import provision
-
-    profile = provision(services, f"built{os.getpid()}")
+    profile = services.provision(f"built{os.getpid()}")
     settings = as_settings(tmp_path_factory.mktemp("prod") / "home", profile, server)
     outcomes = materialize("dlt_glucose_entries+", DAYS, settings)
     assert outcomes and all(o.success for o in outcomes), [o.errors for o in outcomes]

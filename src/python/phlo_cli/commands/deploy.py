@@ -3,6 +3,7 @@ gRPC code servers)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from cyclopts import App
@@ -59,3 +60,88 @@ def deploy_workspace(
         raise UsageError(f"cannot write {shown(out)}: {exc.strerror}") from None
     print(f"wrote {shown(out)}")
     return 0
+
+
+compose_app = App(
+    name="compose",
+    help=(
+        "The production profile on this Docker host (infra/docker-compose.yml), from images "
+        "built here: PostgreSQL, S3, a code server per location, Dagster's webserver and daemon."
+    ),
+)
+deploy_app.command(compose_app)
+
+
+@compose_app.command(name="up")
+def compose_up(*, env_file: Path | None = None, timeout: int = 300) -> int:
+    """Build the images if missing (the PEXes from `make pex`), generate the credentials and
+    ports once (PHLO_HOME/deploy/compose, owner only), start everything on the host's network
+    and wait until the webserver has loaded every code location. Needs a Docker engine
+    (`make docker-up`).
+
+    Parameters
+    ----------
+    env-file
+        More settings for the phlo containers, KEY=VALUE lines (the locations' own, such as
+        NIGHTSCOUT_URL and NIGHTSCOUT_API_SECRET).
+    timeout
+        Seconds to wait for the deployment to come up.
+    """
+    from phlo_core.services.compose import compose_up as up
+    from phlo_core.services.layout import ServiceError
+    from phlo_core.settings import get_settings
+
+    extra = _read_env_file(env_file) if env_file is not None else {}
+    if timeout < 10:
+        raise UsageError(f"--timeout must be at least 10 seconds, not {timeout}")
+    try:
+        deployed = up(get_settings(), extra, _progress, timeout=timeout)
+    except ServiceError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    print(f"Dagster's UI: {deployed.webserver} (up in {deployed.seconds:.0f}s)")
+    print(f"settings of the deployment: {shown(Path(deployed.env_file))}")
+    return 0
+
+
+@compose_app.command(name="down")
+def compose_down(*, purge: bool = False) -> int:
+    """Stop and remove the deployment's containers.
+
+    Parameters
+    ----------
+    purge
+        Also delete its databases (the PostgreSQL volume) and its credentials.
+    """
+    from phlo_core.services.compose import compose_down as down
+    from phlo_core.services.layout import ServiceError
+    from phlo_core.settings import get_settings
+
+    try:
+        down(get_settings(), purge=purge)
+    except ServiceError as exc:
+        err(str(exc))
+        return EXIT_FAILED
+    print("deployment stopped" + (" and purged" if purge else ""))
+    return 0
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {shown(path)}: {exc.strerror}") from None
+    values = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsageError(f"{shown(path)}:{number}: not KEY=VALUE")
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def _progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)

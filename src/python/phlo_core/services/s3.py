@@ -135,7 +135,12 @@ def _security_toml(tls: dict[str, Path], creds: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, str]) -> None:
+def s3_command(
+    where: Layout, port: int, ports: dict[str, int], creds: dict[str, str], weed: str
+) -> list[str]:
+    """SeaweedFS's command line (`weed` being the binary's path), its configuration written
+    under where.s3_dir: the S3 keys, security.toml (mutual TLS, signing keys), the data folder.
+    A container runs the same command with that folder mounted at the same path."""
     own_folder(where.s3_dir)
     data = where.s3_dir / "data"
     own_folder(data)
@@ -157,8 +162,8 @@ def s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, s
         path = where.s3_dir / f"{name}.sock"
         if len(str(path)) <= SOCKET_PATH_MAX:
             sockets.append(f"-{name}.localSocket={path}")
-    command = [
-        str(weed_bin()),
+    return [
+        weed,
         f"-config_dir={where.s3_dir}",
         "mini",
         f"-dir={data}",
@@ -176,6 +181,10 @@ def s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, s
         *sockets,
         *[f"-{name}={value}" for name, value in ports.items()],
     ]
+
+
+def s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, str]) -> None:
+    command = s3_command(where, port, ports, creds, str(weed_bin()))
     environment = {k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
     with where.s3_log.open("ab") as log:
         process = subprocess.Popen(

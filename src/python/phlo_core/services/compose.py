@@ -1,0 +1,233 @@
+"""`phlo deploy compose up|down`: the production profile on one Docker host
+(infra/docker-compose.yml) from the images phlo builds here (phlo_core.services.images):
+PostgreSQL, SeaweedFS's S3 server, a code server per location, Dagster's webserver and daemon,
+all on the host's network (loopback).
+
+Kept under PHLO_HOME/deploy/compose (owner only): state.json (the generated passwords and keys,
+the ports, chosen once and kept), compose.env (what the compose file and every phlo container
+read: images, ports and phlo's settings for that deployment, with the user's own settings for
+the locations appended), and the S3 server's configuration, written by the same code as `phlo
+services up` (keys, mutual TLS on its internal ports), mounted into its container.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shlex
+import shutil
+import subprocess
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from phlo_core.services.images import (
+    docker_cli,
+    engine_answers,
+    phlo_image,
+    server_images,
+)
+from phlo_core.services.layout import (
+    WEED_PORTS,
+    Layout,
+    ServiceError,
+    credentials,
+    free_port,
+    own_folder,
+    port_in_use,
+    write_private_file,
+)
+from phlo_core.settings import PhloSettings
+from phlo_core.tool_env import Progress
+from phlo_core.workspace import REPO_ROOT
+
+COMPOSE_FILE = REPO_ROOT / "infra" / "docker-compose.yml"
+PROJECT = "phlo"
+WEED_IN_IMAGE = "/usr/local/bin/weed"
+LOCATIONS = 4  # consecutive code-server ports, in the workspace file's order
+
+
+@dataclass(frozen=True)
+class Deployment:
+    webserver: str  # http://127.0.0.1:PORT
+    env_file: str
+    images: dict[str, str]
+    seconds: float
+
+
+def compose_dir(settings: PhloSettings) -> Path:
+    return settings.home / "deploy" / "compose"
+
+
+def compose_cli() -> list[str]:
+    """Debian's docker-compose, or Docker's compose plugin, whichever is here."""
+    found = shutil.which("docker-compose")
+    if found:
+        return [found]
+    plugin = subprocess.run([docker_cli(), "compose", "version"], capture_output=True, check=False)
+    if plugin.returncode == 0:
+        return [docker_cli(), "compose"]
+    raise ServiceError("no Docker compose: apt-get install docker-compose")
+
+
+def _compose(settings: PhloSettings, *args: str) -> None:
+    env_file = compose_dir(settings) / "compose.env"
+    done = subprocess.run(
+        [*compose_cli(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE)]
+        + ["-p", PROJECT, *args],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines() or ["?"]
+        raise ServiceError(f"docker-compose {args[0]} failed: {lines[-1]}")
+
+
+def _consecutive_free(count: int) -> int:
+    for _ in range(100):
+        first = free_port()
+        if first + count < 65535 and not any(port_in_use(first + i) for i in range(count)):
+            return first
+    raise ServiceError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
+def _state(folder: Path) -> dict[str, Any]:
+    """The deployment's credentials and ports: generated at the first `up`, kept after."""
+    path = folder / "state.json"
+    state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    creds = credentials(state)
+    creds.setdefault("role_password", secrets.token_urlsafe(18))
+    if "ports" not in state:
+        state["ports"] = {
+            "pg": free_port(),
+            "s3": free_port(),
+            "code": _consecutive_free(LOCATIONS),
+            "webserver": free_port(),
+            "weed": {name: free_port() for name in WEED_PORTS},
+        }
+    write_private_file(path, json.dumps(state, indent=2))
+    return state
+
+
+def _env_line(key: str, value: str) -> str:
+    if "\n" in value:
+        raise ServiceError(f"{key}: a value over several lines cannot go in an env file")
+    return f"{key}={value}"
+
+
+def compose_up(
+    settings: PhloSettings,
+    extra_env: dict[str, str] | None = None,
+    progress: Progress | None = None,
+    *,
+    dist: Path = REPO_ROOT / "dist",
+    timeout: float = 300,
+) -> Deployment:
+    """Images (built if missing), credentials, the env file and S3 configuration, then
+    `docker-compose up -d`; returns when the webserver has loaded every code location.
+    `extra_env`: more settings for the phlo containers (the locations' own, say)."""
+    from phlo_core.services.s3 import s3_command
+
+    tell = progress or (lambda _: None)
+    started = time.monotonic()
+    if not engine_answers():
+        raise ServiceError("no Docker engine answers: `make docker-up` starts one")
+    images = {**server_images(tell), "phlo": phlo_image(dist, tell)}
+    folder = compose_dir(settings)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    own_folder(folder)
+    state = _state(folder)
+    creds, ports = state["credentials"], state["ports"]
+    where = Layout(folder / "services", folder / "services" / "postgres")
+    own_folder(where.root)
+    command = s3_command(where, ports["s3"], ports["weed"], creds, WEED_IN_IMAGE)
+    url = f"postgresql://phlo:{creds['role_password']}@127.0.0.1:{ports['pg']}"
+    env_file = folder / "compose.env"
+    values = {
+        # What the compose file interpolates.
+        "PHLO_IMAGE": images["phlo"],
+        "PHLO_POSTGRES_IMAGE": images["postgres"],
+        "PHLO_SEAWEEDFS_IMAGE": images["seaweedfs"],
+        "PHLO_COMPOSE_ENV": str(env_file),
+        "PHLO_PG_PORT": str(ports["pg"]),
+        "PHLO_PG_SUPERUSER_PASSWORD": creds["pg_password"],
+        "PHLO_PG_PASSWORD": creds["role_password"],
+        "PHLO_S3_PORT": str(ports["s3"]),
+        "PHLO_S3_COMMAND": shlex.join(command[1:]),
+        "PHLO_S3_CONFIG_DIR": str(where.s3_dir),
+        **{f"PHLO_CODE_PORT_{i}": str(ports["code"] + i) for i in range(LOCATIONS)},
+        "PHLO_WEBSERVER_PORT": str(ports["webserver"]),
+        # phlo's settings in its containers: the production profile on these servers.
+        "PHLO_LAKE_CATALOG": (
+            f"postgres:dbname=phlo_lake host=127.0.0.1 port={ports['pg']} user=phlo "
+            f"password={creds['role_password']}"
+        ),
+        "PHLO_LAKE_DATA_PATH": "s3://lake/ducklake/",
+        "PHLO_S3_ENDPOINT": f"http://127.0.0.1:{ports['s3']}",
+        "PHLO_S3_ACCESS_KEY_ID": creds["s3_access_key"],
+        "PHLO_S3_SECRET_ACCESS_KEY": creds["s3_secret_key"],
+        "PHLO_S3_REGION": "us-east-1",
+        "PHLO_S3_URL_STYLE": "path",
+        "PHLO_DAGSTER_POSTGRES_URL": f"{url}/phlo_dagster",
+        "PHLO_PUBLISH_POSTGRES_URL": f"{url}/phlo_analytics",
+        **(extra_env or {}),
+    }
+    lines = ["# Written by `phlo deploy compose up`: secrets, owner only."]
+    lines += [_env_line(key, value) for key, value in values.items()]
+    write_private_file(env_file, "\n".join(lines) + "\n")
+    tell(f"starting the deployment ({COMPOSE_FILE.relative_to(REPO_ROOT)})")
+    _compose(settings, "up", "-d")
+    webserver = f"http://127.0.0.1:{ports['webserver']}"
+    _wait_for_locations(webserver, timeout, tell)
+    return Deployment(webserver, str(env_file), images, round(time.monotonic() - started, 1))
+
+
+def _wait_for_locations(webserver: str, timeout: float, tell: Progress) -> None:
+    import httpx
+
+    query = (
+        "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
+        "locationOrLoadError { __typename ... on PythonError { message } } } } } }"
+    )
+    deadline = time.monotonic() + timeout
+    last = "the webserver does not answer yet"
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.post(f"{webserver}/graphql", json={"query": query}, timeout=10)
+            entries = answer.json()["data"]["workspaceOrError"]["locationEntries"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            time.sleep(1)
+            continue
+        failed = [
+            f"{e['name']}: {e['locationOrLoadError'].get('message', '?').splitlines()[0]}"
+            for e in entries
+            if (e.get("locationOrLoadError") or {}).get("__typename") == "PythonError"
+        ]
+        loading = [e["name"] for e in entries if e["loadStatus"] != "LOADED"]
+        if entries and not loading and not failed:
+            tell(f"webserver on {webserver}: {len(entries)} code locations loaded")
+            return
+        if failed and not loading:
+            # Asked before that code server answered (or it failed): ask again, until time
+            # runs out (the last error is then the message).
+            last = f"a code location failed to load: {failed[0]}"
+            reload = "mutation { reloadWorkspace { __typename } }"
+            with suppress(httpx.HTTPError):
+                httpx.post(f"{webserver}/graphql", json={"query": reload}, timeout=30)
+        else:
+            last = f"loading {', '.join(loading) or 'the workspace'}"
+        time.sleep(2)
+    raise ServiceError(f"the deployment did not come up within {timeout:.0f} s ({last})")
+
+
+def compose_down(settings: PhloSettings, *, purge: bool = False) -> None:
+    """Stop and remove the deployment's containers (`purge`: its database volume and its
+    folder, credentials included, too)."""
+    folder = compose_dir(settings)
+    if not (folder / "compose.env").exists():
+        return
+    _compose(settings, "down", *(["-v"] if purge else []))
+    if purge:
+        shutil.rmtree(folder)

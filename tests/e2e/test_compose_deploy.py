@@ -1,0 +1,140 @@
+"""The compose deployment, real: `phlo deploy compose up` builds phlo's images (the PEXes of
+`make pex` on the Debian base), starts PostgreSQL, S3, a code server per location, Dagster's
+webserver and daemon in containers on the host's network; a run of glucose_pipeline launched
+over GraphQL for one day executes in the nightscout container and writes exactly the sample
+server's readings for that day into the lakehouse (PostgreSQL catalog, files in S3), read back
+here through the deployment's own settings; `down --purge` leaves nothing running."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from locations.nightscout.sample_server import SampleNightscoutServer
+from phlo_core.lakehouse.connect import query
+from phlo_core.services.images import docker
+from phlo_core.settings import load_settings
+from tests.conftest import TEST_SECRET
+from tests.containers import wanted
+from tests.e2e.helpers import served_readings
+from tests.e2e.test_pex_deploy import DAY, LAUNCH, RUN, ZONE, gql
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        wanted() != "containers", reason="no Docker engine (make docker-up starts one)"
+    ),
+]
+PHLO = str(Path(sys.executable).with_name("phlo"))
+
+
+def phlo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PHLO, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PHLO_SERVER": "0", **env},
+        timeout=900,
+        check=False,
+    )
+
+
+def running() -> list[str]:
+    listed = docker(
+        "ps", "--filter", "label=com.docker.compose.project=phlo", "--format", "{{.Names}}"
+    )
+    return listed.split()
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("compose")
+    env = {"PHLO_HOME": str(tmp / "home")}
+    with SampleNightscoutServer(api_secret=TEST_SECRET, timezone=ZONE) as server:
+        settings_file = tmp / "locations.env"
+        settings_file.write_text(
+            f"PHLO_TIMEZONE={ZONE}\nNIGHTSCOUT_URL={server.url}\n"
+            f"NIGHTSCOUT_API_SECRET={TEST_SECRET}\n"
+        )
+        started = time.monotonic()
+        up = phlo("deploy", "compose", "up", "--env-file", str(settings_file), env=env)
+        try:
+            assert up.returncode == 0, up.stderr[-3000:]
+            assert TEST_SECRET not in up.stdout + up.stderr
+            webserver = up.stdout.split("Dagster's UI: ")[1].split()[0]
+            yield {
+                "url": f"{webserver}/graphql",
+                "env": env,
+                "server": server,
+                "seconds": time.monotonic() - started,
+            }
+        finally:
+            down = phlo("deploy", "compose", "down", "--purge", env=env)
+            assert down.returncode == 0, down.stderr
+            assert running() == [], "nothing of the deployment left running"
+
+
+def test_every_container_runs_on_the_host_network(deployed: dict[str, Any]) -> None:
+    names = running()
+    services = {name.split("_")[1] for name in names}
+    assert services == {
+        "postgres", "s3", "nightscout", "weather", "insights", "lakehouse", "webserver", "daemon",
+    }  # fmt: skip
+    for name in names:
+        mode = docker("inspect", "--format", "{{.HostConfig.NetworkMode}}", name).strip()
+        assert mode == "host", name
+
+
+def test_a_run_launched_over_graphql_writes_the_day(deployed: dict[str, Any]) -> None:
+    params = {
+        "selector": {
+            "repositoryLocationName": "nightscout",
+            "repositoryName": "__repository__",
+            "jobName": "glucose_pipeline",
+            "assetSelection": [
+                {"path": ["dlt_glucose_entries"]},
+                {"path": ["stg_glucose_entries"]},
+            ],
+        },
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DAY.isoformat()}]},
+    }
+    launched = gql(deployed["url"], LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status, deadline = "", time.monotonic() + 300
+    while time.monotonic() < deadline:
+        status = gql(deployed["url"], RUN, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    assert status == "SUCCESS", docker("logs", "--tail", "40", "phlo_nightscout_1")
+
+    # Read back through the deployment's own settings (its env file): catalog in its
+    # PostgreSQL, files in its S3.
+    env_file = Path(deployed["env"]["PHLO_HOME"]) / "deploy" / "compose" / "compose.env"
+    values = dict(
+        line.split("=", 1)
+        for line in env_file.read_text().splitlines()
+        if line.startswith(("PHLO_LAKE_", "PHLO_S3_"))
+        and not line.startswith(("PHLO_S3_COMMAND", "PHLO_S3_CONFIG_DIR", "PHLO_S3_PORT"))
+    )
+    settings = load_settings(
+        phlo_home=Path(deployed["env"]["PHLO_HOME"]) / "reader",
+        phlo_timezone=ZONE,
+        **{key.lower(): value for key, value in values.items()},
+    )
+    secret_sha1 = hashlib.sha1(TEST_SECRET.encode()).hexdigest()
+    readings = served_readings(deployed["server"].url, secret_sha1, DAY, settings.timezone)
+    stored = query(
+        "select count(*), count(distinct reading_at_utc) from bronze.stg_glucose_entries",
+        settings,
+    ).rows
+    assert readings and stored == [(len(readings), len(readings))]
