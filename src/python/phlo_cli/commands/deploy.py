@@ -82,8 +82,8 @@ def compose_up(*, env_file: Path | None = None, timeout: int = 300) -> int:
     Parameters
     ----------
     env-file
-        More settings for the phlo containers, KEY=VALUE lines (the locations' own, such as
-        NIGHTSCOUT_URL and NIGHTSCOUT_API_SECRET).
+        More settings for the phlo containers, KEY=VALUE lines (the locations' own: their
+        sources' URLs and secrets, as in each location's env.example).
     timeout
         Seconds to wait for the deployment to come up.
     """
