@@ -132,13 +132,15 @@ class _ConflictError(Exception):
 
 
 def build_retrying_conflicts(
-    args: list[str], project_dir: Path, settings: PhloSettings, manifest: Any, attempts: int = 8
+    args: list[str], project_dir: Path, settings: PhloSettings, manifest: Any, attempts: int = 16
 ) -> "dbtRunnerResult":
     """`dbt build` whose commits may meet other writers' (other processes building other days,
     ingestion): when a node failed on a commit conflict, the whole build runs again after a
     random pause (`lakehouse.retrying`; each model replaces its window, or its whole table, in
     one transaction, so a build is safe to repeat). Other failures are dbt's answer, returned
-    as they are; so is the last attempt's result."""
+    as they are; so is the last attempt's result. The pauses grow to several seconds, a
+    build's length: writers rebuilding the same tables at once (three processes on the same
+    days) fall out of step instead of meeting again at every attempt."""
 
     def build() -> "dbtRunnerResult":
         result = invoke_dbt(args, project_dir, settings, manifest=manifest)
@@ -156,7 +158,7 @@ def build_retrying_conflicts(
         return isinstance(exc, _ConflictError) or (isinstance(exc, DbtError) and is_conflict(exc))
 
     try:
-        return retrying(build, attempts=attempts, retry_on=again)
+        return retrying(build, attempts=attempts, retry_on=again, max_wait=5.0)
     except _ConflictError as exc:
         return exc.result
 

@@ -316,14 +316,19 @@ def _first_attach_race(exc: BaseException) -> bool:
 
 
 def retrying(
-    action: Any, attempts: int = 15, retry_on: Callable[[BaseException], bool] = is_retryable
+    action: Any,
+    attempts: int = 15,
+    retry_on: Callable[[BaseException], bool] = is_retryable,
+    max_wait: float = 1.0,
 ) -> Any:
+    """`action()`, again after a random, growing pause (up to `max_wait` seconds) while it
+    fails with what `retry_on` accepts."""
     from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
     for attempt in Retrying(
         retry=retry_if_exception(retry_on),
         stop=stop_after_attempt(attempts),
-        wait=wait_random_exponential(multiplier=0.05, max=1.0),
+        wait=wait_random_exponential(multiplier=0.05, max=max_wait),
         reraise=True,
     ):
         with attempt:

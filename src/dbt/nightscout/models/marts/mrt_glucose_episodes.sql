@@ -4,9 +4,18 @@
   daylight-saving change; it belongs to the local day it started. A gap between readings longer
   than var episode_max_gap_minutes ends the episode in progress (no episode spans a gap).
 -#}
-with readings as (
+-- The days the daily metrics cover. A day another process is writing (its readings committed,
+-- its daily row not yet) waits for that process's own rebuild of this mart: both marts always
+-- describe the same days (every day with readings has its daily row once built).
+with covered_days as (
+    select reading_date
+    from {{ ref('fct_daily_glucose_metrics') }}
+),
+
+readings as (
     select entry_id, reading_at, reading_at_local, reading_date, glucose_mg_dl
     from {{ ref('fct_glucose_readings') }}
+    where reading_date in (select reading_date from covered_days)
 ),
 
 gaps as (

@@ -1,6 +1,14 @@
-with readings as (
+-- Only the days the daily metrics cover, as in mrt_glucose_episodes (a day another process is
+-- still writing waits for that process's own rebuild of this mart).
+with covered_days as (
+    select reading_date
+    from {{ ref('fct_daily_glucose_metrics') }}
+),
+
+readings as (
     select reading_date, glucose_band
     from {{ ref('fct_glucose_readings') }}
+    where reading_date in (select reading_date from covered_days)
 ),
 
 daily as (
