@@ -14,8 +14,10 @@ export DOCKER_HOST="unix://$SOCK"
 answers() { docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
 if [ "${1:-up}" = "down" ]; then
-    if [ -f "$ROOT/dockerd.pid" ] && kill "$(cat "$ROOT/dockerd.pid")" 2>/dev/null; then
-        for _ in $(seq 50); do answers || break; sleep 0.2; done
+    pid=$(cat "$ROOT/dockerd.pid" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+        # Until the process is gone (it stops answering before it has exited).
+        for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     fi
     # dockerd can leave its network namespace mounted (STACK.md).
     umount "$ROOT/exec/netns/default" 2>/dev/null || true
@@ -39,6 +41,10 @@ if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
     }
 fi
 mkdir -p "$ROOT/data" "$ROOT/exec"
+# A pid file whose process is gone (a killed engine, a rebooted machine) would stop dockerd.
+if [ -f "$ROOT/dockerd.pid" ] && ! kill -0 "$(cat "$ROOT/dockerd.pid")" 2>/dev/null; then
+    rm -f "$ROOT/dockerd.pid"
+fi
 chmod 700 "$ROOT"
 umount "$ROOT/exec/netns/default" 2>/dev/null || true
 # --group root: only root reaches the socket (whoever reaches it is root on this machine).

@@ -19,6 +19,7 @@ Builds run with the host's network (these machines have no bridge).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -186,7 +187,20 @@ def build_image(
             "-t", tag, str(context),
         )  # fmt: skip
     progress(f"{tag}: built in {time.monotonic() - started:.0f}s")
+    _remove_superseded(tag)
     return tag
+
+
+def _remove_superseded(tag: str) -> None:
+    """Earlier builds of the same image (other tags of its repository): each phlo image is a
+    few GB, and every change of the PEXes makes a new one. An image a container still uses
+    stays (docker refuses)."""
+    repository = tag.split(":", 1)[0]
+    listed = docker("images", repository, "--format", "{{.Repository}}:{{.Tag}}")
+    for old in listed.split():
+        if old != tag:
+            with contextlib.suppress(ServiceError):
+                docker("rmi", old)
 
 
 def server_images(progress: Progress = _quiet) -> dict[str, str]:
