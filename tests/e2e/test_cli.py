@@ -351,7 +351,8 @@ def test_demo_runs_14_sample_days_apart_from_real_data(tmp_path: Path) -> None:
     assert (home / "demo" / "lake" / "catalog.sqlite").exists()
     assert not (home / "lake").exists(), "sample data stays out of the real lakehouse"
     # Described in the catalog, whose lineage of the mart across domains reaches both APIs.
-    assert "catalog: 21 datasets, 24 lineage edges" in result.stdout
+    # (The edges' exact set is test_catalog's, against the manifests.)
+    assert re.search(r"^catalog: 21 datasets, \d+ lineage edges", result.stdout, re.MULTILINE)
     trace = next(line for line in result.stdout.splitlines() if line.startswith("trace it:"))
     assert trace.endswith("catalog lineage marts.mrt_glucose_weather_daily --upstream")
     lineage = phlo(
