@@ -1,9 +1,14 @@
-"""Helpers for end-to-end tests: whole-lakehouse snapshots and metrics computed independently."""
+"""Helpers for end-to-end tests: whole-lakehouse snapshots and metrics computed independently,
+and a run launched over Dagster's GraphQL API (the deployment tests)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import statistics
+import time
+import urllib.request
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -145,3 +150,46 @@ def assert_same_entries(source: LogSource, storage: LogSource, run_id: str) -> N
         assert mine, filters
         assert mine == read_entries(storage, filters), filters
     assert source.resolve(run_id[:8]) == storage.resolve(run_id[:8]) == run_id
+
+
+def gql(url: str, text: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    body = json.dumps({"query": text, "variables": variables or {}}).encode()
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.load(response)
+    assert "errors" not in answer, answer
+    return answer["data"]
+
+
+LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
+  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
+  ... on InvalidSubsetError { message } } }"""
+RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
+
+
+def launch_glucose_day(url: str, day: dt.date, timeout: float = 300) -> str:
+    """glucose_pipeline's ingestion and staging for `day`, launched over GraphQL at `url`
+    (the nightscout location's code server runs it); its final status ("" if still running
+    after `timeout` seconds)."""
+    params = {
+        "selector": {
+            "repositoryLocationName": "nightscout",
+            "repositoryName": "__repository__",
+            "jobName": "glucose_pipeline",
+            "assetSelection": [
+                {"path": ["dlt_glucose_entries"]},
+                {"path": ["stg_glucose_entries"]},
+            ],
+        },
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day.isoformat()}]},
+    }
+    launched = gql(url, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    status, deadline = "", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = gql(url, RUN, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(1)
+    return status

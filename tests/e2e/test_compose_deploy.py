@@ -24,8 +24,8 @@ from phlo_core.services.images import docker
 from phlo_core.settings import load_settings
 from tests.conftest import TEST_SECRET
 from tests.containers import wanted
-from tests.e2e.helpers import served_readings
-from tests.e2e.test_pex_deploy import DAY, LAUNCH, RUN, ZONE, gql
+from tests.e2e.helpers import launch_glucose_day, served_readings
+from tests.e2e.test_pex_deploy import DAY, ZONE
 
 pytestmark = [
     pytest.mark.slow,
@@ -94,27 +94,7 @@ def test_every_container_runs_on_the_host_network(deployed: dict[str, Any]) -> N
 
 
 def test_a_run_launched_over_graphql_writes_the_day(deployed: dict[str, Any]) -> None:
-    params = {
-        "selector": {
-            "repositoryLocationName": "nightscout",
-            "repositoryName": "__repository__",
-            "jobName": "glucose_pipeline",
-            "assetSelection": [
-                {"path": ["dlt_glucose_entries"]},
-                {"path": ["stg_glucose_entries"]},
-            ],
-        },
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DAY.isoformat()}]},
-    }
-    launched = gql(deployed["url"], LAUNCH, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    status, deadline = "", time.monotonic() + 300
-    while time.monotonic() < deadline:
-        status = gql(deployed["url"], RUN, {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(1)
+    status = launch_glucose_day(deployed["url"], DAY)
     assert status == "SUCCESS", docker("logs", "--tail", "40", "phlo_nightscout_1")
 
     # Read back through the deployment's own settings (its env file): catalog in its

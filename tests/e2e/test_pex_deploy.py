@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -29,7 +28,7 @@ from phlo_core.services.layout import free_port
 from phlo_core.settings import load_settings
 from phlo_core.workspace import DEFAULT_WORKSPACE, REPO_ROOT
 from tests.conftest import TEST_SECRET
-from tests.e2e.helpers import served_readings
+from tests.e2e.helpers import gql, launch_glucose_day, served_readings
 
 pytestmark = pytest.mark.slow
 
@@ -47,15 +46,6 @@ def locations_of(workspace: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
-def gql(url: str, text: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    body = json.dumps({"query": text, "variables": variables or {}}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        answer = json.load(response)
-    assert "errors" not in answer, answer
-    return answer["data"]
-
-
 def loaded(entry: dict[str, Any]) -> bool:
     return (
         entry["loadStatus"] == "LOADED"
@@ -69,10 +59,6 @@ LOCATIONS = """{ workspaceOrError { ... on Workspace { locationEntries {
 ASSETS = (
     """{ assetNodes { assetKey { path } isMaterializable repository { location { name } } } }"""
 )
-LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
-  __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
-  ... on InvalidSubsetError { message } } }"""
-RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
 
 
 @pytest.fixture(scope="module")
@@ -191,27 +177,7 @@ def test_every_location_loads_with_its_assets(deployed: dict[str, Any]) -> None:
 
 
 def test_a_run_launched_over_graphql_writes_the_day(deployed: dict[str, Any]) -> None:
-    params = {
-        "selector": {
-            "repositoryLocationName": "nightscout",
-            "repositoryName": "__repository__",
-            "jobName": "glucose_pipeline",
-            "assetSelection": [
-                {"path": ["dlt_glucose_entries"]},
-                {"path": ["stg_glucose_entries"]},
-            ],
-        },
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DAY.isoformat()}]},
-    }
-    launched = gql(deployed["url"], LAUNCH, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-    status, deadline = "", time.monotonic() + 300
-    while time.monotonic() < deadline:
-        status = gql(deployed["url"], RUN, {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            break
-        time.sleep(1)
+    status = launch_glucose_day(deployed["url"], DAY)
     assert status == "SUCCESS", (deployed["logs"] / "nightscout.log").read_text()[-3000:]
 
     settings = load_settings(phlo_home=Path(deployed["env"]["PHLO_HOME"]), phlo_timezone=ZONE)

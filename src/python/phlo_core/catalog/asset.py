@@ -6,6 +6,7 @@ It needs a catalog (`phlo_core.needs`): until the home has one (the first `phlo 
 installs DataHub's environment and writes everything) or DATAHUB_GMS_URL names a server, it
 logs that it skipped and does nothing, so a run never waits for DataHub to install."""
 
+import json
 from collections.abc import Iterator
 
 from dagster import AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, asset
@@ -26,8 +27,6 @@ log = get_logger(__name__)
 def last_models(settings: PhloSettings) -> list[AssetKey]:
     """Every dbt project's models that no other model of it reads (its marts, mostly): what
     comes after them comes after every model."""
-    import json
-
     keys = set()
     for project in dbt_projects():
         nodes = json.loads(project_manifest(project, settings).read_text())["nodes"]

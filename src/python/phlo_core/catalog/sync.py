@@ -32,6 +32,7 @@ from phlo_core.catalog.model import (
     published_database,
     tested_node,
 )
+from phlo_core.lakehouse.locks import write_atomically
 from phlo_core.needs import CATALOG_LITE
 from phlo_core.redact import redact
 from phlo_core.runs.asset_index import AssetIndex
@@ -214,14 +215,18 @@ def _synced_file(settings: PhloSettings) -> Path:
 HEADER = "phlo:platforms-and-layers"  # the platforms and domains, written when they change
 
 
+def _domains(catalog: Catalog) -> dict[str, str | None]:
+    """The layers the datasets are in, with their descriptions (DataHub domains)."""
+    return {layer: LAYERS.get(layer) for layer in sorted({d.layer for d in catalog.datasets})}
+
+
 def _digests(catalog: Catalog) -> dict[str, str]:
     """urn -> a digest of what phlo writes for it (and one for the platforms and layers)."""
 
     def digest(value: object) -> str:
         return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:20]
 
-    layers = sorted({d.layer for d in catalog.datasets})
-    found = {HEADER: digest([catalog.platforms, {k: LAYERS.get(k) for k in layers}])}
+    found = {HEADER: digest([catalog.platforms, _domains(catalog)])}
     for entity in (*catalog.datasets, *catalog.assertions, *catalog.jobs):
         found[entity.urn] = digest(asdict(entity))
     return found
@@ -264,14 +269,11 @@ def sync(
         before = dict.fromkeys(before, "")
     removed = sorted(urn for urn in before.keys() - now.keys() if urn != HEADER)
     changed = {urn for urn, digest in now.items() if before.get(urn) != digest}
+    catalog_dir(settings).mkdir(mode=0o700, exist_ok=True)
     if changed or removed:
         _write(settings, catalog, changed, removed, progress)
-    folder = catalog_dir(settings)
-    folder.mkdir(mode=0o700, exist_ok=True)
-    synced = _synced_file(settings)
-    scratch = folder / f".{synced.name}.{os.getpid()}"
-    scratch.write_text(json.dumps({"target": _target(settings), "written": now}, sort_keys=True))
-    os.replace(scratch, synced)
+    record = {"target": _target(settings), "written": now}
+    write_atomically(_synced_file(settings), json.dumps(record, sort_keys=True), mode=0o600)
     gms = settings.datahub_gms_url
     return SyncResult(
         datasets=len(catalog.datasets),
@@ -300,16 +302,14 @@ def _write(
     except ToolEnvironmentError as exc:
         raise CatalogError(str(exc)) from None
     header = HEADER in changed
-    layers = sorted({d.layer for d in catalog.datasets}) if header else []
     document = {
         "datasets": [asdict(d) for d in catalog.datasets if d.urn in changed],
         "assertions": [asdict(a) for a in catalog.assertions if a.urn in changed],
         "jobs": [asdict(j) for j in catalog.jobs if j.urn in changed],
         "platforms": catalog.platforms if header else {},
-        "domains": {layer: LAYERS.get(layer) for layer in layers},
+        "domains": _domains(catalog) if header else {},
     }
     folder = catalog_dir(settings)
-    folder.mkdir(mode=0o700, exist_ok=True)
     stamp = f"{os.getpid()}-{dt.datetime.now(dt.UTC):%H%M%S%f}"
     catalog_json = folder / f".catalog-{stamp}.json"
     removed_json = folder / f".removed-{stamp}.json"

@@ -128,6 +128,7 @@ def compose_up(
     """Images (built if missing), credentials, the env file and S3 configuration, then
     `docker-compose up -d`; returns when the webserver has loaded every code location.
     `extra_env`: more settings for the phlo containers (the locations' own, say)."""
+    from phlo_core.services.control import profile_values
     from phlo_core.services.s3 import s3_command
 
     tell = progress or (lambda _: None)
@@ -143,7 +144,6 @@ def compose_up(
     where = Layout(folder / "services", folder / "services" / "postgres")
     own_folder(where.root)
     command = s3_command(where, ports["s3"], ports["weed"], creds, WEED_IN_IMAGE)
-    url = f"postgresql://phlo:{creds['role_password']}@127.0.0.1:{ports['pg']}"
     env_file = folder / "compose.env"
     values = {
         # What the compose file interpolates.
@@ -159,19 +159,11 @@ def compose_up(
         "PHLO_S3_CONFIG_DIR": str(where.s3_dir),
         **{f"PHLO_CODE_PORT_{i}": str(ports["code"] + i) for i in range(LOCATIONS)},
         "PHLO_WEBSERVER_PORT": str(ports["webserver"]),
-        # phlo's settings in its containers: the production profile on these servers.
-        "PHLO_LAKE_CATALOG": (
-            f"postgres:dbname=phlo_lake host=127.0.0.1 port={ports['pg']} user=phlo "
-            f"password={creds['role_password']}"
+        # phlo's settings in its containers: the main profile on these servers, as `phlo
+        # services up` writes it for its own.
+        **profile_values(
+            {"credentials": creds, "pg_port": ports["pg"], "s3_port": ports["s3"]}, "main"
         ),
-        "PHLO_LAKE_DATA_PATH": "s3://lake/ducklake/",
-        "PHLO_S3_ENDPOINT": f"http://127.0.0.1:{ports['s3']}",
-        "PHLO_S3_ACCESS_KEY_ID": creds["s3_access_key"],
-        "PHLO_S3_SECRET_ACCESS_KEY": creds["s3_secret_key"],
-        "PHLO_S3_REGION": "us-east-1",
-        "PHLO_S3_URL_STYLE": "path",
-        "PHLO_DAGSTER_POSTGRES_URL": f"{url}/phlo_dagster",
-        "PHLO_PUBLISH_POSTGRES_URL": f"{url}/phlo_analytics",
         **(extra_env or {}),
     }
     lines = ["# Written by `phlo deploy compose up`: secrets, owner only."]
