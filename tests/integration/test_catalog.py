@@ -202,7 +202,11 @@ def test_show_search_and_lineage_read_it_back(demo: dict[str, str]) -> None:
 
     shown = json.loads(phlo("catalog", "show", "mrt_glucose_risk_daily", "--json", env=demo).stdout)
     assert shown["layer"] == "marts" and shown["location"] == "nightscout"
-    assert shown["upstream"] == ["lake.silver.fct_glucose_readings"]
+    # The readings, and the daily metrics whose days it covers.
+    assert shown["upstream"] == [
+        "lake.silver.fct_daily_glucose_metrics",
+        "lake.silver.fct_glucose_readings",
+    ]
     assert shown["downstream"] == ["phlo_analytics.marts.mrt_glucose_risk_daily"]
     assert {"unique_mrt_glucose_risk_daily_reading_date"} <= {t["name"] for t in shown["tests"]}
     assert all(t["result"] in ("SUCCESS", "") for t in shown["tests"])
