@@ -167,10 +167,10 @@ LAUNCH = """mutation($params: ExecutionParams!) { launchRun(executionParams: $pa
 RUN = """query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"""
 
 
-def launch_glucose_day(url: str, day: dt.date, timeout: float = 300) -> str:
+def launch_glucose_day(url: str, day: dt.date, timeout: float = 300) -> tuple[str, str]:
     """glucose_pipeline's ingestion and staging for `day`, launched over GraphQL at `url`
-    (the nightscout location's code server runs it); its final status ("" if still running
-    after `timeout` seconds)."""
+    (as the instance's run launcher runs it); its run id and final status ("" if still
+    running after `timeout` seconds)."""
     params = {
         "selector": {
             "repositoryLocationName": "nightscout",
@@ -192,4 +192,4 @@ def launch_glucose_day(url: str, day: dt.date, timeout: float = 300) -> str:
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(1)
-    return status
+    return run_id, status

@@ -1,9 +1,10 @@
 """The compose deployment, real: `phlo deploy compose up` builds phlo's images (the PEXes of
 `make pex` on the Debian base), starts PostgreSQL, S3, a code server per location, Dagster's
 webserver and daemon in containers on the host's network; a run of glucose_pipeline launched
-over GraphQL for one day executes in the nightscout container and writes exactly the sample
-server's readings for that day into the lakehouse (PostgreSQL catalog, files in S3), read back
-here through the deployment's own settings; `down --purge` leaves nothing running."""
+over GraphQL for one day executes in a container of its own (Dagster's DockerRunLauncher, the
+deployment's default) and writes exactly the sample server's readings for that day into the
+lakehouse (PostgreSQL catalog, files in S3), read back here through the deployment's own
+settings; `down --purge` leaves nothing running, the run's container included."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def running() -> list[str]:
     return listed.split()
 
 
+def run_containers() -> list[str]:
+    """Every container a run was launched in (running or not)."""
+    return docker("ps", "-aq", "--filter", "label=phlo.run").split()
+
+
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("compose")
@@ -80,6 +86,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             down = phlo("deploy", "compose", "down", "--purge", env=env)
             assert down.returncode == 0, down.stderr
             assert running() == [], "nothing of the deployment left running"
+            assert run_containers() == [], "no run's container left behind"
 
 
 def test_every_container_runs_on_the_host_network(deployed: dict[str, Any]) -> None:
@@ -91,20 +98,46 @@ def test_every_container_runs_on_the_host_network(deployed: dict[str, Any]) -> N
     for name in names:
         mode = docker("inspect", "--format", "{{.HostConfig.NetworkMode}}", name).strip()
         assert mode == "host", name
+    # The phlo containers get phlo's settings, not the servers' own superuser password.
+    compose_env = Path(deployed["env"]["PHLO_HOME"]) / "deploy" / "compose" / "compose.env"
+    superuser = compose_env.read_text().split("PHLO_PG_SUPERUSER_PASSWORD=")[1].split()[0]
+    for name in names:
+        if name.split("_")[1] not in ("postgres", "s3"):
+            assert superuser not in docker("inspect", "--format", "{{json .Config.Env}}", name)
 
 
 def test_a_run_launched_over_graphql_writes_the_day(deployed: dict[str, Any]) -> None:
-    status = launch_glucose_day(deployed["url"], DAY)
-    assert status == "SUCCESS", docker("logs", "--tail", "40", "phlo_nightscout_1")
+    run_id, status = launch_glucose_day(deployed["url"], DAY)
+    launched = docker("ps", "-aq", "--filter", f"label=dagster/run_id={run_id}").split()
+    assert status == "SUCCESS", docker("logs", "--tail", "40", (launched or ["phlo_daemon_1"])[0])
+
+    # It ran in a container of its own, from the phlo image, on the host's network, and
+    # exited cleanly; the code server only answered for its code.
+    assert len(launched) == 1 and launched[0] in run_containers()
+    image, mode, code = docker(
+        "inspect",
+        "--format",
+        "{{.Config.Image}} {{.HostConfig.NetworkMode}} {{.State.ExitCode}}",
+        launched[0],
+    ).split()
+    env_file = Path(deployed["env"]["PHLO_HOME"]) / "deploy" / "compose" / "compose.env"
+    assert f"PHLO_IMAGE={image}" in env_file.read_text().splitlines()
+    assert (mode, code) == ("host", "0")
+    # Its settings came by name (dagster.yaml names them, holds no value) and no password
+    # is on its command line, which any local user can read.
+    command = docker("inspect", "--format", "{{json .Args}}", launched[0])
+    assert "dagster" in command and "execute_run" in command
+    settings_env = (env_file.parent / "settings.env").read_text()
+    password = settings_env.split("PHLO_DAGSTER_POSTGRES_URL=postgresql://phlo:")[1].split("@")[0]
+    assert password not in command
+    assert TEST_SECRET not in command
 
     # Read back through the deployment's own settings (its env file): catalog in its
     # PostgreSQL, files in its S3.
-    env_file = Path(deployed["env"]["PHLO_HOME"]) / "deploy" / "compose" / "compose.env"
     values = dict(
         line.split("=", 1)
-        for line in env_file.read_text().splitlines()
+        for line in settings_env.splitlines()
         if line.startswith(("PHLO_LAKE_", "PHLO_S3_"))
-        and not line.startswith(("PHLO_S3_COMMAND", "PHLO_S3_CONFIG_DIR", "PHLO_S3_PORT"))
     )
     settings = load_settings(
         phlo_home=Path(deployed["env"]["PHLO_HOME"]) / "reader",

@@ -177,7 +177,7 @@ def test_every_location_loads_with_its_assets(deployed: dict[str, Any]) -> None:
 
 
 def test_a_run_launched_over_graphql_writes_the_day(deployed: dict[str, Any]) -> None:
-    status = launch_glucose_day(deployed["url"], DAY)
+    _, status = launch_glucose_day(deployed["url"], DAY)
     assert status == "SUCCESS", (deployed["logs"] / "nightscout.log").read_text()[-3000:]
 
     settings = load_settings(phlo_home=Path(deployed["env"]["PHLO_HOME"]), phlo_timezone=ZONE)

@@ -507,3 +507,55 @@ def test_a_rejected_publishing_password_fails_the_step_without_recording_it(
     assert events and not any(wrong in event for (event,) in events)
     # The published tables are as they were.
     assert pg(url, "select count(*), sum(reading_count) from marts.mrt_glucose_overview") == before
+
+
+def test_runs_launched_in_containers_get_their_settings_by_name(
+    production_profile: Callable[[], dict[str, str]],
+    server: SampleNightscoutServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PHLO_RUN_LAUNCHER=docker: dagster.yaml launches runs with Dagster's DockerRunLauncher
+    (host network, labelled), names the settings the runs get and holds none of their values:
+    Dagster puts the instance on a run container's command line, readable by every local
+    user. phlo's own commands still open the instance, their settings read from elsewhere."""
+    import yaml
+
+    from phlo_core.runs.instance import instance_for
+
+    profile = production_profile()
+    home = tmp_path / "home"
+    docker_runs = {"PHLO_RUN_LAUNCHER": "docker", "PHLO_RUN_IMAGE": "phlo-phlo:test"}
+    done = run_phlo({**environment(home, profile, server), **docker_runs}, "instance", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = (home / "dagster" / "dagster.yaml").read_text()
+    config = yaml.safe_load(written)
+    assert config["storage"] == {"postgres": {"postgres_url": {"env": "PHLO_DAGSTER_POSTGRES_URL"}}}
+    launcher = config["run_launcher"]
+    assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
+    assert launcher["config"]["image"] == "phlo-phlo:test"
+    assert launcher["config"]["container_kwargs"] == {
+        "network_mode": "host",
+        "labels": {"phlo.run": "true"},
+    }
+    names = set(launcher["config"]["env_vars"])
+    assert {*profile, "NIGHTSCOUT_URL", "NIGHTSCOUT_API_SECRET", "PHLO_TIMEZONE"} <= names
+    assert all("=" not in name for name in names) and "PATH" not in names
+    for secret in [*secrets_of(profile), TEST_SECRET]:
+        assert secret not in written + done.stdout + done.stderr
+
+    # phlo's own commands read their settings from anywhere (here: given, none in the
+    # environment) and open the same instance: the URL comes from their settings.
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    settings = as_settings(home, {**profile, **docker_runs}, server)
+    instance = instance_for(settings)
+    try:
+        assert type(instance.run_launcher).__name__ == "DockerRunLauncher"
+        assert instance.get_run_records(limit=1) == []
+    finally:
+        instance.dispose()
+    # ... and the file it writes still holds no value: only the names this process has.
+    rewritten = yaml.safe_load((home / "dagster" / "dagster.yaml").read_text())
+    assert rewritten["storage"] == config["storage"]
+    assert rewritten["run_launcher"]["config"]["env_vars"] == ["PHLO_DAGSTER_POSTGRES_URL"]

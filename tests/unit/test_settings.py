@@ -94,6 +94,31 @@ def test_a_wrong_value_is_one_line_naming_the_variable(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"phlo_run_launcher": "kubernetes"}, "PHLO_RUN_LAUNCHER"),
+        ({"phlo_run_launcher": "docker"}, "set PHLO_RUN_IMAGE"),
+        ({"phlo_run_launcher": "docker", "phlo_run_image": "phlo-phlo:x"}, "set PHLO_DAGSTER"),
+        (
+            {
+                "phlo_run_launcher": "docker",
+                "phlo_run_image": "phlo-phlo:x",
+                "phlo_dagster_postgres_url": "postgres://phlo:pw-9z@127.0.0.1:5432/d",
+            },
+            "write PHLO_DAGSTER_POSTGRES_URL as postgresql://",
+        ),
+    ],
+)
+def test_runs_in_containers_need_an_image_and_dagster_on_postgresql(
+    given: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(**given)
+    message = str(error.value)
+    assert expected in message and "\n" not in message and "pw-9z" not in message
+
+
 def test_secrets_do_not_show_in_the_settings_repr() -> None:
     settings = load_settings(nightscout_api_secret="hunter2", nightscout_token="tok-123")
     assert "hunter2" not in repr(settings) and "tok-123" not in str(settings)

@@ -69,7 +69,13 @@ app.command(demo.demo)
 @app.command
 def completion(shell: Literal["bash", "zsh", "fish"] = "bash", /) -> int:
     """Print the shell completion script for phlo: `eval "$(phlo completion bash)"` in your
-    ~/.bashrc (zsh and fish likewise) completes commands and options."""
+    ~/.bashrc (zsh and fish likewise) completes commands and options.
+
+    Parameters
+    ----------
+    shell
+        The shell the script is for.
+    """
     print(app.generate_completion(prog_name="phlo", shell=shell))
     return 0
 

@@ -234,6 +234,16 @@ class PhloSettings(BaseSettings):
         default=None,
         description="PostgreSQL the marts are published to (schema marts); unset: not published.",
     )
+    phlo_run_launcher: Literal["process", "docker"] = Field(
+        default="process",
+        description=(
+            "Where Dagster's daemon and UI launch runs: 'process' (a process of the location's "
+            "code server) or 'docker' (a container each from PHLO_RUN_IMAGE)."
+        ),
+    )
+    phlo_run_image: str | None = Field(
+        default=None, description="The image runs start from with PHLO_RUN_LAUNCHER=docker."
+    )
     datahub_gms_url: str | None = Field(
         default=None,
         description="A DataHub server (GMS) `phlo catalog sync` also pushes to; unset: Lite only.",
@@ -360,12 +370,31 @@ class PhloSettings(BaseSettings):
                 _register_password(secret.get_secret_value())
         if self.phlo_lake_catalog:
             _register_password(self.phlo_lake_catalog.removeprefix("postgres:"))
+        if self.phlo_run_launcher == "docker":
+            self._docker_runs_need()
         if self.lake_on_s3 and not (self.phlo_s3_access_key_id and self.phlo_s3_secret_access_key):
             raise ValueError(
                 f"PHLO_LAKE_DATA_PATH is {self.lake_data_path}: set PHLO_S3_ACCESS_KEY_ID and "
                 "PHLO_S3_SECRET_ACCESS_KEY"
             )
         return self
+
+    def _docker_runs_need(self) -> None:
+        """A run in a container of its own reaches Dagster's storage only on a server, and
+        reads its URL from its environment, where SQLAlchemy must understand its scheme."""
+        if self.phlo_run_image is None or not self.phlo_run_image.strip():
+            raise ValueError("PHLO_RUN_LAUNCHER is docker: set PHLO_RUN_IMAGE (the image runs use)")
+        url = self.phlo_dagster_postgres_url
+        if url is None:
+            raise ValueError(
+                "PHLO_RUN_LAUNCHER is docker: set PHLO_DAGSTER_POSTGRES_URL (a run in its own "
+                "container cannot reach Dagster's SQLite files)"
+            )
+        if url.get_secret_value().startswith("postgres://"):
+            raise ValueError(
+                "PHLO_RUN_LAUNCHER is docker: write PHLO_DAGSTER_POSTGRES_URL as postgresql://... "
+                "(runs read it as it is, and SQLAlchemy knows no postgres://)"
+            )
 
     def _postgres_urls(self) -> list[SecretStr]:
         urls = [self.phlo_dagster_postgres_url, self.phlo_publish_postgres_url]

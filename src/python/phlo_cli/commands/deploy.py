@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from cyclopts import App
 
@@ -35,7 +36,7 @@ def deploy_workspace(
         --port).
     port
         The first location's port.
-    hosts-by-name
+    hosts_by_name
         Each location's server at a host named after its location, all on --port (the
         service names of a compose file).
     out
@@ -73,19 +74,28 @@ deploy_app.command(compose_app)
 
 
 @compose_app.command(name="up")
-def compose_up(*, env_file: Path | None = None, timeout: int = 300) -> int:
+def compose_up(
+    *,
+    env_file: Path | None = None,
+    timeout: int = 300,
+    run_launcher: Literal["docker", "process"] = "docker",
+) -> int:
     """Build the images if missing (the PEXes from `make pex`), generate the credentials and
     ports once (PHLO_HOME/deploy/compose, owner only), start everything on the host's network
     and wait until the webserver has loaded every code location. Needs a Docker engine
-    (`make docker-up`).
+    (`make docker-up`). Run again to apply new settings or a new build.
 
     Parameters
     ----------
-    env-file
+    env_file
         More settings for the phlo containers, KEY=VALUE lines (the locations' own: their
         sources' URLs and secrets, as in each location's env.example).
     timeout
         Seconds to wait for the deployment to come up.
+    run_launcher
+        Where runs launched from the UI or by the daemon run: docker, a container each from
+        the phlo image (Dagster's DockerRunLauncher; the webserver and daemon get the engine's
+        socket), or process, a process of the location's code server.
     """
     from phlo_core.services.compose import compose_up as up
     from phlo_core.services.layout import ServiceError
@@ -95,7 +105,7 @@ def compose_up(*, env_file: Path | None = None, timeout: int = 300) -> int:
     if timeout < 10:
         raise UsageError(f"--timeout must be at least 10 seconds, not {timeout}")
     try:
-        deployed = up(get_settings(), extra, _progress, timeout=timeout)
+        deployed = up(get_settings(), extra, _progress, timeout=timeout, run_launcher=run_launcher)
     except ServiceError as exc:
         err(str(exc))
         return EXIT_FAILED

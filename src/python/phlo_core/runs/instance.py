@@ -5,20 +5,30 @@ log through `phlo_core.runs.event_storage`, which keeps connections open), Postg
 (runs, event log, schedules) when PHLO_DAGSTER_POSTGRES_URL is set. phlo writes the file and
 rewrites it whenever the settings or phlo's template change, as long as it starts with the
 template's first line; a file of your own is left alone.
+
+With PHLO_RUN_LAUNCHER=docker the daemon and the UI launch each run in a container of its own
+(Dagster's DockerRunLauncher, host network). Dagster hands a run its instance on the
+container's command line, which every local user can read (/proc/PID/cmdline), so the storage's
+URL is then written as a reference to PHLO_DAGSTER_POSTGRES_URL, which the run gets in its
+environment with the other settings of the launcher's environment; phlo's own processes open
+the instance with the URL from their settings.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from typing import TYPE_CHECKING, Any
 
 from phlo_core.lakehouse.locks import file_lock, write_atomically
 from phlo_core.redact import redact
 from phlo_core.runs.orphans import fail_orphaned_runs
-from phlo_core.settings import PhloSettings
+from phlo_core.settings import PhloSettings, location_models
 from phlo_core.workspace import REPO_ROOT
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from dagster import DagsterInstance
 
 
@@ -53,11 +63,47 @@ def instance_config(settings: PhloSettings) -> str:
             "  class: PooledSqliteEventLogStorage\n"
             f"  config:\n    base_dir: {json.dumps(str(runs))}\n"
         )
+    if settings.phlo_run_launcher == "docker":
+        return text + _docker_runs(settings)
     # The URL (with its password) is written here because `dagster dev`, its daemon and code
     # servers read this file without phlo's settings; the file is readable by its owner only.
     return text + (
         "# Runs, event log and schedules in PostgreSQL (PHLO_DAGSTER_POSTGRES_URL).\n"
         f"storage:\n  postgres:\n    postgres_url: {json.dumps(url)}\n"
+    )
+
+
+# The label on every run container (`phlo deploy compose down` removes them).
+RUN_CONTAINER_LABEL = "phlo.run"
+_URL_VARIABLE = "PHLO_DAGSTER_POSTGRES_URL"
+
+
+def run_environment(settings: PhloSettings) -> list[str]:
+    """The names of the phlo and location settings set in this process's environment: what a
+    run in its own container is given (by name: the values stay out of dagster.yaml)."""
+    names = {name.upper() for name in PhloSettings.model_fields}
+    for model in location_models(settings):
+        names |= {name.upper() for name in model.model_fields}
+    present = {key.upper() for key in os.environ}
+    return sorted(names & present | {_URL_VARIABLE})
+
+
+def _docker_runs(settings: PhloSettings) -> str:
+    config = {
+        "image": settings.phlo_run_image,
+        "env_vars": run_environment(settings),
+        "container_kwargs": {
+            "network_mode": "host",
+            "labels": {RUN_CONTAINER_LABEL: "true"},
+        },
+    }
+    return (
+        "# Runs, event log and schedules in PostgreSQL, its URL read from the environment.\n"
+        f"storage:\n  postgres:\n    postgres_url:\n      env: {_URL_VARIABLE}\n"
+        "# Each run launched by the daemon or the UI in a container of its own "
+        "(PHLO_RUN_LAUNCHER=docker).\n"
+        "run_launcher:\n  module: dagster_docker\n  class: DockerRunLauncher\n"
+        f"  config: {json.dumps(config)}\n"
     )
 
 
@@ -106,18 +152,29 @@ def keep_connections_open(instance: DagsterInstance) -> None:
     instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=10)
 
 
+def _open(settings: PhloSettings, home: Path) -> DagsterInstance:
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    url = settings.dagster_postgres_url
+    if settings.phlo_run_launcher != "docker" or url is None:
+        return DagsterInstance.from_config(str(home))
+    # dagster.yaml names the variable; this process has the URL in its settings, wherever
+    # they came from (the environment, .env, services.env).
+    overrides = {"storage": {"postgres": {"postgres_url": url}}}
+    return DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=overrides))
+
+
 def instance_for(settings: PhloSettings) -> DagsterInstance:
     """The Dagster instance in DAGSTER_HOME, created on first use. Creation is serialized:
     two processes creating SQLite storage at once stamp its schema twice, which breaks every
     later run on that instance. Runs whose process is gone are marked failed here."""
-    from dagster import DagsterInstance
-
     home = settings.resolved_dagster_home
     check_dagster_postgres(settings)
     with file_lock(home / ".phlo-instance.lock"):
         sync_instance_config(settings)
         try:
-            instance = DagsterInstance.from_config(str(home))
+            instance = _open(settings, home)
             if settings.dagster_postgres_url is not None:
                 keep_connections_open(instance)
             instance.get_run_records(limit=1)  # opens (and creates) the storage under the lock

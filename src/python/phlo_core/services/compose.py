@@ -4,15 +4,21 @@ PostgreSQL, SeaweedFS's S3 server, a code server per location, Dagster's webserv
 all on the host's network (loopback).
 
 Kept under PHLO_HOME/deploy/compose (owner only): state.json (the generated passwords and keys,
-the ports, chosen once and kept), compose.env (what the compose file and every phlo container
-read: images, ports and phlo's settings for that deployment, with the user's own settings for
-the locations appended), and the S3 server's configuration, written by the same code as `phlo
+the ports, chosen once and kept), compose.env (what the compose file interpolates: images,
+ports, the servers' own credentials), settings.env (what every phlo container reads: phlo's
+settings for that deployment, with the user's own settings for the locations appended; no
+superuser password), and the S3 server's configuration, written by the same code as `phlo
 services up` (keys, mutual TLS on its internal ports), mounted into its container.
+
+Runs launched by the daemon or the UI run each in a container of its own by default
+(PHLO_RUN_LAUNCHER=docker: infra/docker-compose.docker-runs.yml gives those two the engine's
+socket), or in the location's code server (`--run-launcher process`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
 import shutil
@@ -23,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from phlo_core.runs.instance import RUN_CONTAINER_LABEL
 from phlo_core.services.images import (
+    docker,
     docker_cli,
     engine_answers,
     phlo_image,
@@ -44,6 +52,8 @@ from phlo_core.tool_env import Progress
 from phlo_core.workspace import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "infra" / "docker-compose.yml"
+DOCKER_RUNS_FILE = REPO_ROOT / "infra" / "docker-compose.docker-runs.yml"
+RUN_LAUNCHERS = ("docker", "process")
 PROJECT = "phlo"
 WEED_IN_IMAGE = "/usr/local/bin/weed"
 LOCATIONS = 4  # consecutive code-server ports, in the workspace file's order
@@ -73,9 +83,13 @@ def compose_cli() -> list[str]:
 
 
 def _compose(settings: PhloSettings, *args: str) -> None:
-    env_file = compose_dir(settings) / "compose.env"
+    folder = compose_dir(settings)
+    files = [COMPOSE_FILE]
+    if json.loads((folder / "state.json").read_text()).get("run_launcher") == "docker":
+        files.append(DOCKER_RUNS_FILE)
     done = subprocess.run(
-        [*compose_cli(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE)]
+        [*compose_cli(), "--env-file", str(folder / "compose.env")]
+        + [arg for file in files for arg in ("-f", str(file))]
         + ["-p", PROJECT, *args],
         capture_output=True,
         check=False,
@@ -93,10 +107,12 @@ def _consecutive_free(count: int) -> int:
     raise ServiceError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
-def _state(folder: Path) -> dict[str, Any]:
-    """The deployment's credentials and ports: generated at the first `up`, kept after."""
+def _state(folder: Path, run_launcher: str) -> dict[str, Any]:
+    """The deployment's credentials and ports: generated at the first `up`, kept after; the
+    run launcher of the latest `up`."""
     path = folder / "state.json"
     state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    state["run_launcher"] = run_launcher
     creds = credentials(state)
     creds.setdefault("role_password", secrets.token_urlsafe(18))
     if "ports" not in state:
@@ -117,6 +133,24 @@ def _env_line(key: str, value: str) -> str:
     return f"{key}={value}"
 
 
+def _write_env(path: Path, values: dict[str, str]) -> None:
+    lines = ["# Written by `phlo deploy compose up`: secrets, owner only."]
+    lines += [_env_line(key, value) for key, value in values.items()]
+    write_private_file(path, "\n".join(lines) + "\n")
+
+
+def docker_socket() -> str:
+    """The engine's socket on this host, as the client reaches it (DOCKER_HOST or Docker's
+    default), for the containers that launch runs."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        raise ServiceError(
+            f"runs in containers need the engine's unix socket, not DOCKER_HOST={host}: "
+            "use --run-launcher process"
+        )
+    return host.removeprefix("unix://")
+
+
 def compose_up(
     settings: PhloSettings,
     extra_env: dict[str, str] | None = None,
@@ -124,10 +158,13 @@ def compose_up(
     *,
     dist: Path = REPO_ROOT / "dist",
     timeout: float = 300,
+    run_launcher: str = "docker",
 ) -> Deployment:
-    """Images (built if missing), credentials, the env file and S3 configuration, then
+    """Images (built if missing), credentials, the env files and S3 configuration, then
     `docker-compose up -d`; returns when the webserver has loaded every code location.
-    `extra_env`: more settings for the phlo containers (the locations' own, say)."""
+    `extra_env`: more settings for the phlo containers (the locations' own, say);
+    `run_launcher`: where the daemon and the UI run runs, a container each ("docker") or the
+    location's code server ("process")."""
     from phlo_core.services.control import profile_values
     from phlo_core.services.s3 import s3_command
 
@@ -139,18 +176,35 @@ def compose_up(
     folder = compose_dir(settings)
     folder.parent.mkdir(parents=True, exist_ok=True)
     own_folder(folder)
-    state = _state(folder)
+    if run_launcher not in RUN_LAUNCHERS:
+        raise ServiceError(f"no run launcher {run_launcher!r}: one of {', '.join(RUN_LAUNCHERS)}")
+    socket = docker_socket() if run_launcher == "docker" else ""
+    state = _state(folder, run_launcher)
     creds, ports = state["credentials"], state["ports"]
     where = Layout(folder / "services", folder / "services" / "postgres")
     own_folder(where.root)
     command = s3_command(where, ports["s3"], ports["weed"], creds, WEED_IN_IMAGE)
-    env_file = folder / "compose.env"
+    env_file, settings_file = folder / "compose.env", folder / "settings.env"
+    # phlo's settings in its containers: the main profile on these servers, as `phlo services
+    # up` writes it for its own, then the user's.
+    _write_env(
+        settings_file,
+        {
+            **profile_values(
+                {"credentials": creds, "pg_port": ports["pg"], "s3_port": ports["s3"]}, "main"
+            ),
+            "PHLO_RUN_LAUNCHER": run_launcher,
+            **({"PHLO_RUN_IMAGE": images["phlo"]} if run_launcher == "docker" else {}),
+            **(extra_env or {}),
+        },
+    )
     values = {
         # What the compose file interpolates.
         "PHLO_IMAGE": images["phlo"],
         "PHLO_POSTGRES_IMAGE": images["postgres"],
         "PHLO_SEAWEEDFS_IMAGE": images["seaweedfs"],
-        "PHLO_COMPOSE_ENV": str(env_file),
+        "PHLO_SETTINGS_ENV": str(settings_file),
+        "PHLO_DOCKER_SOCKET": socket,
         "PHLO_PG_PORT": str(ports["pg"]),
         "PHLO_PG_SUPERUSER_PASSWORD": creds["pg_password"],
         "PHLO_PG_PASSWORD": creds["role_password"],
@@ -159,21 +213,13 @@ def compose_up(
         "PHLO_S3_CONFIG_DIR": str(where.s3_dir),
         **{f"PHLO_CODE_PORT_{i}": str(ports["code"] + i) for i in range(LOCATIONS)},
         "PHLO_WEBSERVER_PORT": str(ports["webserver"]),
-        # phlo's settings in its containers: the main profile on these servers, as `phlo
-        # services up` writes it for its own.
-        **profile_values(
-            {"credentials": creds, "pg_port": ports["pg"], "s3_port": ports["s3"]}, "main"
-        ),
-        **(extra_env or {}),
     }
-    lines = ["# Written by `phlo deploy compose up`: secrets, owner only."]
-    lines += [_env_line(key, value) for key, value in values.items()]
-    write_private_file(env_file, "\n".join(lines) + "\n")
-    tell(f"starting the deployment ({COMPOSE_FILE.relative_to(REPO_ROOT)})")
-    _compose(settings, "up", "-d")
+    _write_env(env_file, values)
+    tell(f"starting the deployment ({COMPOSE_FILE.relative_to(REPO_ROOT)}; runs: {run_launcher})")
+    _compose(settings, "up", "-d", "--remove-orphans")
     webserver = f"http://127.0.0.1:{ports['webserver']}"
     _wait_for_locations(webserver, timeout, tell)
-    return Deployment(webserver, str(env_file), images, round(time.monotonic() - started, 1))
+    return Deployment(webserver, str(settings_file), images, round(time.monotonic() - started, 1))
 
 
 def _wait_for_locations(webserver: str, timeout: float, tell: Progress) -> None:
@@ -221,5 +267,9 @@ def compose_down(settings: PhloSettings, *, purge: bool = False) -> None:
     if not (folder / "compose.env").exists():
         return
     _compose(settings, "down", *(["-v"] if purge else []))
+    # The containers of runs launched in their own (kept after the run for `docker logs`).
+    runs = docker("ps", "-aq", "--filter", f"label={RUN_CONTAINER_LABEL}").split()
+    if runs:
+        docker("rm", "-f", *runs)
     if purge:
         shutil.rmtree(folder)
