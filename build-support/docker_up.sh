@@ -25,6 +25,20 @@ if [ "${1:-up}" = "down" ]; then
     exit 0
 fi
 
+# The engine, debootstrap for the base image (phlo_core.services.images) and Debian's
+# docker-compose for `phlo deploy compose`.
+if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
+    || ! command -v docker-compose >/dev/null; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "docker_up: installing Docker's packages needs root" >&2
+        exit 2
+    fi
+    echo "docker_up: installing Debian's docker.io, debootstrap and docker-compose" >&2
+    apt-get install -y -qq docker.io debootstrap docker-compose >/dev/null 2>&1 || {
+        apt-get update -qq && apt-get install -y -qq docker.io debootstrap docker-compose >/dev/null
+    }
+fi
+
 if answers; then
     echo "DOCKER_HOST=$DOCKER_HOST"
     exit 0
@@ -32,13 +46,6 @@ fi
 if [ "$(id -u)" != 0 ]; then
     echo "docker_up: dockerd runs as root here; run it as root" >&2
     exit 2
-fi
-# The engine, and debootstrap for the base image (phlo_core.services.images).
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then
-    echo "docker_up: installing Debian's docker.io and debootstrap" >&2
-    apt-get install -y -qq docker.io debootstrap >/dev/null 2>&1 || {
-        apt-get update -qq && apt-get install -y -qq docker.io debootstrap >/dev/null
-    }
 fi
 mkdir -p "$ROOT/data" "$ROOT/exec"
 # A pid file whose process is gone (a killed engine, a rebooted machine) would stop dockerd.

@@ -128,7 +128,8 @@ def test_a_run_launched_over_graphql_writes_the_day(deployed: dict[str, Any]) ->
     command = docker("inspect", "--format", "{{json .Args}}", launched[0])
     assert "dagster" in command and "execute_run" in command
     settings_env = (env_file.parent / "settings.env").read_text()
-    password = settings_env.split("PHLO_DAGSTER_POSTGRES_URL=postgresql://phlo:")[1].split("@")[0]
+    dagster_url = settings_env.split("PHLO_DAGSTER_POSTGRES_URL=")[1].split()[0]
+    password = dagster_url.split("://phlo:")[1].split("@")[0]
     assert password not in command
     assert TEST_SECRET not in command
 

@@ -525,7 +525,13 @@ def test_runs_launched_in_containers_get_their_settings_by_name(
 
     profile = production_profile()
     home = tmp_path / "home"
-    docker_runs = {"PHLO_RUN_LAUNCHER": "docker", "PHLO_RUN_IMAGE": "phlo-phlo:test"}
+    docker_runs = {
+        "PHLO_RUN_LAUNCHER": "docker",
+        "PHLO_RUN_IMAGE": "phlo-phlo:test",
+        "PHLO_DAGSTER_POSTGRES_URL": profile["PHLO_DAGSTER_POSTGRES_URL"].replace(
+            "postgresql://", "postgresql+psycopg2://", 1
+        ),
+    }
     done = run_phlo({**environment(home, profile, server), **docker_runs}, "instance", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     written = (home / "dagster" / "dagster.yaml").read_text()

@@ -104,9 +104,9 @@ def test_a_wrong_value_is_one_line_naming_the_variable(
             {
                 "phlo_run_launcher": "docker",
                 "phlo_run_image": "phlo-phlo:x",
-                "phlo_dagster_postgres_url": "postgres://phlo:pw-9z@127.0.0.1:5432/d",
+                "phlo_dagster_postgres_url": "postgresql://phlo:pw-9z@127.0.0.1:5432/d",
             },
-            "write PHLO_DAGSTER_POSTGRES_URL as postgresql://",
+            "write PHLO_DAGSTER_POSTGRES_URL as postgresql+psycopg2://",
         ),
     ],
 )

@@ -37,6 +37,11 @@ DEFAULT_HTTP_DEADLINE_SECONDS = 120.0
 DEFAULT_HTTP_MAX_RESPONSE_MB = 100.0
 
 
+# How PHLO_DAGSTER_POSTGRES_URL begins when runs start in containers of their own
+# (PHLO_RUN_LAUNCHER=docker): they read it from their environment as it is.
+DOCKER_RUNS_URL_SCHEME = "postgresql+psycopg2://"
+
+
 class SettingsError(ValueError):
     """A configuration value is wrong; the message names the variable and says what is valid."""
 
@@ -390,10 +395,11 @@ class PhloSettings(BaseSettings):
                 "PHLO_RUN_LAUNCHER is docker: set PHLO_DAGSTER_POSTGRES_URL (a run in its own "
                 "container cannot reach Dagster's SQLite files)"
             )
-        if url.get_secret_value().startswith("postgres://"):
+        if not url.get_secret_value().startswith(DOCKER_RUNS_URL_SCHEME):
             raise ValueError(
-                "PHLO_RUN_LAUNCHER is docker: write PHLO_DAGSTER_POSTGRES_URL as postgresql://... "
-                "(runs read it as it is, and SQLAlchemy knows no postgres://)"
+                f"PHLO_RUN_LAUNCHER is docker: write PHLO_DAGSTER_POSTGRES_URL as "
+                f"{DOCKER_RUNS_URL_SCHEME}... (a run in a container hands it to SQLAlchemy as "
+                "it is, which reads postgresql:// as psycopg 3, not installed)"
             )
 
     def _postgres_urls(self) -> list[SecretStr]:

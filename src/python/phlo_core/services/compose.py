@@ -47,7 +47,7 @@ from phlo_core.services.layout import (
     port_in_use,
     write_private_file,
 )
-from phlo_core.settings import PhloSettings
+from phlo_core.settings import DOCKER_RUNS_URL_SCHEME, PhloSettings
 from phlo_core.tool_env import Progress
 from phlo_core.workspace import REPO_ROOT
 
@@ -96,7 +96,9 @@ def _compose(settings: PhloSettings, *args: str) -> None:
     )
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines() or ["?"]
-        raise ServiceError(f"docker-compose {args[0]} failed: {lines[-1]}")
+        # Its own summary ("Encountered errors ...") comes last; the first error says which.
+        errors = [line.removeprefix("ERROR:").strip() for line in lines if "ERROR" in line]
+        raise ServiceError(f"docker-compose {args[0]} failed: {(errors or lines)[-1]}")
 
 
 def _consecutive_free(count: int) -> int:
@@ -187,17 +189,15 @@ def compose_up(
     env_file, settings_file = folder / "compose.env", folder / "settings.env"
     # phlo's settings in its containers: the main profile on these servers, as `phlo services
     # up` writes it for its own, then the user's.
-    _write_env(
-        settings_file,
-        {
-            **profile_values(
-                {"credentials": creds, "pg_port": ports["pg"], "s3_port": ports["s3"]}, "main"
-            ),
-            "PHLO_RUN_LAUNCHER": run_launcher,
-            **({"PHLO_RUN_IMAGE": images["phlo"]} if run_launcher == "docker" else {}),
-            **(extra_env or {}),
-        },
+    profile = profile_values(
+        {"credentials": creds, "pg_port": ports["pg"], "s3_port": ports["s3"]}, "main"
     )
+    runs: dict[str, str] = {"PHLO_RUN_LAUNCHER": run_launcher}
+    if run_launcher == "docker":
+        dagster_url = profile["PHLO_DAGSTER_POSTGRES_URL"].split("://", 1)[1]
+        runs["PHLO_DAGSTER_POSTGRES_URL"] = DOCKER_RUNS_URL_SCHEME + dagster_url
+        runs["PHLO_RUN_IMAGE"] = images["phlo"]
+    _write_env(settings_file, {**profile, **runs, **(extra_env or {})})
     values = {
         # What the compose file interpolates.
         "PHLO_IMAGE": images["phlo"],
