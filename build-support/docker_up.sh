@@ -27,12 +27,9 @@ fi
 
 # The engine, debootstrap for the base image (phlo_core.services.images) and Debian's
 # docker-compose for `phlo deploy compose`.
-if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
-    || ! command -v docker-compose >/dev/null; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "docker_up: installing Docker's packages needs root" >&2
-        exit 2
-    fi
+# (Installed by root only: a user who can reach a running engine needs none of them.)
+if [ "$(id -u)" = 0 ] && { ! command -v dockerd >/dev/null \
+    || ! command -v debootstrap >/dev/null || ! command -v docker-compose >/dev/null; }; then
     echo "docker_up: installing Debian's docker.io, debootstrap and docker-compose" >&2
     apt-get install -y -qq docker.io debootstrap docker-compose >/dev/null 2>&1 || {
         apt-get update -qq && apt-get install -y -qq docker.io debootstrap docker-compose >/dev/null

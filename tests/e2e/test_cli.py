@@ -84,6 +84,17 @@ def test_usage_errors_exit_2_with_one_line(args: list[str], message: str, tmp_pa
     assert message in errors[0]
 
 
+def test_compose_settings_that_up_writes_itself_are_a_usage_error(tmp_path: Path) -> None:
+    extra = tmp_path / "locations.env"
+    extra.write_text("NIGHTSCOUT_URL=http://127.0.0.1:9\nphlo_run_launcher=process\n")
+    home = tmp_path / "home"
+    result = phlo("deploy", "compose", "up", "--env-file", str(extra), env={"PHLO_HOME": str(home)})
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("phlo: error:")]
+    assert len(errors) == 1 and "PHLO_RUN_LAUNCHER" in errors[0] and "--run-launcher" in errors[0]
+    assert not (home / "deploy").exists()
+
+
 @pytest.mark.parametrize(
     ("partition", "variable"), [("20240329", None), ("2024-W13-5", None), ("2024-01-15", "URL")]
 )

@@ -21,6 +21,7 @@ import pytest
 
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.lakehouse.connect import query
+from phlo_core.services.compose import project_name, run_label
 from phlo_core.services.images import docker
 from phlo_core.settings import load_settings
 from tests.conftest import TEST_SECRET
@@ -48,16 +49,16 @@ def phlo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def running() -> list[str]:
+def running(project: str) -> list[str]:
     listed = docker(
-        "ps", "--filter", "label=com.docker.compose.project=phlo", "--format", "{{.Names}}"
+        "ps", "--filter", f"label=com.docker.compose.project={project}", "--format", "{{.Names}}"
     )
     return listed.split()
 
 
-def run_containers() -> list[str]:
-    """Every container a run was launched in (running or not)."""
-    return docker("ps", "-aq", "--filter", "label=phlo.run").split()
+def run_containers(label: str) -> list[str]:
+    """Every container a run of the deployment was launched in (running or not)."""
+    return docker("ps", "-aq", "--filter", f"label={label}").split()
 
 
 @pytest.fixture(scope="module")
@@ -76,21 +77,26 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             assert up.returncode == 0, up.stderr[-3000:]
             assert TEST_SECRET not in up.stdout + up.stderr
             webserver = up.stdout.split("Dagster's UI: ")[1].split()[0]
+            home = load_settings(phlo_home=Path(env["PHLO_HOME"]))
+            project, label = project_name(home), run_label(home)
+            assert project.startswith("phlo-") and label.startswith("phlo.run=")
             yield {
                 "url": f"{webserver}/graphql",
                 "env": env,
                 "server": server,
                 "seconds": time.monotonic() - started,
+                "project": project,
+                "label": label,
             }
         finally:
             down = phlo("deploy", "compose", "down", "--purge", env=env)
             assert down.returncode == 0, down.stderr
-            assert running() == [], "nothing of the deployment left running"
-            assert run_containers() == [], "no run's container left behind"
+            assert running(project) == [], "nothing of the deployment left running"
+            assert run_containers(label) == [], "no run's container left behind"
 
 
 def test_every_container_runs_on_the_host_network(deployed: dict[str, Any]) -> None:
-    names = running()
+    names = running(deployed["project"])
     services = {name.split("_")[1] for name in names}
     assert services == {
         "postgres", "s3", "nightscout", "weather", "insights", "lakehouse", "webserver", "daemon",
@@ -109,11 +115,12 @@ def test_every_container_runs_on_the_host_network(deployed: dict[str, Any]) -> N
 def test_a_run_launched_over_graphql_writes_the_day(deployed: dict[str, Any]) -> None:
     run_id, status = launch_glucose_day(deployed["url"], DAY)
     launched = docker("ps", "-aq", "--filter", f"label=dagster/run_id={run_id}").split()
-    assert status == "SUCCESS", docker("logs", "--tail", "40", (launched or ["phlo_daemon_1"])[0])
+    daemon = f"{deployed['project']}_daemon_1"
+    assert status == "SUCCESS", docker("logs", "--tail", "40", (launched or [daemon])[0])
 
     # It ran in a container of its own, from the phlo image, on the host's network, and
     # exited cleanly; the code server only answered for its code.
-    assert len(launched) == 1 and launched[0] in run_containers()
+    assert len(launched) == 1 and launched[0] in run_containers(deployed["label"])
     image, mode, code = docker(
         "inspect",
         "--format",

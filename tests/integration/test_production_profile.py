@@ -521,7 +521,7 @@ def test_runs_launched_in_containers_get_their_settings_by_name(
     user. phlo's own commands still open the instance, their settings read from elsewhere."""
     import yaml
 
-    from phlo_core.runs.instance import instance_for
+    from phlo_core.runs.instance import instance_for, instance_label
 
     profile = production_profile()
     home = tmp_path / "home"
@@ -542,7 +542,7 @@ def test_runs_launched_in_containers_get_their_settings_by_name(
     assert launcher["config"]["image"] == "phlo-phlo:test"
     assert launcher["config"]["container_kwargs"] == {
         "network_mode": "host",
-        "labels": {"phlo.run": "true"},
+        "labels": {"phlo.run": instance_label(profile["PHLO_DAGSTER_POSTGRES_URL"])},
     }
     names = set(launcher["config"]["env_vars"])
     assert {*profile, "NIGHTSCOUT_URL", "NIGHTSCOUT_API_SECRET", "PHLO_TIMEZONE"} <= names
@@ -561,7 +561,15 @@ def test_runs_launched_in_containers_get_their_settings_by_name(
         assert instance.get_run_records(limit=1) == []
     finally:
         instance.dispose()
-    # ... and the file it writes still holds no value: only the names this process has.
-    rewritten = yaml.safe_load((home / "dagster" / "dagster.yaml").read_text())
-    assert rewritten["storage"] == config["storage"]
-    assert rewritten["run_launcher"]["config"]["env_vars"] == ["PHLO_DAGSTER_POSTGRES_URL"]
+    # ... and leave the names as `phlo instance` wrote them: this process's environment is not
+    # the daemon's.
+    assert (home / "dagster" / "dagster.yaml").read_text() == written
+    # `phlo instance` again, in another environment: the names follow it, as spelled there.
+    fewer = {**environment(home, profile, server), **docker_runs}
+    fewer["nightscout_url"] = fewer.pop("NIGHTSCOUT_URL")
+    del fewer["NIGHTSCOUT_API_SECRET"]
+    done = run_phlo(fewer, "instance", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    again = yaml.safe_load((home / "dagster" / "dagster.yaml").read_text())
+    names_again = set(again["run_launcher"]["config"]["env_vars"])
+    assert names_again == names - {"NIGHTSCOUT_URL", "NIGHTSCOUT_API_SECRET"} | {"nightscout_url"}

@@ -97,11 +97,18 @@ def compose_up(
         the phlo image (Dagster's DockerRunLauncher; the webserver and daemon get the engine's
         socket), or process, a process of the location's code server.
     """
+    from phlo_core.services.compose import RESERVED
     from phlo_core.services.compose import compose_up as up
     from phlo_core.services.layout import ServiceError
     from phlo_core.settings import get_settings
 
     extra = _read_env_file(env_file) if env_file is not None else {}
+    reserved = sorted(RESERVED & {key.upper() for key in extra})
+    if reserved:
+        raise UsageError(
+            f"{shown(env_file or Path())} sets {', '.join(reserved)}, which `up` sets itself "
+            "(--run-launcher chooses where runs go): remove it"
+        )
     if timeout < 10:
         raise UsageError(f"--timeout must be at least 10 seconds, not {timeout}")
     try:

@@ -148,14 +148,17 @@ def instance() -> int:
     What a deployment's `dagster-webserver`, `dagster-daemon` and code servers read
     (DAGSTER_HOME): SQLite storage under it by default, PostgreSQL when
     PHLO_DAGSTER_POSTGRES_URL is set; run monitoring; phlo's log lines captured into the event
-    log. phlo rewrites the file when the settings change; a dagster.yaml of your own (without
-    phlo's first line) is left as it is.
+    log; with PHLO_RUN_LAUNCHER=docker, Dagster's Docker run launcher, passing each run the
+    phlo and location settings of this environment by name (run it where the daemon and the
+    webserver start). phlo rewrites the file when the settings change; a dagster.yaml of your
+    own (without phlo's first line) is left as it is.
     """
     from phlo_core.runs.instance import InstanceError, instance_config, instance_for
 
     settings = command_settings()
     try:
-        instance_for(settings).dispose()
+        # The settings a run in a container of its own gets: those of this environment.
+        instance_for(settings, run_env_from_environment=True).dispose()
     except InstanceError as exc:
         err(str(exc))
         return EXIT_FAILED

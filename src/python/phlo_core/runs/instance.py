@@ -16,6 +16,7 @@ the instance with the URL from their settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 
 TEMPLATE = REPO_ROOT / "infra" / "dagster" / "dagster.yaml"
+_FIRST_LINE = TEMPLATE.read_text().splitlines()[0]
 # What an older phlo's file began with (it said "embedded" above PostgreSQL storage too): ours.
 _EARLIER_FIRST_LINE = "# Instance settings for the embedded default (SQLite storage under"
 
@@ -49,8 +51,9 @@ def _reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def instance_config(settings: PhloSettings) -> str:
-    """The dagster.yaml for these settings: the template, plus PostgreSQL storage if set."""
+def instance_config(settings: PhloSettings, *, run_env_from_environment: bool = False) -> str:
+    """The dagster.yaml for these settings: the template, plus PostgreSQL storage if set (and
+    the Docker run launcher; `run_env_from_environment`: see `run_environment`)."""
     text = TEMPLATE.read_text()
     url = settings.dagster_postgres_url
     if url is None:
@@ -64,7 +67,7 @@ def instance_config(settings: PhloSettings) -> str:
             f"  config:\n    base_dir: {json.dumps(str(runs))}\n"
         )
     if settings.phlo_run_launcher == "docker":
-        return text + _docker_runs(settings)
+        return text + _docker_runs(settings, run_environment(settings, run_env_from_environment))
     # The URL (with its password) is written here because `dagster dev`, its daemon and code
     # servers read this file without phlo's settings; the file is readable by its owner only.
     return text + (
@@ -73,28 +76,59 @@ def instance_config(settings: PhloSettings) -> str:
     )
 
 
-# The label on every run container (`phlo deploy compose down` removes them).
+# The label on every run container, its value naming the instance that launched it
+# (`phlo deploy compose down` removes its own deployment's).
 RUN_CONTAINER_LABEL = "phlo.run"
 _URL_VARIABLE = "PHLO_DAGSTER_POSTGRES_URL"
 
 
-def run_environment(settings: PhloSettings) -> list[str]:
-    """The names of the phlo and location settings set in this process's environment: what a
-    run in its own container is given (by name: the values stay out of dagster.yaml)."""
-    names = {name.upper() for name in PhloSettings.model_fields}
+def instance_label(dagster_postgres_url: str) -> str:
+    """A run container's label value: a digest of its instance's storage URL (one per
+    deployment; the URL itself is secret)."""
+    after_scheme = dagster_postgres_url.split("://", 1)[-1]  # postgresql(+psycopg2)://...
+    return hashlib.sha256(after_scheme.encode()).hexdigest()[:12]
+
+
+def run_environment(settings: PhloSettings, from_environment: bool = False) -> list[str]:
+    """What a run in its own container is given, by name (the values stay out of dagster.yaml;
+    Dagster's launcher takes them from its own environment when it launches): the phlo and
+    location settings set in the environment of `phlo instance` (`from_environment`), which a
+    deployment runs where its daemon and webserver start, as the compose file does, spelled as
+    there. Every other command keeps the names the file holds: it may read its settings from
+    .env or services.env, and its shell is not the daemon's."""
+    if not from_environment:
+        written = _written_run_environment(settings)
+        if written is not None:
+            return written
+    known = {name.upper() for name in PhloSettings.model_fields}
     for model in location_models(settings):
-        names |= {name.upper() for name in model.model_fields}
-    present = {key.upper() for key in os.environ}
-    return sorted(names & present | {_URL_VARIABLE})
+        known |= {name.upper() for name in model.model_fields}
+    return sorted({key for key in os.environ if key.upper() in known} | {_URL_VARIABLE})
 
 
-def _docker_runs(settings: PhloSettings) -> str:
+def _written_run_environment(settings: PhloSettings) -> list[str] | None:
+    """The names the Docker launcher of phlo's dagster.yaml passes on (None: no such file)."""
+    import yaml
+
+    try:
+        text = (settings.resolved_dagster_home / "dagster.yaml").read_text()
+        config = yaml.safe_load(text) if text.startswith(_FIRST_LINE) else None
+    except (OSError, yaml.YAMLError):
+        return None
+    launcher = (config or {}).get("run_launcher") or {}
+    names = (launcher.get("config") or {}).get("env_vars")
+    if launcher.get("module") != "dagster_docker" or not isinstance(names, list):
+        return None
+    return [str(name) for name in names]
+
+
+def _docker_runs(settings: PhloSettings, names: list[str]) -> str:
     config = {
         "image": settings.phlo_run_image,
-        "env_vars": run_environment(settings),
+        "env_vars": names,
         "container_kwargs": {
             "network_mode": "host",
-            "labels": {RUN_CONTAINER_LABEL: "true"},
+            "labels": {RUN_CONTAINER_LABEL: instance_label(str(settings.dagster_postgres_url))},
         },
     }
     return (
@@ -107,11 +141,11 @@ def _docker_runs(settings: PhloSettings) -> str:
     )
 
 
-def sync_instance_config(settings: PhloSettings) -> None:
+def sync_instance_config(settings: PhloSettings, *, run_env_from_environment: bool = False) -> None:
     """Write DAGSTER_HOME/dagster.yaml for these settings unless it is a file of the user's."""
     home = settings.resolved_dagster_home
     config = home / "dagster.yaml"
-    wanted = instance_config(settings)
+    wanted = instance_config(settings, run_env_from_environment=run_env_from_environment)
     current = config.read_text() if config.exists() else None
     ours = current is not None and current.startswith((wanted.splitlines()[0], _EARLIER_FIRST_LINE))
     if current is None or (ours and current != wanted):
@@ -165,14 +199,16 @@ def _open(settings: PhloSettings, home: Path) -> DagsterInstance:
     return DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=overrides))
 
 
-def instance_for(settings: PhloSettings) -> DagsterInstance:
+def instance_for(
+    settings: PhloSettings, *, run_env_from_environment: bool = False
+) -> DagsterInstance:
     """The Dagster instance in DAGSTER_HOME, created on first use. Creation is serialized:
     two processes creating SQLite storage at once stamp its schema twice, which breaks every
     later run on that instance. Runs whose process is gone are marked failed here."""
     home = settings.resolved_dagster_home
     check_dagster_postgres(settings)
     with file_lock(home / ".phlo-instance.lock"):
-        sync_instance_config(settings)
+        sync_instance_config(settings, run_env_from_environment=run_env_from_environment)
         try:
             instance = _open(settings, home)
             if settings.dagster_postgres_url is not None:

@@ -17,6 +17,7 @@ socket), or in the location's code server (`--run-launcher process`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from phlo_core.runs.instance import RUN_CONTAINER_LABEL
+from phlo_core.runs.instance import RUN_CONTAINER_LABEL, instance_label
 from phlo_core.services.images import (
     docker,
     docker_cli,
@@ -54,7 +55,16 @@ from phlo_core.workspace import REPO_ROOT
 COMPOSE_FILE = REPO_ROOT / "infra" / "docker-compose.yml"
 DOCKER_RUNS_FILE = REPO_ROOT / "infra" / "docker-compose.docker-runs.yml"
 RUN_LAUNCHERS = ("docker", "process")
-PROJECT = "phlo"
+# What `up` writes for the phlo containers itself: not taken from --env-file.
+RESERVED = frozenset(
+    {
+        "PHLO_RUN_LAUNCHER",
+        "PHLO_RUN_IMAGE",
+        "PHLO_HOME",
+        "DAGSTER_HOME",
+        "PHLO_DAGSTER_POSTGRES_URL",
+    }
+)
 WEED_IN_IMAGE = "/usr/local/bin/weed"
 LOCATIONS = 4  # consecutive code-server ports, in the workspace file's order
 
@@ -82,23 +92,43 @@ def compose_cli() -> list[str]:
     raise ServiceError("no Docker compose: apt-get install docker-compose")
 
 
+def project_name(settings: PhloSettings) -> str:
+    """The compose project of this home's deployment (its containers, volume and network
+    names): one per PHLO_HOME, so that a second home's deployment, a test's say, on the same
+    engine never touches this one."""
+    folder = str(compose_dir(settings).resolve())
+    return f"phlo-{hashlib.sha256(folder.encode()).hexdigest()[:8]}"
+
+
 def _compose(settings: PhloSettings, *args: str) -> None:
     folder = compose_dir(settings)
     files = [COMPOSE_FILE]
-    if json.loads((folder / "state.json").read_text()).get("run_launcher") == "docker":
+    state = folder / "state.json"
+    if state.exists() and json.loads(state.read_text()).get("run_launcher") == "docker":
         files.append(DOCKER_RUNS_FILE)
+    settings_file = folder / "settings.env"
+    if not settings_file.exists():  # a deployment made before phlo wrote one (`down`)
+        write_private_file(settings_file, "")
     done = subprocess.run(
         [*compose_cli(), "--env-file", str(folder / "compose.env")]
         + [arg for file in files for arg in ("-f", str(file))]
-        + ["-p", PROJECT, *args],
+        + ["-p", project_name(settings), *args],
         capture_output=True,
         check=False,
+        # Where an older compose.env names none, the compose file still finds the settings.
+        env={**os.environ, "PHLO_SETTINGS_ENV": str(settings_file)},
     )
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines() or ["?"]
         # Its own summary ("Encountered errors ...") comes last; the first error says which.
-        errors = [line.removeprefix("ERROR:").strip() for line in lines if "ERROR" in line]
-        raise ServiceError(f"docker-compose {args[0]} failed: {(errors or lines)[-1]}")
+        errors = [
+            line.removeprefix("ERROR:").strip()
+            for line in lines
+            if "ERROR" in line and "Encountered errors" not in line
+        ]
+        raise ServiceError(
+            f"docker-compose {args[0]} failed: {(errors or lines)[0 if errors else -1]}"
+        )
 
 
 def _consecutive_free(count: int) -> int:
@@ -164,7 +194,8 @@ def compose_up(
 ) -> Deployment:
     """Images (built if missing), credentials, the env files and S3 configuration, then
     `docker-compose up -d`; returns when the webserver has loaded every code location.
-    `extra_env`: more settings for the phlo containers (the locations' own, say);
+    `extra_env`: more settings for the phlo containers (the locations' own, say; none of
+    RESERVED);
     `run_launcher`: where the daemon and the UI run runs, a container each ("docker") or the
     location's code server ("process")."""
     from phlo_core.services.control import profile_values
@@ -260,6 +291,15 @@ def _wait_for_locations(webserver: str, timeout: float, tell: Progress) -> None:
     raise ServiceError(f"the deployment did not come up within {timeout:.0f} s ({last})")
 
 
+def run_label(settings: PhloSettings) -> str:
+    """The label (key=value) of the containers this deployment's runs were launched in."""
+    from dotenv import dotenv_values
+
+    values = dotenv_values(compose_dir(settings) / "settings.env")
+    url = values.get("PHLO_DAGSTER_POSTGRES_URL") or ""
+    return f"{RUN_CONTAINER_LABEL}={instance_label(url)}"
+
+
 def compose_down(settings: PhloSettings, *, purge: bool = False) -> None:
     """Stop and remove the deployment's containers (`purge`: its database volume and its
     folder, credentials included, too)."""
@@ -267,8 +307,8 @@ def compose_down(settings: PhloSettings, *, purge: bool = False) -> None:
     if not (folder / "compose.env").exists():
         return
     _compose(settings, "down", *(["-v"] if purge else []))
-    # The containers of runs launched in their own (kept after the run for `docker logs`).
-    runs = docker("ps", "-aq", "--filter", f"label={RUN_CONTAINER_LABEL}").split()
+    # The containers of its runs launched in their own (kept after the run for `docker logs`).
+    runs = docker("ps", "-aq", "--filter", f"label={run_label(settings)}").split()
     if runs:
         docker("rm", "-f", *runs)
     if purge:

@@ -84,7 +84,9 @@ def start_ui(
     """Start the webserver on host:port and the daemon (schedules, backfills, run
     monitoring), on the instance and workspace the settings name, logging under
     PHLO_HOME/ui."""
-    sync_instance_config(settings)
+    # The daemon and webserver start in this environment: a run in a container of its own
+    # (PHLO_RUN_LAUNCHER=docker) gets the settings it holds.
+    sync_instance_config(settings, run_env_from_environment=True)
     dagster_home = settings.resolved_dagster_home.absolute()
     workspace = str(workspace_file(settings).absolute())
     logs = settings.home.absolute() / "ui"
