@@ -71,14 +71,15 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             f"PHLO_TIMEZONE={ZONE}\nNIGHTSCOUT_URL={server.url}\n"
             f"NIGHTSCOUT_API_SECRET={TEST_SECRET}\n"
         )
+        home = load_settings(phlo_home=Path(env["PHLO_HOME"]))
+        project = project_name(home)
         started = time.monotonic()
         up = phlo("deploy", "compose", "up", "--env-file", str(settings_file), env=env)
+        label = run_label(home)  # a digest of the deployment's instance, once up wrote it
         try:
             assert up.returncode == 0, up.stderr[-3000:]
             assert TEST_SECRET not in up.stdout + up.stderr
             webserver = up.stdout.split("Dagster's UI: ")[1].split()[0]
-            home = load_settings(phlo_home=Path(env["PHLO_HOME"]))
-            project, label = project_name(home), run_label(home)
             assert project.startswith("phlo-") and label.startswith("phlo.run=")
             yield {
                 "url": f"{webserver}/graphql",
