@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 
 TEMPLATE = REPO_ROOT / "infra" / "dagster" / "dagster.yaml"
-_FIRST_LINE = TEMPLATE.read_text().splitlines()[0]
 # What an older phlo's file began with (it said "embedded" above PostgreSQL storage too): ours.
 _EARLIER_FIRST_LINE = "# Instance settings for the embedded default (SQLite storage under"
 
@@ -112,7 +111,9 @@ def _written_run_environment(settings: PhloSettings) -> list[str] | None:
 
     try:
         text = (settings.resolved_dagster_home / "dagster.yaml").read_text()
-        config = yaml.safe_load(text) if text.startswith(_FIRST_LINE) else None
+        # (The template is read here, not at import: a location's PEX does not carry it.)
+        ours = text.startswith(TEMPLATE.read_text().splitlines()[0])
+        config = yaml.safe_load(text) if ours else None
     except (OSError, yaml.YAMLError):
         return None
     launcher = (config or {}).get("run_launcher") or {}
