@@ -111,9 +111,7 @@ def _written_run_environment(settings: PhloSettings) -> list[str] | None:
 
     try:
         text = (settings.resolved_dagster_home / "dagster.yaml").read_text()
-        # (The template is read here, not at import: a location's PEX does not carry it.)
-        ours = text.startswith(TEMPLATE.read_text().splitlines()[0])
-        config = yaml.safe_load(text) if ours else None
+        config = yaml.safe_load(text) if _is_ours(text) else None
     except (OSError, yaml.YAMLError):
         return None
     launcher = (config or {}).get("run_launcher") or {}
@@ -121,6 +119,12 @@ def _written_run_environment(settings: PhloSettings) -> list[str] | None:
     if launcher.get("module") != "dagster_docker" or not isinstance(names, list):
         return None
     return [str(name) for name in names]
+
+
+def _is_ours(text: str) -> bool:
+    """Whether a dagster.yaml is phlo's (this template's or an older phlo's first line). The
+    template is read here, not at import: a location's PEX does not carry it."""
+    return text.startswith((TEMPLATE.read_text().splitlines()[0], _EARLIER_FIRST_LINE))
 
 
 def _docker_runs(settings: PhloSettings, names: list[str]) -> str:
@@ -148,8 +152,7 @@ def sync_instance_config(settings: PhloSettings, *, run_env_from_environment: bo
     config = home / "dagster.yaml"
     wanted = instance_config(settings, run_env_from_environment=run_env_from_environment)
     current = config.read_text() if config.exists() else None
-    ours = current is not None and current.startswith((wanted.splitlines()[0], _EARLIER_FIRST_LINE))
-    if current is None or (ours and current != wanted):
+    if current is None or (_is_ours(current) and current != wanted):
         # Missing, written by an older phlo or for other settings: follow these.
         write_atomically(config, wanted, mode=0o600)  # may hold the storage's password
 

@@ -100,11 +100,17 @@ def project_name(settings: PhloSettings) -> str:
     return f"phlo-{hashlib.sha256(folder.encode()).hexdigest()[:8]}"
 
 
+def _deployed_settings(settings: PhloSettings) -> dict[str, str | None]:
+    """The settings the latest `up` gave the phlo containers (settings.env; none before)."""
+    from dotenv import dotenv_values
+
+    return dict(dotenv_values(compose_dir(settings) / "settings.env"))
+
+
 def _compose(settings: PhloSettings, *args: str) -> None:
     folder = compose_dir(settings)
     files = [COMPOSE_FILE]
-    state = folder / "state.json"
-    if state.exists() and json.loads(state.read_text()).get("run_launcher") == "docker":
+    if _deployed_settings(settings).get("PHLO_RUN_LAUNCHER") == "docker":
         files.append(DOCKER_RUNS_FILE)
     settings_file = folder / "settings.env"
     if not settings_file.exists():  # a deployment made before phlo wrote one (`down`)
@@ -126,9 +132,8 @@ def _compose(settings: PhloSettings, *args: str) -> None:
             for line in lines
             if "ERROR" in line and "Encountered errors" not in line
         ]
-        raise ServiceError(
-            f"docker-compose {args[0]} failed: {(errors or lines)[0 if errors else -1]}"
-        )
+        reason = errors[0] if errors else lines[-1]
+        raise ServiceError(f"docker-compose {args[0]} failed: {reason}")
 
 
 def _consecutive_free(count: int) -> int:
@@ -139,12 +144,10 @@ def _consecutive_free(count: int) -> int:
     raise ServiceError(f"no {count} consecutive free ports on 127.0.0.1")
 
 
-def _state(folder: Path, run_launcher: str) -> dict[str, Any]:
-    """The deployment's credentials and ports: generated at the first `up`, kept after; the
-    run launcher of the latest `up`."""
+def _state(folder: Path) -> dict[str, Any]:
+    """The deployment's credentials and ports: generated at the first `up`, kept after."""
     path = folder / "state.json"
     state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    state["run_launcher"] = run_launcher
     creds = credentials(state)
     creds.setdefault("role_password", secrets.token_urlsafe(18))
     if "ports" not in state:
@@ -212,7 +215,7 @@ def compose_up(
     if run_launcher not in RUN_LAUNCHERS:
         raise ServiceError(f"no run launcher {run_launcher!r}: one of {', '.join(RUN_LAUNCHERS)}")
     socket = docker_socket() if run_launcher == "docker" else ""
-    state = _state(folder, run_launcher)
+    state = _state(folder)
     creds, ports = state["credentials"], state["ports"]
     where = Layout(folder / "services", folder / "services" / "postgres")
     own_folder(where.root)
@@ -293,10 +296,7 @@ def _wait_for_locations(webserver: str, timeout: float, tell: Progress) -> None:
 
 def run_label(settings: PhloSettings) -> str:
     """The label (key=value) of the containers this deployment's runs were launched in."""
-    from dotenv import dotenv_values
-
-    values = dotenv_values(compose_dir(settings) / "settings.env")
-    url = values.get("PHLO_DAGSTER_POSTGRES_URL") or ""
+    url = _deployed_settings(settings).get("PHLO_DAGSTER_POSTGRES_URL") or ""
     return f"{RUN_CONTAINER_LABEL}={instance_label(url)}"
 
 
