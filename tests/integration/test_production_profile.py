@@ -573,3 +573,74 @@ def test_runs_launched_in_containers_get_their_settings_by_name(
     again = yaml.safe_load((home / "dagster" / "dagster.yaml").read_text())
     names_again = set(again["run_launcher"]["config"]["env_vars"])
     assert names_again == names - {"NIGHTSCOUT_URL", "NIGHTSCOUT_API_SECRET"} | {"nightscout_url"}
+
+
+def test_the_production_instance_queues_runs_within_limits_phlo_status_shows(
+    production_profile: Callable[[], dict[str, str]],
+    server: SampleNightscoutServer,
+    tmp_path: Path,
+) -> None:
+    """On PostgreSQL, Dagster's queued run coordinator with the settings' limits (per code
+    location, per tag), which Dagster's own config schema accepts; `phlo status` and `phlo
+    services status` show them with the runs waiting in the queue."""
+    import yaml
+    from dagster import DagsterRun
+    from dagster._core.utils import make_new_run_id
+
+    from phlo_core.runs.instance import instance_for
+
+    profile = production_profile()
+    home = tmp_path / "home"
+    limits = {"PHLO_MAX_CONCURRENT_RUNS": "3", "PHLO_RUN_TAG_LIMITS": "phlo/backfill=*:1"}
+    env = {**environment(home, profile, server), **limits}
+    done = run_phlo(env, "instance", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load((home / "dagster" / "dagster.yaml").read_text())
+    coordinator = config["run_coordinator"]
+    assert coordinator["class"] == "QueuedRunCoordinator"
+    assert coordinator["config"] == {
+        "max_concurrent_runs": 3,
+        "tag_concurrency_limits": [
+            {
+                "key": "dagster/code_location",
+                "value": {"applyLimitPerUniqueValue": True},
+                "limit": 2,
+            },
+            {"key": "phlo/backfill", "limit": 1, "value": {"applyLimitPerUniqueValue": True}},
+        ],
+    }
+    settings = as_settings(home, {**profile, **limits}, server)
+    instance = instance_for(settings)  # Dagster validates the file against its schema here
+    try:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        queue = instance.run_coordinator
+        assert queue.get_run_queue_config().max_concurrent_runs == 3  # pyright: ignore
+        ids = []
+        for status in ("QUEUED", "QUEUED", "STARTED"):
+            run = DagsterRun(job_name="glucose_pipeline", run_id=make_new_run_id())
+            instance.add_run(run)
+            ids.append((run.run_id, status))
+    finally:
+        instance.dispose()
+    # A run is queued by Dagster's webserver or daemon, from a code server's job (none here).
+    import psycopg2
+
+    with psycopg2.connect(profile["PHLO_DAGSTER_POSTGRES_URL"]) as con, con.cursor() as cur:
+        for run_id, status in ids:
+            cur.execute("update runs set status = %s where run_id = %s", [status, run_id])
+    expected = (
+        "runs: 2 queued, 1 in progress (Dagster's queue: at most 3 at once, 2 per code "
+        "location, 1 per value of phlo/backfill)"
+    )
+    shown = run_phlo(env, "status", "glucose_entries", "--start-date", "2024-05-01", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip().splitlines()[-1] == expected
+    # The embedded default launches each run at once: no queue, no line.
+    plain = run_phlo(
+        environment(tmp_path / "plain", {}, server),
+        "status",
+        "--start-date",
+        "2024-05-01",
+        cwd=tmp_path,
+    )
+    assert plain.returncode == 0 and "Dagster's queue" not in plain.stdout, plain.stderr

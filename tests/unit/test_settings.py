@@ -119,6 +119,48 @@ def test_runs_in_containers_need_an_image_and_dagster_on_postgresql(
     assert expected in message and "\n" not in message and "pw-9z" not in message
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({"phlo_executor": "celery"}, "set PHLO_CELERY_BROKER_URL"),
+        (
+            {"phlo_executor": "celery", "phlo_celery_broker_url": "redis://:pw-9z@h:6379/0"},
+            "set PHLO_DAGSTER_POSTGRES_URL",
+        ),
+        ({"phlo_celery_broker_url": "http://u:pw-9z@h:1"}, "not a Celery broker URL"),
+        ({"phlo_run_tag_limits": "team=*"}, "'team=*' is not KEY:N"),
+        ({"phlo_run_tag_limits": "a:1,:2"}, "':2' is not KEY:N"),
+        ({"phlo_max_concurrent_runs": "0"}, "PHLO_MAX_CONCURRENT_RUNS"),
+        ({"phlo_runs_per_location": "x"}, "PHLO_RUNS_PER_LOCATION"),
+    ],
+)
+def test_queue_and_worker_settings_are_checked_in_one_line(
+    given: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings(**given)
+    message = str(error.value)
+    assert expected in message and "\n" not in message and "pw-9z" not in message
+
+
+def test_tag_limits_read_as_dagsters_tag_concurrency_limits() -> None:
+    settings = load_settings(phlo_run_tag_limits=" team:3, team=ml:1 ,phlo/backfill=*:2,")
+    assert settings.run_tag_limits == [
+        {"key": "team", "limit": 3},
+        {"key": "team", "limit": 1, "value": "ml"},
+        {"key": "phlo/backfill", "limit": 2, "value": {"applyLimitPerUniqueValue": True}},
+    ]
+    assert load_settings().run_tag_limits == []
+
+
+def test_a_broker_password_is_masked_wherever_it_shows() -> None:
+    from phlo_core.redact import redact
+
+    settings = load_settings(phlo_celery_broker_url="redis://:s3cret-broker@127.0.0.1:6379/0")
+    assert "s3cret-broker" not in repr(settings)
+    assert redact("Error 111 connecting to s3cret-broker") == "Error 111 connecting to ***"
+
+
 def test_secrets_do_not_show_in_the_settings_repr() -> None:
     settings = load_settings(nightscout_api_secret="hunter2", nightscout_token="tok-123")
     assert "hunter2" not in repr(settings) and "tok-123" not in str(settings)

@@ -29,6 +29,7 @@ from phlo_cli.commands import (
     settings,
     status,
     ui,
+    worker,
 )
 from phlo_cli.common import (
     EXIT_BROKEN_PIPE,
@@ -56,6 +57,7 @@ app.command(services.services_app)
 app.command(dashboards.dashboards_app)
 app.command(catalog.catalog_app)
 app.command(server.server_app)
+app.command(worker.worker_app)
 app.command(services.instance)
 app.command(services.maintenance)
 app.command(ui.ui)

@@ -1,7 +1,7 @@
 """The skeleton of every code location's definitions: its assets (its own, such as an
 ingestion, and the models of its dbt project), one job over its group, a nightly schedule, the
-shared resources plus its own, and the in-process executor. A location's `definitions.py` calls
-`location_definitions` with what only it knows."""
+shared resources plus its own, and phlo's executor (in process, or on Celery workers). A
+location's `definitions.py` calls `location_definitions` with what only it knows."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from dagster import (
     Definitions,
     ScheduleDefinition,
     define_asset_job,
-    in_process_executor,
 )
 
 from phlo_core.dbt.assets import RunVars, build_dbt_assets
@@ -24,6 +23,7 @@ from phlo_core.partitions import daily_schedule
 from phlo_core.report_asset import report_asset
 from phlo_core.reports import Report
 from phlo_core.resources import default_resources
+from phlo_core.runs.executor import StepOutputs, phlo_executor
 from phlo_core.settings import PhloSettings, get_settings
 from phlo_core.workspace import DBT_ROOT
 
@@ -84,8 +84,8 @@ def location_definitions(
         assets=everything,
         jobs=[job],
         schedules=[schedule],
-        resources={**default_resources(), **(resources or {})},
-        # Runs launched from the UI or a schedule: one process, as `phlo materialize` does
-        # (the multiprocess executor re-imports everything per step: 8-11 s a run here).
-        executor=in_process_executor,
+        resources={**default_resources(), "io_manager": StepOutputs(), **(resources or {})},
+        # Runs launched from the UI, a schedule or the daemon: in one process, as `phlo
+        # materialize` runs them, or on Celery workers (PHLO_EXECUTOR: phlo_core.runs.executor).
+        executor=phlo_executor,
     )

@@ -249,6 +249,39 @@ class PhloSettings(BaseSettings):
     phlo_run_image: str | None = Field(
         default=None, description="The image runs start from with PHLO_RUN_LAUNCHER=docker."
     )
+    phlo_max_concurrent_runs: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Runs Dagster's queue lets run at once (the production instance).",
+    )
+    phlo_runs_per_location: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description=(
+            "Runs of one code location at once: a backfill cannot hammer the location's source."
+        ),
+    )
+    phlo_run_tag_limits: str = Field(
+        default="",
+        description=(
+            "More limits on the queue, comma-separated: 'KEY:N' (runs with the tag), "
+            "'KEY=VALUE:N' (with that value), 'KEY=*:N' (per value)."
+        ),
+    )
+    phlo_executor: Literal["in_process", "celery"] = Field(
+        default="in_process",
+        description=(
+            "Where the steps of runs Dagster launches execute: in the run's process, or on "
+            "Celery workers (`phlo worker start`) through PHLO_CELERY_BROKER_URL."
+        ),
+    )
+    phlo_celery_broker_url: SecretStr | None = Field(
+        default=None,
+        description="The Celery broker (a redis:// URL with its password); `phlo services up "
+        "--with workers` starts one.",
+    )
     datahub_gms_url: str | None = Field(
         default=None,
         description="A DataHub server (GMS) `phlo catalog sync` also pushes to; unset: Lite only.",
@@ -377,6 +410,11 @@ class PhloSettings(BaseSettings):
             _register_password(self.phlo_lake_catalog.removeprefix("postgres:"))
         if self.phlo_run_launcher == "docker":
             self._docker_runs_need()
+        if self.phlo_celery_broker_url is not None:
+            _register_password(self.phlo_celery_broker_url.get_secret_value())
+        if self.phlo_executor == "celery":
+            self._celery_needs()
+        self.run_tag_limits  # noqa: B018 (parsed here: a wrong value is a settings error)
         if self.lake_on_s3 and not (self.phlo_s3_access_key_id and self.phlo_s3_secret_access_key):
             raise ValueError(
                 f"PHLO_LAKE_DATA_PATH is {self.lake_data_path}: set PHLO_S3_ACCESS_KEY_ID and "
@@ -401,6 +439,52 @@ class PhloSettings(BaseSettings):
                 f"{DOCKER_RUNS_URL_SCHEME}... (a run in a container hands it to SQLAlchemy as "
                 "it is, which reads postgresql:// as psycopg 3, not installed)"
             )
+
+    def _celery_needs(self) -> None:
+        """Steps on workers (maybe other machines) share the broker and Dagster's storage."""
+        if self.phlo_celery_broker_url is None:
+            raise ValueError(
+                "PHLO_EXECUTOR is celery: set PHLO_CELERY_BROKER_URL (`phlo services up --with "
+                "workers` starts a broker and sets it)"
+            )
+        if self.phlo_dagster_postgres_url is None:
+            raise ValueError(
+                "PHLO_EXECUTOR is celery: set PHLO_DAGSTER_POSTGRES_URL (workers record their "
+                "steps in Dagster's storage, which SQLite files under one home cannot share)"
+            )
+
+    @field_validator("phlo_celery_broker_url")
+    @classmethod
+    def _broker_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        url = value.get_secret_value().strip()
+        if not url.startswith(("redis://", "rediss://", "filesystem://", "amqp://", "pyamqp://")):
+            scheme = _scheme_of(url)
+            shown = f"a {scheme!r} URL" if scheme else "the value"
+            raise ValueError(
+                f"{shown} is not a Celery broker URL (redis:// with password, host, port and "
+                "database)"
+            )
+        return SecretStr(url)
+
+    @property
+    def run_tag_limits(self) -> list[dict[str, Any]]:
+        """PHLO_RUN_TAG_LIMITS as Dagster's tag_concurrency_limits."""
+        limits: list[dict[str, Any]] = []
+        for item in filter(None, (part.strip() for part in self.phlo_run_tag_limits.split(","))):
+            tag, colon, count = item.rpartition(":")
+            key, equals, value = tag.partition("=")
+            if not colon or not key.strip() or not count.strip().isdigit():
+                raise SettingsError(
+                    f"PHLO_RUN_TAG_LIMITS: {item!r} is not KEY:N, KEY=VALUE:N or KEY=*:N"
+                )
+            limit: dict[str, Any] = {"key": key.strip(), "limit": int(count)}
+            if equals:
+                value = value.strip()
+                limit["value"] = {"applyLimitPerUniqueValue": True} if value == "*" else value
+            limits.append(limit)
+        return limits
 
     def _postgres_urls(self) -> list[SecretStr]:
         urls = [self.phlo_dagster_postgres_url, self.phlo_publish_postgres_url]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from cyclopts import App, Parameter
 
@@ -15,6 +15,9 @@ from phlo_cli.common import (
     follow_services,
     shown,
 )
+
+if TYPE_CHECKING:
+    from phlo_core.settings import PhloSettings
 
 services_app = App(
     name="services",
@@ -39,12 +42,28 @@ def _show_services(statuses: list[object], as_json: bool) -> None:
     print(to_table(["service", "state", "address", "answers", "detail"], rows))
 
 
+def _show_run_queue(settings: PhloSettings) -> None:
+    """The production instance's run queue under the services' table (when the settings have
+    one): its limits and the runs in it."""
+    from phlo_core.runs.instance import InstanceError
+    from phlo_core.runs.status import run_queue
+
+    try:
+        queue = run_queue(settings)
+    except InstanceError:
+        return  # the table above says what does not answer
+    if queue is not None:
+        print(queue.summary())
+
+
 @services_app.command(name="up")
 def services_up(
     *,
     pg_port: int | None = None,
     s3_port: int | None = None,
-    with_: Annotated[tuple[Literal["superset"], ...], Parameter(name="--with", negative=())] = (),
+    with_: Annotated[
+        tuple[Literal["superset", "workers"], ...], Parameter(name="--with", negative=())
+    ] = (),
 ) -> int:
     """Start PostgreSQL and a SeaweedFS S3 server on loopback (again: keeps them running).
 
@@ -67,7 +86,10 @@ def services_up(
         Also start `superset` (Apache Superset on loopback, for dashboards on the published
         marts): installed at the first use into an environment of its own in ~/.cache/phlo
         (a few minutes, shown as it goes), its login `admin` with a generated password kept in
-        the services' state file (never printed).
+        the services' state file (never printed). Or `workers`: a broker for Celery
+        workers (Debian's redis-server on loopback, with a generated password); the profile's
+        runs launched by Dagster (UI, schedules, `phlo backfill --submit`) then execute their
+        steps on the workers `phlo worker start` starts.
     """
     from phlo_core.services.control import up
     from phlo_core.services.layout import ServiceError, ServicePortError
@@ -82,6 +104,7 @@ def services_up(
             pg_port=pg_port,
             s3_port=s3_port,
             with_superset="superset" in with_,
+            with_workers="workers" in with_,
             progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
         )
     except ServicePortError as exc:
@@ -96,6 +119,13 @@ def services_up(
         "); `phlo services down` returns to the embedded default.",
         file=sys.stderr,
     )
+    if "workers" in with_:
+        print(
+            "Runs Dagster launches now execute their steps on Celery workers: start them with "
+            "`phlo worker start` (here or on any machine that reaches the broker, the catalog "
+            "and the bucket).",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -136,8 +166,11 @@ def services_status(*, as_json: Annotated[bool, Parameter(name="--json")] = Fals
     """
     from phlo_core.services.control import status
 
-    statuses = status(command_settings(writes=False))
+    settings = command_settings(writes=False)
+    statuses = status(settings)
     _show_services(list(statuses), as_json=as_json)
+    if not as_json:
+        _show_run_queue(settings)
     set_up = [s for s in statuses if s.state != "not set up"]
     return 0 if all(s.answers for s in set_up) else EXIT_FAILED
 

@@ -52,7 +52,7 @@ def status(
     from phlo_core.lakehouse.connect import LakehouseError
     from phlo_core.runs.instance import InstanceError
     from phlo_core.runs.selection import SelectionError, check_selection
-    from phlo_core.runs.status import status_of
+    from phlo_core.runs.status import run_queue, status_of
     from phlo_core.workspace import WorkspaceError
 
     settings = command_settings(writes=False)
@@ -76,6 +76,9 @@ def status(
         return 0
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     print(status_table(found, days, colour=colour, width=terminal_width()))
+    queue = run_queue(settings)
+    if queue is not None:
+        print(queue.summary())
     if not any(asset.done for asset in found):
         read_nothing(settings, "no day is materialized", "status")
     return 0

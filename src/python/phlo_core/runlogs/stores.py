@@ -187,6 +187,14 @@ class _Tables:
         sql = f"select run_id, status from runs where run_id in ({listed})"
         return dict(self._fetch("runs", sql, dict(zip(names, run_ids, strict=True))))
 
+    def active_runs(self) -> dict[str, int]:
+        """How many runs are queued, starting or started (Dagster's status names)."""
+        sql = (
+            "select status, count(*) from runs "
+            "where status in ('QUEUED', 'NOT_STARTED', 'STARTING', 'STARTED') group by status"
+        )
+        return {str(status): int(count) for status, count in self._fetch("runs", sql, {})}
+
 
 def _epoch(stamp: str | dt.datetime | None) -> float:
     """A timestamp as Dagster stores it (UTC without zone: text in SQLite) as epoch seconds."""
@@ -402,6 +410,18 @@ class InstanceStorage:
             return {}
         records = self.instance.get_run_records(RunsFilter(run_ids=list(run_ids)))
         return {r.dagster_run.run_id: r.dagster_run.status.value for r in records}
+
+    def active_runs(self) -> dict[str, int]:
+        from dagster import DagsterRunStatus, RunsFilter
+
+        active = [
+            DagsterRunStatus.QUEUED,
+            DagsterRunStatus.NOT_STARTED,
+            DagsterRunStatus.STARTING,
+            DagsterRunStatus.STARTED,
+        ]
+        counts = {s.value: self.instance.get_runs_count(RunsFilter(statuses=[s])) for s in active}
+        return {status: count for status, count in counts.items() if count}
 
 
 LogSource = _Tables | InstanceStorage

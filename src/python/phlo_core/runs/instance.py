@@ -55,6 +55,8 @@ def instance_config(settings: PhloSettings, *, run_env_from_environment: bool = 
     the Docker run launcher; `run_env_from_environment`: see `run_environment`)."""
     text = TEMPLATE.read_text()
     url = settings.dagster_postgres_url
+    if url is not None:
+        text = text.replace(_DEFAULT_COORDINATOR, queued_coordinator(settings))
     if url is None:
         # Dagster's SQLite files in their usual places; the event log through a class that
         # keeps its connections open (`phlo_core.runs.event_storage`: runs 1.5x faster).
@@ -72,6 +74,40 @@ def instance_config(settings: PhloSettings, *, run_env_from_environment: bool = 
     return text + (
         "# Runs, event log and schedules in PostgreSQL (PHLO_DAGSTER_POSTGRES_URL).\n"
         f"storage:\n  postgres:\n    postgres_url: {json.dumps(url)}\n"
+    )
+
+
+_DEFAULT_COORDINATOR = (
+    "run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+)
+# Dagster tags every run it launches with its code location's name.
+LOCATION_TAG = "dagster/code_location"
+
+
+def run_limits(settings: PhloSettings) -> dict[str, Any]:
+    """The queue's limits: PHLO_MAX_CONCURRENT_RUNS in all, PHLO_RUNS_PER_LOCATION runs of
+    each code location (each location reads one source: a backfill of a year cannot send it
+    more than that many runs at once), and PHLO_RUN_TAG_LIMITS."""
+    per_location = {
+        "key": LOCATION_TAG,
+        "value": {"applyLimitPerUniqueValue": True},
+        "limit": settings.phlo_runs_per_location,
+    }
+    return {
+        "max_concurrent_runs": settings.phlo_max_concurrent_runs,
+        "tag_concurrency_limits": [per_location, *settings.run_tag_limits],
+    }
+
+
+def queued_coordinator(settings: PhloSettings) -> str:
+    """The production instance's run coordinator: runs launched by the UI, a schedule or the
+    daemon's backfills wait in Dagster's queue, and its daemon starts them within the limits."""
+    config = json.dumps(run_limits(settings))
+    return (
+        "# Runs queue in Dagster's coordinator; the daemon starts them within these limits\n"
+        "# (PHLO_MAX_CONCURRENT_RUNS, PHLO_RUNS_PER_LOCATION, PHLO_RUN_TAG_LIMITS).\n"
+        "run_coordinator:\n  module: dagster.core.run_coordinator\n"
+        f"  class: QueuedRunCoordinator\n  config: {config}\n"
     )
 
 

@@ -184,3 +184,62 @@ def status_of(settings: PhloSettings, selection: str | None, days: DayRange) -> 
         else AssetDays(name, location, days, set(), set(), set())
         for location, name in assets
     ]
+
+
+@dataclass
+class RunQueue:
+    """Dagster's run queue on the production instance: its limits and how many runs wait in
+    it or run now (None: nothing recorded yet)."""
+
+    max_concurrent_runs: int
+    per_location: int
+    tag_limits: list[dict[str, object]]
+    active: dict[str, int] | None
+
+    def to_dict(self) -> dict[str, object]:
+        active = self.active or {}
+        return {
+            "max_concurrent_runs": self.max_concurrent_runs,
+            "runs_per_location": self.per_location,
+            "tag_limits": self.tag_limits,
+            "queued": active.get("QUEUED", 0),
+            "in_progress": sum(n for status, n in active.items() if status != "QUEUED"),
+        }
+
+    def summary(self) -> str:
+        counts = self.to_dict()
+        tags = "".join(_tag_limit(limit) for limit in self.tag_limits)
+        return (
+            f"runs: {counts['queued']} queued, {counts['in_progress']} in progress (Dagster's "
+            f"queue: at most {self.max_concurrent_runs} at once, {self.per_location} per code "
+            f"location{tags})"
+        )
+
+
+def _tag_limit(limit: dict[str, object]) -> str:
+    key, value = limit["key"], limit.get("value")
+    if value is None:
+        return f", {limit['limit']} tagged {key}"
+    if isinstance(value, dict):
+        return f", {limit['limit']} per value of {key}"
+    return f", {limit['limit']} tagged {key}={value}"
+
+
+def run_queue(settings: PhloSettings) -> RunQueue | None:
+    """The queue of the production instance (None on the embedded default, which launches
+    each run at once), with the runs it holds now."""
+    from phlo_core.runlogs.model import InstanceNotCreatedError, NoInstanceError
+    from phlo_core.runlogs.stores import open_logs
+
+    if settings.dagster_postgres_url is None:
+        return None
+    try:
+        active: dict[str, int] | None = open_logs(settings).active_runs()
+    except (InstanceNotCreatedError, NoInstanceError):
+        active = None
+    return RunQueue(
+        settings.phlo_max_concurrent_runs,
+        settings.phlo_runs_per_location,
+        settings.run_tag_limits,
+        active,
+    )

@@ -23,6 +23,7 @@ Only their owner reaches these servers, whoever else uses the machine:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -32,6 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from phlo_core.lakehouse.locks import file_lock
+from phlo_core.services.broker import (
+    broker_answers,
+    broker_dir,
+    broker_running,
+    broker_start,
+    broker_stop,
+    broker_url,
+)
 from phlo_core.services.dashboards import (
     Dashboard,
     DashboardError,
@@ -99,7 +108,7 @@ def profile_values(state: dict[str, Any], profile: str) -> dict[str, str]:
     lake_db, dagster_db, marts_db, prefix = profile_names(profile)
     password = creds["role_password"]
     url = f"postgresql://{ROLE}:{password}@127.0.0.1:{pg}"
-    return {
+    values = {
         "PHLO_LAKE_CATALOG": (
             f"postgres:dbname={lake_db} host=127.0.0.1 port={pg} user={ROLE} password={password}"
         ),
@@ -112,6 +121,20 @@ def profile_values(state: dict[str, Any], profile: str) -> dict[str, str]:
         "PHLO_DAGSTER_POSTGRES_URL": f"{url}/{dagster_db}",
         "PHLO_PUBLISH_POSTGRES_URL": f"{url}/{marts_db}",
     }
+    if "broker_port" in state:
+        # Each profile's runs on its own workers: a database of the broker each (a worker
+        # of one profile never takes a step of another's, which would write to its lake).
+        url = broker_url(state["broker_port"], creds["broker_password"])
+        values["PHLO_CELERY_BROKER_URL"] = url[: url.rindex("/")] + f"/{_database(profile)}"
+        values["PHLO_EXECUTOR"] = "celery"
+    return values
+
+
+def _database(profile: str) -> int:
+    """The broker's database of a profile (Redis has 16): main 0, demo 1, others from 2."""
+    if profile in PROFILES:
+        return PROFILES.index(profile)
+    return 2 + int(hashlib.sha256(profile.encode()).hexdigest(), 16) % 14
 
 
 def _profile_files(settings: PhloSettings) -> dict[str, Path]:
@@ -152,6 +175,7 @@ def _choose_port(wanted: int | None, kept: int | None, what: str, option: str) -
 
 
 def _stop_servers(where: Layout) -> None:
+    broker_stop(where)
     superset_stop(where)
     pg_stop(where)
     s3_stop(where)
@@ -163,10 +187,12 @@ def up(
     pg_port: int | None = None,
     s3_port: int | None = None,
     with_superset: bool = False,
+    with_workers: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[ServiceStatus]:
     """Start (or keep running) both servers, provision them and write the profile files; with
-    `with_superset`, Superset too (installed first if needed, `progress` told how it goes)."""
+    `with_superset`, Superset too (installed first if needed, `progress` told how it goes);
+    with `with_workers`, the Celery workers' broker (and the profiles run their steps there)."""
     with _locked(settings) as root:
         state = read_state(root)
         creds = credentials(state)
@@ -201,6 +227,11 @@ def up(
             raise ServiceError(
                 f"S3 already runs on port {state.get('s3_port')}: `phlo services down` first"
             )
+        if with_workers and broker_running(where) is None:
+            creds.setdefault("broker_password", secrets.token_urlsafe(24))
+            state["broker_port"] = _choose_port(None, state.get("broker_port"), "Redis", "")
+            write_state(where, state)
+            broker_start(where, state["broker_port"], creds["broker_password"])
         state["security"] = SECURITY
         write_state(where, state)
         _write_profile_files(settings, state)
@@ -305,6 +336,19 @@ def _statuses(where: Layout, state: dict[str, Any]) -> list[ServiceStatus]:
                 f"http://127.0.0.1:{s3_port}",
                 running and s3_bucket_answers(s3_port, state["credentials"]),
                 f"bucket {BUCKET}; data {where.s3_dir / 'data'}",
+            )
+        )
+    broker_port = state.get("broker_port")
+    if broker_port is not None:
+        running = broker_running(where) is not None
+        password = state["credentials"]["broker_password"]
+        result.append(
+            ServiceStatus(
+                "broker",
+                "running" if running else "stopped",
+                f"redis://127.0.0.1:{broker_port}",
+                running and broker_answers(broker_port, password),
+                f"Celery's broker for `phlo worker start`; data {broker_dir(where)}",
             )
         )
     superset_port = state.get("superset_port")
