@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -644,3 +645,77 @@ def test_the_production_instance_queues_runs_within_limits_phlo_status_shows(
         cwd=tmp_path,
     )
     assert plain.returncode == 0 and "Dagster's queue" not in plain.stdout, plain.stderr
+
+
+def test_writers_on_a_postgres_catalog_lock_each_other_from_any_machine(
+    production_profile: Callable[[], dict[str, str]],
+    server: SampleNightscoutServer,
+    tmp_path: Path,
+) -> None:
+    """The lakehouse's writer lock on a catalog in PostgreSQL is an advisory lock in its
+    database, not a file of one machine: a process of another home (another machine: nothing
+    shared but the catalog) waits for it, maintenance waits for a dbt build's shared hold, and a
+    holder killed with SIGKILL leaves nothing held."""
+    profile = production_profile()
+    holder = textwrap.dedent(
+        """
+        import sys, time
+        from phlo_core.lakehouse.locks import lakehouse_building, lakehouse_writer
+        from phlo_core.settings import get_settings
+        lock = lakehouse_writer if sys.argv[1] == "writer" else lakehouse_building
+        with lock(get_settings()):
+            print("held", flush=True)
+            time.sleep(600)
+        """
+    )
+    env = environment(tmp_path / "machine-a", profile, server)
+    process = subprocess.Popen(
+        [sys.executable, "-c", holder, "writer"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "held"
+        from phlo_core.lakehouse.locks import (
+            lakehouse_building,
+            lakehouse_maintenance,
+            lakehouse_writer,
+        )
+
+        held = "select count(*) from pg_locks where locktype = 'advisory' and granted"
+        assert pg(catalog_url(profile), held) == [(1,)]  # in the catalog's database
+        other = as_settings(tmp_path / "machine-b", profile, server)
+        acquired = threading.Event()
+
+        def take() -> None:
+            with lakehouse_writer(other):
+                acquired.set()
+
+        waiter = threading.Thread(target=take, daemon=True)
+        waiter.start()
+        assert not acquired.wait(3), "a second home took the writer lock while it was held"
+        with lakehouse_building(other):
+            pass  # dbt's daily builds do not wait for writers
+        process.kill()  # as a machine's process dies: PostgreSQL ends its session
+        assert acquired.wait(30), "the lock of a killed holder was never released"
+        waiter.join(5)
+    finally:
+        process.kill()
+        process.wait()
+
+    building = subprocess.Popen(
+        [sys.executable, "-c", holder, "building"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert building.stdout is not None and building.stdout.readline().strip() == "held"
+        done = threading.Event()
+
+        def maintain() -> None:
+            with lakehouse_maintenance(other):
+                done.set()
+
+        threading.Thread(target=maintain, daemon=True).start()
+        assert not done.wait(3), "maintenance ran during another machine's dbt build"
+        building.terminate()
+        assert done.wait(30)
+    finally:
+        building.kill()
+        building.wait()

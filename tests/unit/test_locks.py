@@ -3,11 +3,8 @@ from __future__ import annotations
 import fcntl
 import os
 import queue
-import shutil
-import stat
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -16,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from phlo_core.lakehouse.locks import file_lock, lakehouse_writer_lock_path, write_atomically
-from phlo_core.settings import load_settings
+from phlo_core.lakehouse.locks import write_atomically
 
 # How long to wait for an event (a line, a process's exit) before calling it missed: only ever
 # a timeout, generous for a busy machine, never a measure of speed.
@@ -192,28 +188,3 @@ def test_an_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
 
 
-def test_a_server_catalogs_writer_lock_is_in_the_users_private_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Not in a folder every user may write (the machine's temporary folder), where anyone
-    could plant the file or hold the lock; and the same for every process of the user,
-    whatever its session ($XDG_RUNTIME_DIR differs between cron, ssh and a desktop)."""
-    settings = load_settings(
-        phlo_home=tmp_path / "home",
-        phlo_lake_catalog="postgres:dbname=lake host=127.0.0.1 port=5432 user=phlo",
-    )
-    path = lakehouse_writer_lock_path(settings)
-    assert path.parent == Path(f"/tmp/phlo-{os.getuid()}")
-    info = path.parent.lstat()
-    assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
-    assert info.st_uid == os.getuid()
-
-    session = Path(tempfile.mkdtemp(dir="/tmp"))
-    try:
-        session.chmod(0o700)
-        monkeypatch.setenv("XDG_RUNTIME_DIR", str(session))
-        assert lakehouse_writer_lock_path(settings) == path
-        with file_lock(path):
-            assert stat.S_IMODE(path.stat().st_mode) == 0o600  # nobody else may even open it
-    finally:
-        shutil.rmtree(session)

@@ -40,7 +40,7 @@ from phlo_core.calendar import DayRange
 from phlo_core.lakehouse.shrink import ALLOW_SHRINK_TAG, ShrinkError, shrinking_days
 from phlo_core.lakehouse.writes import PartitionWrite
 from phlo_core.log import get_logger
-from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
+from phlo_core.partitions import backfill_policy, daily_partitions, window_days
 from phlo_core.resources import LAKEHOUSE, Lakehouse, resource
 from phlo_core.runs.asset_index import TABLE_NAME_KEY
 from phlo_core.runs.engine import SUMMARY_KEY
@@ -222,14 +222,14 @@ def _shrink_guard(
 
 
 def ingestion_asset(spec: IngestionSpec, settings: PhloSettings) -> AssetsDefinition:
-    """The ingestion asset of a location, daily-partitioned (on the settings' calendar: the only
-    settings it reads when built), one run for a range of days."""
+    """The ingestion asset of a location, daily-partitioned (on the settings' calendar and days
+    per backfill run: the only settings it reads when built), one run for a range of days."""
 
     @asset(
         name=spec.name,
         group_name=spec.group,
         partitions_def=daily_partitions(settings),
-        backfill_policy=SINGLE_RUN,
+        backfill_policy=backfill_policy(settings),
         kinds={"python", "ducklake"},
         description=spec.description,
         required_resource_keys={LAKEHOUSE, spec.source},

@@ -35,8 +35,11 @@ def daily_partitions(settings: PhloSettings) -> DailyPartitionsDefinition:
 # Single-run backfill policies are beta in Dagster 1.13 and central to Phlo's speed.
 warnings.filterwarnings("ignore", category=BetaWarning)
 
-# One run covers a whole range of days: per-run overhead, not data volume, dominates here.
-SINGLE_RUN = BackfillPolicy.single_run()
+def backfill_policy(settings: PhloSettings) -> BackfillPolicy:
+    """How the runs of a backfill Dagster makes (the daemon's, the UI's) split its days: one
+    run for up to PHLO_BACKFILL_DAYS_PER_RUN days (per-run overhead, not data volume, dominates
+    here; several runs can go at once, on Celery workers too, within the queue's limits)."""
+    return BackfillPolicy.multi_run(settings.phlo_backfill_days_per_run)
 
 
 def daily_schedule(

@@ -270,6 +270,15 @@ class PhloSettings(BaseSettings):
             "'KEY=VALUE:N' (with that value), 'KEY=*:N' (per value)."
         ),
     )
+    phlo_backfill_days_per_run: int = Field(
+        default=31,
+        ge=1,
+        le=3660,
+        description=(
+            "Days one run of a backfill Dagster makes covers (the daemon's, the UI's); its runs "
+            "go at once within the queue's limits. Read when the definitions load."
+        ),
+    )
     phlo_executor: Literal["in_process", "celery"] = Field(
         default="in_process",
         description=(

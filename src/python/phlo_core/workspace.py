@@ -95,20 +95,22 @@ def location_ref(settings: PhloSettings, name: str) -> LocationRef:
     )
 
 
-_BUILT: dict[tuple[str, str, str, str], Definitions] = {}  # newest last
+_BUILT: dict[tuple[str, str, str, str, str], Definitions] = {}  # newest last
 _KEPT = 8  # definitions kept per process (a test session loads many homes)
 
 
 def load_definitions(ref: LocationRef, settings: PhloSettings) -> Definitions:
     """The location's definitions for `settings`: its module's `build_definitions(settings)`,
     or else the one Definitions object it holds. Built once per process for each calendar and
-    home (what they depend on: the partitions' time zone and first day, and where the dbt
-    manifests are kept): a warm server's children use the ones it built. Every other setting
+    home (what they depend on: the partitions' time zone and first day, the days a backfill's
+    run covers, and where the dbt manifests are kept): a warm server's children use the ones it
+    built. Every other setting
     reaches a run through its resources."""
     key = (
         ref.module,
         settings.phlo_timezone,
         settings.phlo_partition_start.isoformat(),
+        str(settings.phlo_backfill_days_per_run),
         str(settings.dbt_dir.resolve()),
     )
     built = _BUILT.pop(key, None) or _build_definitions(ref, settings)

@@ -33,7 +33,7 @@ from phlo_core.lakehouse.connect import retrying
 from phlo_core.lakehouse.publish import SCHEMA as MARTS_SCHEMA
 from phlo_core.lakehouse.publish import build_publish_asset
 from phlo_core.log import get_logger
-from phlo_core.partitions import SINGLE_RUN, daily_partitions, window_days
+from phlo_core.partitions import backfill_policy, daily_partitions, window_days
 from phlo_core.resources import DBT, LAKEHOUSE, DbtRunner, Lakehouse, resource
 from phlo_core.runs.orphans import claim_run
 from phlo_core.settings import PhloSettings
@@ -301,7 +301,7 @@ def _dbt_models(
         select=PARTITIONED if partitioned else "fqn:*",
         exclude=None if partitioned else PARTITIONED,
         partitions_def=daily_partitions(settings) if partitioned else None,
-        backfill_policy=SINGLE_RUN if partitioned else None,
+        backfill_policy=backfill_policy(settings) if partitioned else None,
         dagster_dbt_translator=translator,
         required_resource_keys={LAKEHOUSE, DBT},
     )

@@ -12,8 +12,10 @@ workers, runs launched from the UI). What they share and cannot share freely:
 - first-time set-up: creating Dagster's SQLite storage (two processes stamping its schema at
   once corrupted the instance for good) and preparing a dbt project (profile, manifest).
 
-These are `flock` locks on files: the kernel releases them when a process dies, even by SIGKILL,
-so a killed process never leaves a lock behind.
+These are `flock` locks on files (the kernel releases them when a process dies, even by SIGKILL,
+so a killed process never leaves a lock behind), and for a catalog on PostgreSQL, which writers on
+several machines share, advisory locks in the catalog's database (PostgreSQL releases them when the
+holder's session ends, its process killed or its machine gone).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from phlo_core.private_folder import NotPrivateError, private_folder
 from phlo_core.settings import PhloSettings
 
 _held: dict[Path, int] = {}
@@ -82,30 +83,28 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 def lakehouse_writer_lock_path(settings: PhloSettings) -> Path:
-    """One lock file per catalog: beside a SQLite catalog file (homes that share a catalog
-    share its lock), or, for a catalog on a server, in the user's private folder /tmp/phlo-UID
-    keyed by the catalog (so this user's homes that share it share the lock too; a folder
-    every user could write, as /tmp/phlo-locks was, let anyone hold the lock or plant the
-    file; when the private folder is not private, writes refuse rather than go unlocked).
-    Other users and other machines on the same catalog rely on DuckLake's conflict handling
-    and phlo's transaction retries, as they always have."""
-    catalog = settings.lake_catalog
-    if catalog.startswith("sqlite:"):
-        file = Path(catalog.removeprefix("sqlite:"))
-        return file.with_name(file.name + ".writer.lock")
-    digest = hashlib.sha256(catalog.encode()).hexdigest()[:16]
-    try:
-        # /tmp, not $XDG_RUNTIME_DIR: every process of this user (cron, ssh, a desktop
-        # session) must find the same lock, and a session's folder goes at logout.
-        folder = private_folder("/tmp")
-    except NotPrivateError as exc:
-        raise NotPrivateError(f"cannot lock the lakehouse's writers: {exc}") from None
-    return folder / f"lakehouse-{digest}.lock"
+    """The writers' lock file of a SQLite catalog: beside the catalog's file (homes that share
+    a catalog share its lock). A catalog on PostgreSQL is locked in its database instead
+    (`advisory_lock`)."""
+    file = Path(settings.lake_catalog.removeprefix("sqlite:"))
+    return file.with_name(file.name + ".writer.lock")
+
+
+# PostgreSQL advisory locks of a catalog on a server (keys in the catalog's database): the
+# writers' and maintenance's.
+_WRITER_KEY = 0x70686C6F_0001  # "phlo", 1
+_MAINTENANCE_KEY = 0x70686C6F_0002
 
 
 @contextmanager
 def lakehouse_writer(settings: PhloSettings) -> Iterator[None]:
-    """Exclusive right, among this machine's processes, to write the lakehouse."""
+    """Exclusive right to write the lakehouse: among this machine's processes (a file lock)
+    for a SQLite catalog; among every machine's for a catalog on PostgreSQL (an advisory lock
+    in the catalog's own database, which every writer reaches)."""
+    if settings.lake_catalog.startswith("postgres:"):
+        with advisory_lock(settings, _WRITER_KEY):
+            yield
+        return
     with file_lock(lakehouse_writer_lock_path(settings)):
         yield
 
@@ -118,7 +117,12 @@ def _maintenance_lock_path(settings: PhloSettings) -> Path:
 def lakehouse_building(settings: PhloSettings) -> Iterator[None]:
     """Shared among dbt's daily builds, which run at once from many processes; exclusive for
     maintenance (`lakehouse_maintenance`), which expires snapshots and deletes the files of old
-    ones: never while a build reads or writes. A shared `flock` on a file of its own."""
+    ones: never while a build reads or writes. A shared `flock` on a file of its own (a shared
+    advisory lock on PostgreSQL)."""
+    if settings.lake_catalog.startswith("postgres:"):
+        with advisory_lock(settings, _MAINTENANCE_KEY, shared=True):
+            yield
+        return
     path = _maintenance_lock_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -133,8 +137,62 @@ def lakehouse_building(settings: PhloSettings) -> Iterator[None]:
 def lakehouse_maintenance(settings: PhloSettings) -> Iterator[None]:
     """The lakehouse to itself: no writer (`lakehouse_writer`) and no dbt build
     (`lakehouse_building`) at the same time."""
+    if settings.lake_catalog.startswith("postgres:"):
+        with advisory_lock(settings, _MAINTENANCE_KEY), lakehouse_writer(settings):
+            yield
+        return
     with file_lock(_maintenance_lock_path(settings)), lakehouse_writer(settings):
         yield
+
+
+_advisory_held: dict[tuple[str, int], int] = {}
+
+
+@contextmanager
+def advisory_lock(settings: PhloSettings, key: int, *, shared: bool = False) -> Iterator[None]:
+    """A PostgreSQL advisory lock in the catalog's database, held by a session of its own for
+    the block, waiting for it. Released by PostgreSQL when the session ends, a process killed
+    included: its connection closes; a machine lost without closing it is found by TCP
+    keepalives within about a minute. Reentrant within a process, as `file_lock` is."""
+    import psycopg2
+
+    dsn = settings.lake_catalog.removeprefix("postgres:")
+    held = (hashlib.sha256(dsn.encode()).hexdigest(), key)
+    with _held_guard:
+        nested = held in _advisory_held
+        if nested:
+            _advisory_held[held] += 1
+    if nested:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _advisory_held[held] -= 1
+        return
+    connection = psycopg2.connect(
+        dsn, connect_timeout=10, keepalives=1, keepalives_idle=20, keepalives_interval=5
+    )
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            # The server's side of the same: a session whose machine vanished ends.
+            cursor.execute(
+                "set tcp_keepalives_idle = 20; set tcp_keepalives_interval = 5; "
+                "set tcp_keepalives_count = 6"
+            )
+            cursor.execute(
+                "select pg_advisory_lock_shared(%s)" if shared else "select pg_advisory_lock(%s)",
+                [key],
+            )
+        with _held_guard:
+            _advisory_held[held] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                del _advisory_held[held]
+    finally:
+        connection.close()  # ends the session: the lock goes with it
 
 
 def write_atomically(path: Path, text: str, *, mode: int = 0o644) -> None:
