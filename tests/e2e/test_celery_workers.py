@@ -147,8 +147,17 @@ def step_workers(settings: PhloSettings, run_ids: list[str]) -> dict[str, str]:
                 metadata = event.engine_event_data.metadata if event else {}
                 worker = metadata.get("Celery worker")
                 if event is not None and worker is not None:
-                    found[f"{run_id}:{event.step_key}"] = str(worker.value)
+                    found[f"{run_id}:{event.step_key}"] = str(worker.value).split("@")[0]
         return found
+    finally:
+        instance.dispose()
+
+
+def run_messages(settings: PhloSettings, run_ids: list[str]) -> str:
+    """Every event of the runs as text (their failures' messages in it)."""
+    instance = instance_for(settings)
+    try:
+        return "\n".join(str(entry) for run_id in run_ids for entry in instance.all_logs(run_id))
     finally:
         instance.dispose()
 
@@ -216,7 +225,10 @@ def test_a_backfill_runs_on_two_worker_machines_and_survives_losing_one(
             machine.start()
         listed = phlo(env, "worker", "list", "--json", cwd=scheduler)
         deadline = time.monotonic() + 120
-        while {w["name"] for w in json.loads(listed.stdout or "[]")} != {"worker-a", "worker-b"}:
+        while {w["name"].split("@")[0] for w in json.loads(listed.stdout or "[]")} != {
+            "worker-a",
+            "worker-b",
+        }:
             assert time.monotonic() < deadline, (listed.stdout, listed.stderr)
             time.sleep(2)
             listed = phlo(env, "worker", "list", "--json", cwd=scheduler)
@@ -246,7 +258,7 @@ def test_a_backfill_runs_on_two_worker_machines_and_survives_losing_one(
 
         # 2. Four more days; the machine running an ingestion step dies in the middle of it
         # (the source stalls its answers, so the step is still running when it does).
-        server.fail_next(2, status=503, stall_seconds=45)
+        server.fail_next(2, status=503, stall_seconds=20)
         first, last = SECOND_HALF
         submitted = phlo(
             env,
@@ -279,8 +291,10 @@ def test_a_backfill_runs_on_two_worker_machines_and_survives_losing_one(
         failed = wait_for_backfill(env, scheduler, second["id"], daemon_log)
         assert failed["dagster"] != "completed_success", failed
         runs = backfill_runs(settings, second["id"])
-        lost = [r for r in runs if r.dagster_run.status.value == "FAILURE"]
+        lost = [r.dagster_run.run_id for r in runs if r.dagster_run.status.value == "FAILURE"]
         assert lost, [r.dagster_run.status for r in runs]
+        said = run_messages(settings, lost)
+        assert f"the Celery worker {victim.name}@" in said and "stopped answering" in said
 
         resumed = phlo(env, "backfill", "--resume", second["id"], cwd=scheduler)
         assert resumed.returncode == 0, resumed.stderr

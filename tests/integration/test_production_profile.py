@@ -11,8 +11,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,7 +91,8 @@ def catalog_url(profile: dict[str, str]) -> str:
     return dagster.rsplit("/", 1)[0] + "/" + database
 
 
-def s3_keys(profile: dict[str, str]) -> list[str]:
+def s3_keys(profile: dict[str, str], under: str | None = None) -> list[str]:
+    """The bucket's keys under the lake's prefix (or `under`)."""
     import boto3
 
     client = boto3.client(
@@ -102,6 +103,7 @@ def s3_keys(profile: dict[str, str]) -> list[str]:
         region_name=profile["PHLO_S3_REGION"],
     )
     bucket, _, prefix = profile["PHLO_LAKE_DATA_PATH"].removeprefix("s3://").partition("/")
+    prefix = prefix if under is None else under
     keys: list[str] = []
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [item["Key"] for item in page.get("Contents", [])]
@@ -719,3 +721,30 @@ def test_writers_on_a_postgres_catalog_lock_each_other_from_any_machine(
     finally:
         building.kill()
         building.wait()
+
+
+def test_step_outputs_are_kept_in_the_bucket_beside_the_lake(
+    production_profile: Callable[[], dict[str, str]],
+    server: SampleNightscoutServer,
+    tmp_path: Path,
+) -> None:
+    """A step on another machine reads what a step here wrote: outputs are pickled into the
+    lake's bucket, outside the lake's own prefix (its maintenance deletes files its catalog does
+    not know), and nothing lands under DAGSTER_HOME."""
+    from dagster import AssetKey, build_input_context, build_output_context
+
+    from phlo_core.runs.executor import StepOutputs
+
+    profile = production_profile()
+    settings = as_settings(tmp_path / "home", profile, server)
+    outputs = StepOutputs(settings)
+    written = build_output_context(asset_key=AssetKey(["daily_scores"]))
+    outputs.handle_output(written, {"2024-05-01": 97.5})
+    lake_prefix = profile["PHLO_LAKE_DATA_PATH"].removeprefix("s3://lake/")
+    steps_prefix = lake_prefix.rstrip("/").rpartition("/")[0] + "/dagster-steps/"
+    assert s3_keys(profile, under=steps_prefix) == [steps_prefix + "daily_scores"]
+    assert not any(key.startswith(lake_prefix) for key in s3_keys(profile))
+    elsewhere = StepOutputs(as_settings(tmp_path / "other-machine", profile, server))
+    read = build_input_context(asset_key=AssetKey(["daily_scores"]), upstream_output=written)
+    assert elsewhere.load_input(read) == {"2024-05-01": 97.5}
+    assert not (tmp_path / "home" / "dagster" / "storage").exists()

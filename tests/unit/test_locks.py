@@ -186,5 +186,3 @@ def test_an_atomic_write_leaves_no_temporary_file(tmp_path: Path) -> None:
     write_atomically(target, '{"nodes": {}}')
     assert target.read_text() == '{"nodes": {}}'
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
-
-

@@ -35,6 +35,7 @@ def daily_partitions(settings: PhloSettings) -> DailyPartitionsDefinition:
 # Single-run backfill policies are beta in Dagster 1.13 and central to Phlo's speed.
 warnings.filterwarnings("ignore", category=BetaWarning)
 
+
 def backfill_policy(settings: PhloSettings) -> BackfillPolicy:
     """How the runs of a backfill Dagster makes (the daemon's, the UI's) split its days: one
     run for up to PHLO_BACKFILL_DAYS_PER_RUN days (per-run overhead, not data volume, dominates

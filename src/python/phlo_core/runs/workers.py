@@ -47,8 +47,10 @@ def worker_app(settings: PhloSettings) -> Celery:
     return app
 
 
-def default_name() -> str:
-    return f"phlo-{os.getpid()}@{socket.gethostname()}"
+def node_name(name: str | None) -> str:
+    """A worker's name on the broker: NAME@HOST (phlo-PID@HOST by default)."""
+    name = name or f"phlo-{os.getpid()}"
+    return name if "@" in name else f"{name}@{socket.gethostname()}"
 
 
 def start_worker(settings: PhloSettings, *, concurrency: int, name: str | None) -> None:
@@ -62,7 +64,7 @@ def start_worker(settings: PhloSettings, *, concurrency: int, name: str | None) 
             f"--concurrency={concurrency}",
             "--prefetch-multiplier=1",
             "--queues=dagster",
-            f"--hostname={name or default_name()}",
+            f"--hostname={node_name(name)}",
             "--without-mingle",
             "--without-gossip",
         ]
