@@ -27,8 +27,8 @@ from phlo_core.resources import SettingsResource
 from phlo_core.settings import PhloSettings
 
 if TYPE_CHECKING:
-    from celery import Celery
-    from celery.result import AsyncResult
+    from celery import Celery  # pants: no-infer-dep
+    from celery.result import AsyncResult  # pants: no-infer-dep
 
 # How often a step's silent worker is asked whether it is there, and how many unanswered asks
 # make it lost (a worker answers from its main process while a pool process runs the step).
@@ -168,7 +168,7 @@ class StepOutputs(SettingsResource, IOManager):
 def s3_client(settings: PhloSettings) -> Any:
     """A boto3 S3 client for the lake's object store, from the settings."""
     import boto3
-    from botocore.config import Config
+    from botocore.config import Config  # pants: no-infer-dep (boto3's)
 
     host, tls = settings.s3_endpoint
     secret = settings.phlo_s3_secret_access_key

@@ -22,7 +22,7 @@ from phlo_core.runs.executor import celery_app_args
 from phlo_core.settings import PhloSettings
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from celery import Celery  # pants: no-infer-dep
 
 
 class WorkerError(RuntimeError):
