@@ -2,13 +2,15 @@
 `make pex` on the Debian base), starts PostgreSQL, S3, a code server per location, Dagster's
 webserver and daemon in containers on the host's network; a run of glucose_pipeline launched
 over GraphQL for one day executes in a container of its own (Dagster's DockerRunLauncher, the
-deployment's default) and writes exactly the sample server's readings for that day into the
+deployment's default), its steps on a Celery worker container (`--workers 1`, beside a Redis
+broker), and writes exactly the sample server's readings for that day into the
 lakehouse (PostgreSQL catalog, files in S3), read back here through the deployment's own
 settings; `down --purge` leaves nothing running, the run's container included."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +24,7 @@ import pytest
 from locations.nightscout.sample_server import SampleNightscoutServer
 from phlo_core.lakehouse.connect import query
 from phlo_core.services.compose import project_name, run_label
-from phlo_core.services.images import docker
+from phlo_core.services.images import docker, docker_cli
 from phlo_core.settings import load_settings
 from tests.conftest import TEST_SECRET
 from tests.containers import wanted
@@ -74,7 +76,9 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         home = load_settings(phlo_home=Path(env["PHLO_HOME"]))
         project = project_name(home)
         started = time.monotonic()
-        up = phlo("deploy", "compose", "up", "--env-file", str(settings_file), env=env)
+        up = phlo(
+            "deploy", "compose", "up", "--env-file", str(settings_file), "--workers", "1", env=env
+        )
         label = run_label(home)  # a digest of the deployment's instance, once up wrote it
         try:
             assert up.returncode == 0, up.stderr[-3000:]
@@ -101,6 +105,7 @@ def test_every_container_runs_on_the_host_network(deployed: dict[str, Any]) -> N
     services = {name.split("_")[1] for name in names}
     assert services == {
         "postgres", "s3", "nightscout", "weather", "insights", "lakehouse", "webserver", "daemon",
+        "broker", "worker",
     }  # fmt: skip
     for name in names:
         mode = docker("inspect", "--format", "{{.HostConfig.NetworkMode}}", name).strip()
@@ -109,8 +114,15 @@ def test_every_container_runs_on_the_host_network(deployed: dict[str, Any]) -> N
     compose_env = Path(deployed["env"]["PHLO_HOME"]) / "deploy" / "compose" / "compose.env"
     superuser = compose_env.read_text().split("PHLO_PG_SUPERUSER_PASSWORD=")[1].split()[0]
     for name in names:
-        if name.split("_")[1] not in ("postgres", "s3"):
+        if name.split("_")[1] not in ("postgres", "s3", "broker"):
             assert superuser not in docker("inspect", "--format", "{{json .Config.Env}}", name)
+    # The broker reads its password from a file, not its command line or environment.
+    broker = next(name for name in names if name.split("_")[1] == "broker")
+    broker_password = json.loads((compose_env.parent / "state.json").read_text())["credentials"][
+        "broker_password"
+    ]
+    seen = docker("inspect", "--format", "{{json .Args}} {{json .Config.Env}}", broker)
+    assert broker_password not in seen
 
 
 def test_a_run_launched_over_graphql_writes_the_day(deployed: dict[str, Any]) -> None:
@@ -140,6 +152,17 @@ def test_a_run_launched_over_graphql_writes_the_day(deployed: dict[str, Any]) ->
     password = dagster_url.split("://phlo:")[1].split("@")[0]
     assert password not in command
     assert TEST_SECRET not in command
+    # Its steps ran on the Celery worker container (the run's process only handed them out).
+    worker = f"{deployed['project']}_worker_1"
+    worker_log = subprocess.run(
+        [docker_cli(), "logs", worker], capture_output=True, text=True, check=False
+    )
+    finished = [
+        line
+        for line in (worker_log.stdout + worker_log.stderr).splitlines()
+        if "Task execute_plan[" in line and "succeeded" in line
+    ]
+    assert len(finished) >= 3, (worker_log.stdout + worker_log.stderr)[-3000:]
 
     # Read back through the deployment's own settings (its env file): catalog in its
     # PostgreSQL, files in its S3.

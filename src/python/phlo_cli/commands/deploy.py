@@ -79,6 +79,7 @@ def compose_up(
     env_file: Path | None = None,
     timeout: int = 300,
     run_launcher: Literal["docker", "process"] = "docker",
+    workers: int = 0,
 ) -> int:
     """Build the images if missing (the PEXes from `make pex`), generate the credentials and
     ports once (PHLO_HOME/deploy/compose, owner only), start everything on the host's network
@@ -96,6 +97,9 @@ def compose_up(
         Where runs launched from the UI or by the daemon run: docker, a container each from
         the phlo image (Dagster's DockerRunLauncher; the webserver and daemon get the engine's
         socket), or process, a process of the location's code server.
+    workers
+        With 1 or more: a Redis broker and that many Celery worker containers (`phlo worker
+        start`), on which those runs execute their steps (PHLO_EXECUTOR=celery).
     """
     from phlo_core.services.compose import RESERVED
     from phlo_core.services.compose import compose_up as up
@@ -107,12 +111,21 @@ def compose_up(
     if reserved:
         raise UsageError(
             f"{shown(env_file or Path())} sets {', '.join(reserved)}, which `up` sets itself "
-            "(--run-launcher chooses where runs go): remove it"
+            "(--run-launcher chooses where runs go, --workers where their steps go): remove it"
         )
+    if not 0 <= workers <= 64:
+        raise UsageError(f"--workers must be from 0 to 64, not {workers}")
     if timeout < 10:
         raise UsageError(f"--timeout must be at least 10 seconds, not {timeout}")
     try:
-        deployed = up(get_settings(), extra, _progress, timeout=timeout, run_launcher=run_launcher)
+        deployed = up(
+            get_settings(),
+            extra,
+            _progress,
+            timeout=timeout,
+            run_launcher=run_launcher,
+            workers=workers,
+        )
     except ServiceError as exc:
         err(str(exc))
         return EXIT_FAILED
@@ -162,3 +175,32 @@ def _read_env_file(path: Path) -> dict[str, str]:
 
 def _progress(line: str) -> None:
     print(f"  {line}", file=sys.stderr, flush=True)
+
+
+@deploy_app.command(name="k8s-secret")
+def deploy_k8s_secret(*, out: Path, name: str = "phlo-settings") -> int:
+    """Write the production settings as a Kubernetes Secret manifest, for the pods of
+    infra/helm/values.yaml (code servers, run jobs, Celery workers), then
+    `kubectl apply -f OUT`. Holds phlo's and every location's settings set here (environment,
+    .env, PHLO_HOME/services.env), not this machine's paths. The file is the owner's alone;
+    only the names are printed.
+
+    Parameters
+    ----------
+    out
+        The manifest file to write (JSON, which kubectl reads as YAML).
+    name
+        The Secret's name (the values file reads `phlo-settings`).
+    """
+    from phlo_core.services.kubernetes import write_settings_secret
+    from phlo_core.settings import SettingsError, get_settings
+
+    try:
+        names = write_settings_secret(get_settings(), out, name)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        err(f"cannot write {out}: {exc.strerror or exc}")
+        return EXIT_FAILED
+    print(f"{shown(out)}: Secret {name} with {', '.join(names) or 'no setting'}", file=sys.stderr)
+    return 0

