@@ -131,3 +131,91 @@ def test_a_port_in_use_is_a_usage_error(home: Path) -> None:
     assert statuses(home)["postgres"]["state"] == "not set up"
     bad = phlo(home, "services", "up", "--s3-port", "80")
     assert bad.returncode == 2 and "--s3-port must be a port from 1024 to 65535" in bad.stderr
+
+
+def test_up_with_workers_starts_a_broker_only_its_owner_reaches(home: Path) -> None:
+    """`--with workers`: Debian's redis-server on loopback wanting the generated password,
+    each profile's runs on a database of their own, the executor set; workers start and show;
+    a plain `up` after `down` brings the broker back (the profiles still send their steps)."""
+    up = phlo(home, "services", "up", "--with", "workers")
+    assert up.returncode == 0, up.stderr
+    assert "phlo worker start" in up.stderr
+    broker = statuses(home)["broker"]
+    assert (broker["state"], broker["answers"]) == ("running", True)
+    port = int(broker["address"].rsplit(":", 1)[1])
+    main = load_settings(phlo_home=home)
+    demo = load_settings(phlo_home=home / "demo")
+    assert main.phlo_executor == demo.phlo_executor == "celery"
+    urls = [s.phlo_celery_broker_url for s in (main, demo)]
+    assert urls[0] is not None and urls[1] is not None
+    assert urls[0].get_secret_value().endswith(f"127.0.0.1:{port}/0")
+    assert urls[1].get_secret_value().endswith(f"127.0.0.1:{port}/1")
+    password = json.loads((home / "services" / "state.json").read_text())["credentials"][
+        "broker_password"
+    ]
+    # Without the password (any other local user): refused.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
+        plain.sendall(b"*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n")
+        answer = plain.recv(256)
+    assert answer.startswith(b"-NOAUTH"), answer
+    config = home / "services" / "broker" / "redis.conf"
+    assert oct(config.stat().st_mode)[-3:] == "600"
+
+    listed = phlo(home, "worker", "list")
+    assert listed.returncode == 0 and "no worker answers" in listed.stdout, listed.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHLO_")}
+    worker = subprocess.Popen(
+        [PHLO, "worker", "start", "--name", "w1"],
+        env={**env, "PHLO_HOME": str(home)},
+        cwd=home.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(60):
+            found = json.loads(phlo(home, "worker", "list", "--json").stdout or "[]")
+            if found:
+                break
+        assert [w["name"].split("@")[0] for w in found] == ["w1"]
+    finally:
+        worker.terminate()
+        _, stderr = worker.communicate(timeout=60)
+    assert password not in stderr + up.stdout + up.stderr + listed.stdout
+
+    assert phlo(home, "services", "down").returncode == 0
+    assert statuses(home)["broker"]["state"] == "stopped"
+    again = phlo(home, "services", "up")
+    assert again.returncode == 0, again.stderr
+    assert statuses(home)["broker"]["answers"] is True
+
+
+def test_a_worker_without_a_broker_says_why_in_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    unset = phlo(home, "worker", "start")
+    assert unset.returncode == 1
+    assert unset.stderr.strip().splitlines() == [
+        "phlo: error: PHLO_CELERY_BROKER_URL is not set: `phlo services up --with workers` "
+        "starts a broker and sets it, or set it to a Redis of your own"
+    ]
+    usage = phlo(home, "worker", "start", "--concurrency", "0")
+    assert usage.returncode == 2 and "--concurrency must be 1 or more" in usage.stderr
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PHLO_")}
+    down = subprocess.run(
+        [PHLO, "worker", "list"],
+        env={
+            **env,
+            "PHLO_HOME": str(home),
+            "PHLO_CELERY_BROKER_URL": f"redis://:hunter2-broker@127.0.0.1:{port}/0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert down.returncode == 1, down.stderr
+    [line] = down.stderr.strip().splitlines()
+    assert line.startswith("phlo: error: cannot reach the workers' broker: ")
+    assert "hunter2-broker" not in down.stdout + down.stderr

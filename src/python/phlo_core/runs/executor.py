@@ -48,6 +48,9 @@ def celery_app_args(settings: PhloSettings) -> dict[str, Any]:
         "config_source": {
             # A started task says so (with its worker's name): the run can ask that worker.
             "task_track_started": True,
+            # A step's log lines go to the worker's log once (Celery would log them again as
+            # warnings, taking stdout and stderr for its own).
+            "worker_redirect_stdouts": False,
             "worker_prefetch_multiplier": 1,
             "result_expires": 7 * 24 * 3600,
             "broker_connection_retry_on_startup": True,
@@ -58,22 +61,50 @@ def celery_app_args(settings: PhloSettings) -> dict[str, Any]:
     }
 
 
+def _submit(
+    app: Celery, plan_context: Any, step: Any, queue: str, priority: int, known_state: Any
+) -> Watched:
+    """A step as dagster-celery's `execute_plan` task (what its executor sends), the task
+    registered once per app (dagster-celery registers it again for every step, and Celery
+    warns each time), its result watched."""
+    from dagster._grpc.types import ExecuteStepArgs
+    from dagster._serdes import pack_value
+    from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
+    from dagster_celery.tasks import create_task
+
+    task = app.tasks.get(TASK_EXECUTE_PLAN_NAME) or create_task(app)
+    job = plan_context.reconstructable_job
+    args = ExecuteStepArgs(
+        job_origin=job.get_python_origin(),
+        run_id=plan_context.dagster_run.run_id,
+        step_keys_to_execute=[step.key],
+        instance_ref=plan_context.instance.get_ref(),
+        retry_mode=plan_context.executor.retries.for_inner_plan(),
+        known_state=known_state,
+        print_serialized_events=True,
+    )
+    signature = task.si(  # pyright: ignore[reportFunctionMemberAccess]
+        execute_step_args_packed=pack_value(args), executable_dict=job.to_dict()
+    )
+    result = signature.apply_async(
+        priority=priority, queue=queue, routing_key=f"{queue}.{TASK_EXECUTE_PLAN_NAME}"
+    )
+    return Watched(result, app)
+
+
 def _celery_executor(settings: PhloSettings) -> Executor:
     from dagster_celery.core_execution_loop import core_celery_execution_loop
-    from dagster_celery.executor import CeleryExecutor, _submit_task  # pyright: ignore
+    from dagster_celery.executor import CeleryExecutor
 
     class WatchedCeleryExecutor(CeleryExecutor):
         def execute(self, plan_context: Any, execution_plan: Any) -> Any:
-            def submit(app: Celery, *args: Any) -> Watched:
-                return Watched(_submit_task(app, *args), app)
-
             return core_celery_execution_loop(
-                plan_context, execution_plan, step_execution_fn=submit
+                plan_context, execution_plan, step_execution_fn=_submit
             )
 
     args = celery_app_args(settings)
     return WatchedCeleryExecutor(
-        retries=RetryMode.DISABLED,
+        retries=RetryMode.ENABLED,  # as Dagster's executors have it (op retry policies)
         broker=args["broker"],
         backend=args["backend"],
         include=args["include"],
@@ -133,7 +164,7 @@ def phlo_executor(init_context: InitExecutorContext) -> Executor:
     settings = SettingsResource().settings
     if settings.phlo_executor == "celery":
         return _celery_executor(settings)
-    return InProcessExecutor(retries=RetryMode.DISABLED, marker_to_close=None)
+    return InProcessExecutor(retries=RetryMode.ENABLED, marker_to_close=None)
 
 
 class StepOutputs(SettingsResource, IOManager):

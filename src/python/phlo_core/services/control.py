@@ -227,7 +227,8 @@ def up(
             raise ServiceError(
                 f"S3 already runs on port {state.get('s3_port')}: `phlo services down` first"
             )
-        if with_workers and broker_running(where) is None:
+        # Once set up, the broker runs with the others (the profiles' steps go there).
+        if (with_workers or "broker_port" in state) and broker_running(where) is None:
             creds.setdefault("broker_password", secrets.token_urlsafe(24))
             state["broker_port"] = _choose_port(None, state.get("broker_port"), "Redis", "")
             write_state(where, state)
