@@ -52,6 +52,9 @@ def celery_app_args(settings: PhloSettings) -> dict[str, Any]:
             # warnings, taking stdout and stderr for its own).
             "worker_redirect_stdouts": False,
             "worker_prefetch_multiplier": 1,
+            # A worker takes a step only when it has a free process: a busy worker does not
+            # hold back the next step (it reserves one ahead otherwise) while another is idle.
+            "worker_disable_prefetch": True,
             "result_expires": 7 * 24 * 3600,
             "broker_connection_retry_on_startup": True,
             "broker_transport_options": {"visibility_timeout": 24 * 3600},
