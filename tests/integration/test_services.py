@@ -173,6 +173,7 @@ def test_up_with_workers_starts_a_broker_only_its_owner_reaches(home: Path) -> N
         text=True,
     )
     try:
+        found: list[dict] = []
         for _ in range(60):
             found = json.loads(phlo(home, "worker", "list", "--json").stdout or "[]")
             if found:
