@@ -23,7 +23,7 @@ from phlo_core.partitions import daily_schedule
 from phlo_core.report_asset import report_asset
 from phlo_core.reports import Report
 from phlo_core.resources import default_resources
-from phlo_core.runs.executor import StepOutputs, phlo_executor
+from phlo_core.runs.executor import STEP_OUTPUTS, phlo_executor
 from phlo_core.settings import PhloSettings, get_settings
 from phlo_core.workspace import DBT_ROOT
 
@@ -84,7 +84,7 @@ def location_definitions(
         assets=everything,
         jobs=[job],
         schedules=[schedule],
-        resources={**default_resources(), "io_manager": StepOutputs(), **(resources or {})},
+        resources={**default_resources(), "io_manager": STEP_OUTPUTS, **(resources or {})},
         # Runs launched from the UI, a schedule or the daemon: in one process, as `phlo
         # materialize` runs them, or on Celery workers (PHLO_EXECUTOR: phlo_core.runs.executor).
         executor=phlo_executor,

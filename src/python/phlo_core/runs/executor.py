@@ -199,6 +199,11 @@ class StepOutputs(SettingsResource, IOManager):
         return self._manager().load_input(context)
 
 
+# One object in every location's definitions (it keeps no settings of its own), so that
+# definitions merge as Dagster merges them (different objects under one key are refused).
+STEP_OUTPUTS = StepOutputs()
+
+
 def s3_client(settings: PhloSettings) -> Any:
     """A boto3 S3 client for the lake's object store, from the settings."""
     import boto3
