@@ -13,7 +13,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,12 +31,10 @@ from phlo_core.settings import PhloSettings, load_settings
 from phlo_core.workspace import DEFAULT_WORKSPACE
 from tests.conftest import TEST_SECRET
 from tests.e2e.helpers import snapshot
+from tests.e2e.test_backfill_submit import BIN, FIRST, LAST, ZONE, settings_for
+from tests.e2e.test_backfill_submit import environment as submit_environment
 
 pytestmark = pytest.mark.slow
-
-BIN = Path(sys.executable).parent
-ZONE = "Europe/Berlin"
-FIRST, LAST = "2024-05-01", "2024-05-04"
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +60,8 @@ def environment(
     home: Path, profile: dict[str, str], server: SampleNightscoutServer, broker: str
 ) -> dict[str, str]:
     return {
-        **os.environ,
+        **submit_environment(home, server),
         **profile,
-        "PHLO_HOME": str(home),
-        "DAGSTER_HOME": str(home / "dagster"),
-        "PHLO_TIMEZONE": ZONE,
-        "NIGHTSCOUT_URL": server.url,
-        "NIGHTSCOUT_API_SECRET": TEST_SECRET,
         "PHLO_EXECUTOR": "celery",
         "PHLO_CELERY_BROKER_URL": broker,
         "PHLO_BACKFILL_DAYS_PER_RUN": "2",  # a backfill of 4 days: two runs, at once
@@ -192,12 +184,7 @@ def test_a_backfill_runs_on_two_worker_machines_and_survives_losing_one(
     tmp_path: Path,
 ) -> None:
     profile = production_profile()
-    clean = load_settings(
-        phlo_home=tmp_path / "clean",
-        phlo_timezone=ZONE,
-        nightscout_url=server.url,
-        nightscout_api_secret=TEST_SECRET,
-    )
+    clean = settings_for(tmp_path / "clean", server)
     outcomes = materialize("dlt_glucose_entries+", parse_day_range(f"{FIRST}..{LAST}"), clean)
     assert all(o.success for o in outcomes), [o.errors for o in outcomes]
 

@@ -108,20 +108,6 @@ def test_a_wrong_value_is_one_line_naming_the_variable(
             },
             "write PHLO_DAGSTER_POSTGRES_URL as postgresql+psycopg2://",
         ),
-    ],
-)
-def test_runs_in_containers_need_an_image_and_dagster_on_postgresql(
-    given: dict[str, str], expected: str
-) -> None:
-    with pytest.raises(SettingsError) as error:
-        load_settings(**given)
-    message = str(error.value)
-    assert expected in message and "\n" not in message and "pw-9z" not in message
-
-
-@pytest.mark.parametrize(
-    ("given", "expected"),
-    [
         ({"phlo_executor": "celery"}, "set PHLO_CELERY_BROKER_URL"),
         (
             {"phlo_executor": "celery", "phlo_celery_broker_url": "redis://:pw-9z@h:6379/0"},
@@ -134,7 +120,7 @@ def test_runs_in_containers_need_an_image_and_dagster_on_postgresql(
         ({"phlo_runs_per_location": "x"}, "PHLO_RUNS_PER_LOCATION"),
     ],
 )
-def test_queue_and_worker_settings_are_checked_in_one_line(
+def test_launcher_queue_and_worker_settings_are_checked_in_one_line(
     given: dict[str, str], expected: str
 ) -> None:
     with pytest.raises(SettingsError) as error:

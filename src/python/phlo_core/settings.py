@@ -423,7 +423,6 @@ class PhloSettings(BaseSettings):
             _register_password(self.phlo_celery_broker_url.get_secret_value())
         if self.phlo_executor == "celery":
             self._celery_needs()
-        self.run_tag_limits  # noqa: B018 (parsed here: a wrong value is a settings error)
         if self.lake_on_s3 and not (self.phlo_s3_access_key_id and self.phlo_s3_secret_access_key):
             raise ValueError(
                 f"PHLO_LAKE_DATA_PATH is {self.lake_data_path}: set PHLO_S3_ACCESS_KEY_ID and "
@@ -477,23 +476,16 @@ class PhloSettings(BaseSettings):
             )
         return SecretStr(url)
 
+    @field_validator("phlo_run_tag_limits")
+    @classmethod
+    def _tag_limits_parse(cls, value: str) -> str:
+        _tag_limits(value)  # a wrong value is a settings error now, not when the queue is written
+        return value
+
     @property
     def run_tag_limits(self) -> list[dict[str, Any]]:
         """PHLO_RUN_TAG_LIMITS as Dagster's tag_concurrency_limits."""
-        limits: list[dict[str, Any]] = []
-        for item in filter(None, (part.strip() for part in self.phlo_run_tag_limits.split(","))):
-            tag, colon, count = item.rpartition(":")
-            key, equals, value = tag.partition("=")
-            if not colon or not key.strip() or not count.strip().isdigit():
-                raise SettingsError(
-                    f"PHLO_RUN_TAG_LIMITS: {item!r} is not KEY:N, KEY=VALUE:N or KEY=*:N"
-                )
-            limit: dict[str, Any] = {"key": key.strip(), "limit": int(count)}
-            if equals:
-                value = value.strip()
-                limit["value"] = {"applyLimitPerUniqueValue": True} if value == "*" else value
-            limits.append(limit)
-        return limits
+        return _tag_limits(self.phlo_run_tag_limits)
 
     def _postgres_urls(self) -> list[SecretStr]:
         urls = [self.phlo_dagster_postgres_url, self.phlo_publish_postgres_url]
@@ -566,6 +558,23 @@ class PhloSettings(BaseSettings):
     @property
     def dbt_dir(self) -> Path:
         return self.home / "dbt"
+
+
+def _tag_limits(text: str) -> list[dict[str, Any]]:
+    """'KEY:N, KEY=VALUE:N, KEY=*:N' as Dagster's tag_concurrency_limits; ValueError when an
+    item is none of these."""
+    limits: list[dict[str, Any]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        tag, colon, count = item.rpartition(":")
+        key, equals, value = tag.partition("=")
+        if not colon or not key.strip() or not count.strip().isdigit():
+            raise ValueError(f"{item!r} is not KEY:N, KEY=VALUE:N or KEY=*:N")
+        limit: dict[str, Any] = {"key": key.strip(), "limit": int(count)}
+        if equals:
+            value = value.strip()
+            limit["value"] = {"applyLimitPerUniqueValue": True} if value == "*" else value
+        limits.append(limit)
+    return limits
 
 
 def check_home(settings: PhloSettings, *, writes: bool = True) -> Path:

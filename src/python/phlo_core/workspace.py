@@ -104,8 +104,7 @@ def load_definitions(ref: LocationRef, settings: PhloSettings) -> Definitions:
     or else the one Definitions object it holds. Built once per process for each calendar and
     home (what they depend on: the partitions' time zone and first day, the days a backfill's
     run covers, and where the dbt manifests are kept): a warm server's children use the ones it
-    built. Every other setting
-    reaches a run through its resources."""
+    built. Every other setting reaches a run through its resources."""
     key = (
         ref.module,
         settings.phlo_timezone,

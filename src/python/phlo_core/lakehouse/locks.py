@@ -25,37 +25,55 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from phlo_core.settings import PhloSettings
 
-_held: dict[Path, int] = {}
+_held: dict[object, int] = {}
 _held_guard = threading.Lock()
 
 
 @contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (created if missing) for the block, waiting for it.
-
-    Reentrant within a process (a flock on a second descriptor would wait for itself forever):
-    a nested block for a path this process holds just goes on.
-    """
-    path = path.resolve()
+def _reentrant(
+    key: object, acquire: Callable[[], AbstractContextManager[object]]
+) -> Iterator[None]:
+    """Hold what `acquire()` takes for the block, once per process: a nested block for a key
+    this process holds just goes on (a second flock, or a second session's lock, would wait for
+    the first forever)."""
     with _held_guard:
-        if path in _held:
-            _held[path] += 1
-            nested = True
-        else:
-            nested = False
+        nested = key in _held
+        if nested:
+            _held[key] += 1
     if nested:
         try:
             yield
         finally:
             with _held_guard:
-                _held[path] -= 1
+                _held[key] -= 1
         return
+    with acquire():
+        with _held_guard:
+            _held[key] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                del _held[key]
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if missing) for the block, waiting for it.
+    Reentrant within a process."""
+    path = path.resolve()
+    with _reentrant(path, lambda: _flocked(path)):
+        yield
+
+
+@contextmanager
+def _flocked(path: Path) -> Iterator[None]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
@@ -71,13 +89,7 @@ def file_lock(path: Path) -> Iterator[None]:
             return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        with _held_guard:
-            _held[path] = 1
-        try:
-            yield
-        finally:
-            with _held_guard:
-                del _held[path]
+        yield
     finally:
         os.close(fd)  # closing releases the lock
 
@@ -145,30 +157,22 @@ def lakehouse_maintenance(settings: PhloSettings) -> Iterator[None]:
         yield
 
 
-_advisory_held: dict[tuple[str, int], int] = {}
-
-
 @contextmanager
 def advisory_lock(settings: PhloSettings, key: int, *, shared: bool = False) -> Iterator[None]:
     """A PostgreSQL advisory lock in the catalog's database, held by a session of its own for
     the block, waiting for it. Released by PostgreSQL when the session ends, a process killed
     included: its connection closes; a machine lost without closing it is found by TCP
     keepalives within about a minute. Reentrant within a process, as `file_lock` is."""
-    import psycopg2
-
     dsn = settings.lake_catalog.removeprefix("postgres:")
     held = (hashlib.sha256(dsn.encode()).hexdigest(), key)
-    with _held_guard:
-        nested = held in _advisory_held
-        if nested:
-            _advisory_held[held] += 1
-    if nested:
-        try:
-            yield
-        finally:
-            with _held_guard:
-                _advisory_held[held] -= 1
-        return
+    with _reentrant(held, lambda: _advisory_session(dsn, key, shared)):
+        yield
+
+
+@contextmanager
+def _advisory_session(dsn: str, key: int, shared: bool) -> Iterator[None]:
+    import psycopg2
+
     connection = psycopg2.connect(
         dsn, connect_timeout=10, keepalives=1, keepalives_idle=20, keepalives_interval=5
     )
@@ -184,13 +188,7 @@ def advisory_lock(settings: PhloSettings, key: int, *, shared: bool = False) -> 
                 "select pg_advisory_lock_shared(%s)" if shared else "select pg_advisory_lock(%s)",
                 [key],
             )
-        with _held_guard:
-            _advisory_held[held] = 1
-        try:
-            yield
-        finally:
-            with _held_guard:
-                del _advisory_held[held]
+        yield
     finally:
         connection.close()  # ends the session: the lock goes with it
 

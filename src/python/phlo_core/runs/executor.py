@@ -38,28 +38,25 @@ STEP_OUTPUTS_FOLDER = "dagster-steps"
 
 
 def celery_app_args(settings: PhloSettings) -> dict[str, Any]:
-    """What the run's side and the workers' build their Celery app with (they must agree)."""
+    """What the run's side and the workers' build their Celery app with (they must agree), on
+    top of dagster-celery's defaults (queue `dagster`, prefetch 1, priority 5)."""
     assert settings.phlo_celery_broker_url is not None
     url = settings.phlo_celery_broker_url.get_secret_value()
     return {
         "broker": url,
         "backend": url,
-        "include": [],
         "config_source": {
             # A started task says so (with its worker's name): the run can ask that worker.
             "task_track_started": True,
             # A step's log lines go to the worker's log once (Celery would log them again as
             # warnings, taking stdout and stderr for its own).
             "worker_redirect_stdouts": False,
-            "worker_prefetch_multiplier": 1,
             # A worker takes a step only when it has a free process: a busy worker does not
             # hold back the next step (it reserves one ahead otherwise) while another is idle.
             "worker_disable_prefetch": True,
             "result_expires": 7 * 24 * 3600,
             "broker_connection_retry_on_startup": True,
             "broker_transport_options": {"visibility_timeout": 24 * 3600},
-            "task_default_queue": "dagster",
-            "task_default_priority": 5,
         },
     }
 
@@ -105,14 +102,8 @@ def _celery_executor(settings: PhloSettings) -> Executor:
                 plan_context, execution_plan, step_execution_fn=_submit
             )
 
-    args = celery_app_args(settings)
-    return WatchedCeleryExecutor(
-        retries=RetryMode.ENABLED,  # as Dagster's executors have it (op retry policies)
-        broker=args["broker"],
-        backend=args["backend"],
-        include=args["include"],
-        config_source=args["config_source"],
-    )
+    # Retries as Dagster's executors have them (op retry policies).
+    return WatchedCeleryExecutor(retries=RetryMode.ENABLED, **celery_app_args(settings))
 
 
 class WorkerLostError(RuntimeError):

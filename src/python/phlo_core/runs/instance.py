@@ -55,8 +55,6 @@ def instance_config(settings: PhloSettings, *, run_env_from_environment: bool = 
     the Docker run launcher; `run_env_from_environment`: see `run_environment`)."""
     text = TEMPLATE.read_text()
     url = settings.dagster_postgres_url
-    if url is not None:
-        text = text.replace(_DEFAULT_COORDINATOR, queued_coordinator(settings))
     if url is None:
         # Dagster's SQLite files in their usual places; the event log through a class that
         # keeps its connections open (`phlo_core.runs.event_storage`: runs 1.5x faster).
@@ -67,6 +65,8 @@ def instance_config(settings: PhloSettings, *, run_env_from_environment: bool = 
             "  class: PooledSqliteEventLogStorage\n"
             f"  config:\n    base_dir: {json.dumps(str(runs))}\n"
         )
+    # On a server, runs wait in Dagster's queue (its daemon starts them within the limits).
+    text = text.replace(_DEFAULT_COORDINATOR, queued_coordinator(settings))
     if settings.phlo_run_launcher == "docker":
         return text + _docker_runs(settings, run_environment(settings, run_env_from_environment))
     # The URL (with its password) is written here because `dagster dev`, its daemon and code

@@ -196,23 +196,14 @@ class RunQueue:
     tag_limits: list[dict[str, object]]
     active: dict[str, int] | None
 
-    def to_dict(self) -> dict[str, object]:
-        active = self.active or {}
-        return {
-            "max_concurrent_runs": self.max_concurrent_runs,
-            "runs_per_location": self.per_location,
-            "tag_limits": self.tag_limits,
-            "queued": active.get("QUEUED", 0),
-            "in_progress": sum(n for status, n in active.items() if status != "QUEUED"),
-        }
-
     def summary(self) -> str:
-        counts = self.to_dict()
+        active = self.active or {}
+        queued = active.get("QUEUED", 0)
+        in_progress = sum(n for status, n in active.items() if status != "QUEUED")
         tags = "".join(_tag_limit(limit) for limit in self.tag_limits)
         return (
-            f"runs: {counts['queued']} queued, {counts['in_progress']} in progress (Dagster's "
-            f"queue: at most {self.max_concurrent_runs} at once, {self.per_location} per code "
-            f"location{tags})"
+            f"runs: {queued} queued, {in_progress} in progress (Dagster's queue: at most "
+            f"{self.max_concurrent_runs} at once, {self.per_location} per code location{tags})"
         )
 
 

@@ -23,6 +23,7 @@ from phlo_core.services.layout import (
     ServiceError,
     is_zombie,
     own_folder,
+    process_alive,
     stop_group,
     write_private_file,
 )
@@ -62,13 +63,9 @@ def redis_bin() -> Path:
 def broker_running(where: Layout) -> int | None:
     try:
         pid = int(_pid_file(where).read_text())
-        # redis-server sets its title to "redis-server 127.0.0.1:PORT" (one argument).
-        title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].split(b" ", 1)[0]
     except (OSError, ValueError):
         return None
-    return (
-        pid if Path(title.decode(errors="replace")).name == PROGRAM and not is_zombie(pid) else None
-    )
+    return pid if process_alive(pid, PROGRAM) else None
 
 
 def broker_answers(port: int, password: str, timeout: float = 1.0) -> bool:

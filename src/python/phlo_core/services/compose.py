@@ -234,9 +234,11 @@ def compose_up(
     env_file, settings_file = folder / "compose.env", folder / "settings.env"
     # phlo's settings in its containers: the main profile on these servers, as `phlo services
     # up` writes it for its own, then the user's.
-    profile = profile_values(
-        {"credentials": creds, "pg_port": ports["pg"], "s3_port": ports["s3"]}, "main"
-    )
+    # With workers, the broker too: the profile then runs its steps there (PHLO_EXECUTOR).
+    served = {"credentials": creds, "pg_port": ports["pg"], "s3_port": ports["s3"]}
+    if workers:
+        served["broker_port"] = ports["broker"]
+    profile = profile_values(served, "main")
     runs: dict[str, str] = {"PHLO_RUN_LAUNCHER": run_launcher}
     if run_launcher == "docker":
         dagster_url = profile["PHLO_DAGSTER_POSTGRES_URL"].split("://", 1)[1]
@@ -245,10 +247,7 @@ def compose_up(
     broker_config = folder / "broker.conf"
     if workers:
         from phlo_core.services.broker import broker_config as redis_config
-        from phlo_core.services.broker import broker_url
 
-        runs["PHLO_EXECUTOR"] = "celery"
-        runs["PHLO_CELERY_BROKER_URL"] = broker_url(ports["broker"], creds["broker_password"])
         write_private_file(
             broker_config,
             redis_config("/var/lib/phlo-broker", ports["broker"], creds["broker_password"]),

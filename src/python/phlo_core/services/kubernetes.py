@@ -38,11 +38,8 @@ def _set_values(model: BaseSettings) -> dict[str, str]:
     }
 
 
-def settings_secret(settings: PhloSettings, name: str = SECRET_NAME) -> dict[str, object]:
-    """The Secret manifest (stringData: Kubernetes encodes it) of the settings set here."""
-    data = _set_values(settings)
-    for model in location_models(settings):
-        data |= _set_values(load_location_settings(model, settings))
+def _manifest(name: str, data: dict[str, str]) -> dict[str, object]:
+    """A Secret manifest (stringData: Kubernetes encodes it)."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -52,11 +49,16 @@ def settings_secret(settings: PhloSettings, name: str = SECRET_NAME) -> dict[str
     }
 
 
+def _secret_data(settings: PhloSettings) -> dict[str, str]:
+    data = _set_values(settings)
+    for model in location_models(settings):
+        data |= _set_values(load_location_settings(model, settings))
+    return data
+
+
 def write_settings_secret(settings: PhloSettings, out: Path, name: str = SECRET_NAME) -> list[str]:
     """Write the manifest to `out` (owner only: it holds the secrets); the settings' names."""
-    manifest = settings_secret(settings, name)
+    data = _secret_data(settings)
     # JSON is YAML: `kubectl apply -f` reads it; no value is ever quoted wrongly.
-    write_atomically(out, json.dumps(manifest, indent=2) + "\n", mode=0o600)
-    data = manifest["stringData"]
-    assert isinstance(data, dict)
+    write_atomically(out, json.dumps(_manifest(name, data), indent=2) + "\n", mode=0o600)
     return sorted(data)

@@ -270,9 +270,11 @@ def stop_group(pid: int, stopped: Callable[[], bool], grace: float = 20) -> None
 
 def process_alive(pid: int, program: str) -> bool:
     """`pid` runs `program`: a pid file left by a server that died may name a process that
-    reuses its number, which must never be signalled."""
+    reuses its number, which must never be signalled. A server that sets its own title
+    ("redis-server 127.0.0.1:PORT", one argument) counts by its first word."""
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        command = os.fsdecode(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0])
     except OSError:
         return False
-    return Path(os.fsdecode(command)).name == program and not is_zombie(pid)
+    names = {Path(command).name, Path(command.split(" ", 1)[0]).name}
+    return program in names and not is_zombie(pid)
