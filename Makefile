@@ -43,16 +43,20 @@ images: install docker-up
 	DOCKER_HOST=unix://$(PHLO_DOCKER_SOCKET) $(BIN)/python -m phlo_core.services.images
 
 # The suite but the heaviest tests (several processes, kills, backfills): under 15 minutes on
-# two cores. CI (.ci/run) runs both halves.
+# two cores. CI (.ci/run) runs both halves. The test files run on TEST_WORKERS processes
+# (pytest-xdist; a file's tests stay on one): most tests wait on the commands they start, so two
+# on two cores take ~0.75x the time of one. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 test: install
-	$(BIN)/pytest -q --durations=15 -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The slow half includes the deployment smoke test, which serves the locations from their PEXes.
 test-slow: install pex
-	$(BIN)/pytest -q --durations=15 -m slow
+	$(PYTEST) -m slow
 
 test-all: install pex
-	$(BIN)/pytest -q --durations=15
+	$(PYTEST)
 
 # Pants (./pants bootstraps 2.17.1 into ~/.cache/phlo-pants): the PEXes into dist/, tests in
 # Pants' sandboxes, and its lock regenerated from uv's after `uv lock`.
