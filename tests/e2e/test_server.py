@@ -248,6 +248,8 @@ def test_an_idle_server_exits(env: dict[str, str]) -> None:
     idle = {**env, "PHLO_SERVER_IDLE_SECONDS": "1"}
     assert phlo(idle, "materialize", "nosuch", "--partition", "2024-01-03").returncode == 2
     wait_until(lambda: "serving" in server_logs(env), "the server to be warm")
+    # It warmed up without making an instance (or anything else) the command did not make.
+    assert not (Path(env["PHLO_HOME"]) / "dagster").exists()
     wait_until(lambda: not sockets(env), "the idle server to stop listening")
     wait_until(lambda: none_running(env), "the idle server to exit")
 

@@ -131,3 +131,19 @@ def test_a_lakehouse_made_before_the_birth_record_keeps_counting_its_days(
     replace_partitions([write("raw.values", D2, D3, [(D2, 2)])], settings)  # records the epoch
     assert lakehouse_created(settings) == dt.datetime.fromtimestamp(0, dt.UTC)
     assert query("select count(*) from raw.values", settings).rows == [(2,)]
+
+
+def test_phlo_and_dbt_query_on_the_configured_duckdb_threads(
+    make_settings: Callable[..., PhloSettings],
+) -> None:
+    """One thread by default (many small queries: measured fastest), PHLO_DUCKDB_THREADS
+    otherwise, for phlo's connections and dbt's alike."""
+    from phlo_core.dbt.profile import profile_document
+
+    for settings, threads in ((make_settings(), 1), (make_settings(phlo_duckdb_threads=3), 3)):
+        for read_only in (False, True):
+            with lakehouse(settings, read_only=read_only) as con:
+                found = con.execute("select current_setting('threads')").fetchone()
+            assert found == (threads,)
+        dbt = profile_document(settings)["phlo"]["outputs"]["lake"]
+        assert dbt["settings"]["threads"] == threads

@@ -71,7 +71,7 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
                         "autoinstall_known_extensions": False,
                         "autoload_known_extensions": True,
                     },
-                    "settings": {"TimeZone": "UTC"},
+                    "settings": {"TimeZone": "UTC", "threads": settings.phlo_duckdb_threads},
                     "attach": [
                         {
                             "path": "ducklake:"

@@ -241,6 +241,7 @@ def connect(
             "extension_directory": str(settings.extension_directory),
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": True,
+            "threads": settings.phlo_duckdb_threads,
         }
     )
     try:
