@@ -116,12 +116,17 @@ def test_a_range_run_stores_its_asset_events_in_batches_as_dagster_would_one_by_
     make_settings: Callable[..., PhloSettings],
 ) -> None:
     """A run over five days records a materialization per day; phlo's storage writes them as
-    one batch per step, and the index reads back as Dagster's stock storage writes it."""
+    one batch per step (and the run's planned materializations and checks as another), and the
+    index reads back as Dagster's stock storage writes it."""
     from dagster import (
+        AssetCheckKey,
+        AssetCheckResult,
+        AssetCheckSpec,
         BackfillPolicy,
         DagsterEventType,
         DagsterInstance,
         DailyPartitionsDefinition,
+        MaterializeResult,
         asset,
         materialize,
     )
@@ -132,17 +137,34 @@ def test_a_range_run_stores_its_asset_events_in_batches_as_dagster_would_one_by_
 
     days = DailyPartitionsDefinition(start_date="2024-01-01")
 
-    @asset(partitions_def=days, backfill_policy=BackfillPolicy.single_run())
-    def readings(context) -> None:  # noqa: ANN001 (Dagster reads the name)
+    @asset(
+        partitions_def=days,
+        backfill_policy=BackfillPolicy.single_run(),
+        check_specs=[AssetCheckSpec("counted", asset="readings")],
+    )
+    def readings(context):  # noqa: ANN001, ANN201 (Dagster reads the name and the return)
         context.log.info(f"{len(context.partition_keys)} days")
+        return MaterializeResult(
+            check_results=[AssetCheckResult(passed=len(context.partition_keys) == 5)]
+        )
 
     keys = [f"2024-01-0{day}" for day in range(2, 7)]
+    check = AssetCheckKey(readings.key, "counted")
     batches: list[int] = []
+    planned_checks: list[int] = []  # planned check events per batch
+    one_by_one: list[object] = []  # what was stored one event at a time
     original = PooledSqliteEventLogStorage.store_event_batch
+    original_one = PooledSqliteEventLogStorage.store_event
 
     def counted(storage: PooledSqliteEventLogStorage, events: list) -> None:  # type: ignore[type-arg]
         batches.append(len(events))
+        kinds = [event.dagster_event_type for event in events]
+        planned_checks.append(kinds.count(DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED))
         original(storage, events)
+
+    def single(storage: PooledSqliteEventLogStorage, event) -> None:  # noqa: ANN001
+        one_by_one.append(event.dagster_event_type)
+        original_one(storage, event)
 
     def run(instance: DagsterInstance) -> dict[str, object]:
         materialize(
@@ -166,15 +188,25 @@ def test_a_range_run_stores_its_asset_events_in_batches_as_dagster_would_one_by_
             "latest": storage.get_latest_materialization_events([readings.key])[
                 readings.key
             ].dagster_event.partition,  # type: ignore[union-attr]
+            "checks": [
+                (record.status, record.event.dagster_event_type if record.event else None)
+                for record in storage.get_asset_check_execution_history(check, limit=10)
+            ],
         }
 
     settings = make_settings()
     PooledSqliteEventLogStorage.store_event_batch = counted  # type: ignore[method-assign]
+    PooledSqliteEventLogStorage.store_event = single  # type: ignore[method-assign]
     try:
         ours = run(instance_for(settings))
     finally:
         PooledSqliteEventLogStorage.store_event_batch = original  # type: ignore[method-assign]
-    assert max(batches, default=0) == len(keys)  # the five materializations, stored at once
+        PooledSqliteEventLogStorage.store_event = original_one  # type: ignore[method-assign]
+    # Stored at once: the five days planned with the planned check, then the five days.
+    assert batches == [len(keys) + 1, len(keys)]
+    assert planned_checks == [1, 0]
+    assert DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED not in one_by_one  # in the batch
+    assert DagsterEventType.ASSET_MATERIALIZATION not in one_by_one
 
     (settings.phlo_home / "stock").mkdir()
     with DagsterInstance.local_temp(str(settings.phlo_home / "stock")) as stock:
@@ -183,6 +215,9 @@ def test_a_range_run_stores_its_asset_events_in_batches_as_dagster_would_one_by_
         assert ours == run(stock)
     assert ours["partitions"] == set(keys)
     assert ours["materializations"] == keys
+    statuses = [status.value for status, _ in ours["checks"]]  # type: ignore[attr-defined]
+    # As Dagster stores it (the same as its stock storage, above): planned per day, and passed.
+    assert sorted(statuses) == ["PLANNED"] * len(keys) + ["SUCCEEDED"]
 
 
 @pytest.mark.parametrize(
