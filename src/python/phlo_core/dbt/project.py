@@ -20,6 +20,9 @@ from phlo_core.workspace import DBT_ROOT
 SHARED_PACKAGE = DBT_ROOT / "packages" / "phlo_shared"
 PARTIAL_PARSE = "partial_parse.msgpack"  # dbt's saved parse state
 _prepared: list[Path] = []  # projects prepared in this process, in order
+# Manifests read whole in this process (path, inode, size, mtime): each of a run's dbt steps
+# checks its manifest, and reading it again cost 0.1 s a step. A parse replaces the file.
+_whole: set[tuple[str, int, int, int]] = set()
 
 
 def _newest_source_mtime(*folders: Path) -> float:
@@ -49,9 +52,13 @@ def _manifest_is_current(manifest: Path, project_dir: Path) -> bool:
     """The manifest exists, is whole JSON (a kill while writing leaves neither behind, but
     older versions could) and is newer than every model, macro and YAML file."""
     try:
-        if manifest.stat().st_mtime < _newest_source_mtime(project_dir, SHARED_PACKAGE):
+        stat = manifest.stat()
+        if stat.st_mtime < _newest_source_mtime(project_dir, SHARED_PACKAGE):
             return False
-        json.loads(manifest.read_text())
+        identity = (str(manifest), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if identity not in _whole:
+            json.loads(manifest.read_text())
+            _whole.add(identity)
     except (OSError, ValueError):
         return False
     return True
