@@ -136,8 +136,9 @@ def test_a_lakehouse_made_before_the_birth_record_keeps_counting_its_days(
 def test_phlo_and_dbt_query_on_the_configured_duckdb_threads(
     make_settings: Callable[..., PhloSettings],
 ) -> None:
-    """One thread by default (many small queries: measured fastest), PHLO_DUCKDB_THREADS
-    otherwise, for phlo's connections and dbt's alike."""
+    """One thread by default for a lake on local files (many small queries: measured
+    fastest), PHLO_DUCKDB_THREADS otherwise, for phlo's connections and dbt's alike; a lake in
+    an object store keeps DuckDB's thread per core unless set."""
     from phlo_core.dbt.profile import profile_document
 
     for settings, threads in ((make_settings(), 1), (make_settings(phlo_duckdb_threads=3), 3)):
@@ -147,3 +148,15 @@ def test_phlo_and_dbt_query_on_the_configured_duckdb_threads(
             assert found == (threads,)
         dbt = profile_document(settings)["phlo"]["outputs"]["lake"]
         assert dbt["settings"]["threads"] == threads
+    on_s3 = {
+        "phlo_lake_data_path": "s3://lake/ducklake/",
+        "phlo_s3_endpoint": "127.0.0.1:9",
+        "phlo_s3_access_key_id": "key",
+        "phlo_s3_secret_access_key": "secret",
+    }
+    assert make_settings(**on_s3).duckdb_threads is None  # DuckDB's default: one per core
+    assert (
+        "threads"
+        not in profile_document(make_settings(**on_s3))["phlo"]["outputs"]["lake"]["settings"]
+    )
+    assert make_settings(phlo_duckdb_threads=2, **on_s3).duckdb_threads == 2

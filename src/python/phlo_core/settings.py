@@ -305,11 +305,8 @@ class PhloSettings(BaseSettings):
 
     phlo_debug: bool = Field(default=False, description="Show tracebacks from the CLI.")
 
-    # Per process. Phlo's lakehouse work is many small queries against the catalog (a day is
-    # ~300 rows, a test a query): DuckDB's default of a thread per core spent more time
-    # coordinating its threads than querying (a day's dbt builds 1.6x, the report's reads 3x
-    # slower on two threads). Parallel work runs in processes (backfill and Celery workers).
-    phlo_duckdb_threads: int = Field(default=1, ge=1, le=256)
+    # DuckDB's threads per process; unset: see `duckdb_threads`.
+    phlo_duckdb_threads: int | None = Field(default=None, ge=1, le=256)
     phlo_query_memory_limit_mb: int = Field(default=4096, ge=64)
     phlo_query_timeout_seconds: float = Field(default=60.0, gt=0)
     phlo_snapshot_retention_days: int = Field(default=7, ge=0)
@@ -508,6 +505,20 @@ class PhloSettings(BaseSettings):
     @property
     def lake_on_s3(self) -> bool:
         return self.lake_data_path.startswith("s3://")
+
+    @property
+    def duckdb_threads(self) -> int | None:
+        """DuckDB's threads per process (phlo's connections and dbt's): PHLO_DUCKDB_THREADS, else
+        one for a lake on local files, else (None) DuckDB's own default, a thread per core.
+
+        Phlo's work is many small queries against the catalog (a day is ~300 rows, each test
+        a query): on local files DuckDB's threads spent more time coordinating than querying
+        (on two cores a day's dbt builds took 1.6x and the report's reads 3x as long as on
+        one). Parallel work runs in processes (backfill and Celery workers). In an object
+        store, threads also read files side by side, hiding each request's latency."""
+        if self.phlo_duckdb_threads is not None:
+            return self.phlo_duckdb_threads
+        return None if self.lake_on_s3 else 1
 
     @property
     def s3_endpoint(self) -> tuple[str | None, bool]:

@@ -71,7 +71,14 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
                         "autoinstall_known_extensions": False,
                         "autoload_known_extensions": True,
                     },
-                    "settings": {"TimeZone": "UTC", "threads": settings.phlo_duckdb_threads},
+                    "settings": {
+                        "TimeZone": "UTC",
+                        **(
+                            {"threads": settings.duckdb_threads}
+                            if settings.duckdb_threads is not None
+                            else {}
+                        ),
+                    },
                     "attach": [
                         {
                             "path": "ducklake:"

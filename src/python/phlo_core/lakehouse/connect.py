@@ -236,12 +236,13 @@ def connect(
     settings = settings or get_settings()
     refuse_orphaned_data(settings)
     _prepare_local_folders(settings, read_only=read_only)
+    threads = settings.duckdb_threads
     con = duckdb.connect(
         config={
             "extension_directory": str(settings.extension_directory),
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": True,
-            "threads": settings.phlo_duckdb_threads,
+            **({"threads": threads} if threads is not None else {}),
         }
     )
     try:

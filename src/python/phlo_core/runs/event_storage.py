@@ -13,7 +13,7 @@ materialization per day and asset, each an insert into the run's database and an
 index with its tags, two transactions apiece. Dagster hands such events over in batches when
 DAGSTER_EVENT_BATCH_SIZE is set (its storages then loop over them); this class sets it when
 unset and writes a batch in one transaction per database. A run's planned checks come in one
-such batch with its planned materializations (a day of the nightscout location: 81 checks,
+such batch with its planned materializations (a day of the largest location here: 81 checks,
 three transactions each, 0.5 s), and are written in it too, by Dagster's own code.
 
 Dagster asks whether the index holds the asset-check table before storing every check event,
