@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,6 +30,18 @@ def _setting_names() -> frozenset[str]:
 
 
 SETTING_NAMES = _setting_names()
+
+
+@pytest.fixture(autouse=True)
+def _default_signal_handling() -> None:
+    """pytest-xdist's worker processes ignore SIGINT (execnet's), and a Dagster run in the
+    test's process gives SIGTERM the handler SIGINT has: a process a test starts inherited both
+    ignored, and neither Ctrl-C (`phlo logs --follow`) nor terminate() stopped it. Each test
+    starts with Python's own handling, as a user's shell gives a command."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
