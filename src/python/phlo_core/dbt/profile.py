@@ -56,6 +56,7 @@ def _s3_secrets(settings: PhloSettings) -> list[dict[str, Any]]:
 
 
 def profile_document(settings: PhloSettings) -> dict[str, Any]:
+    threads = {} if settings.duckdb_threads is None else {"threads": settings.duckdb_threads}
     return {
         PROFILE: {
             "target": "lake",
@@ -71,14 +72,7 @@ def profile_document(settings: PhloSettings) -> dict[str, Any]:
                         "autoinstall_known_extensions": False,
                         "autoload_known_extensions": True,
                     },
-                    "settings": {
-                        "TimeZone": "UTC",
-                        **(
-                            {"threads": settings.duckdb_threads}
-                            if settings.duckdb_threads is not None
-                            else {}
-                        ),
-                    },
+                    "settings": {"TimeZone": "UTC", **threads},
                     "attach": [
                         {
                             "path": "ducklake:"
