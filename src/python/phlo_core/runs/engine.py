@@ -27,9 +27,9 @@ from phlo_core.runs.orphans import process_tags
 from phlo_core.runs.progress import (
     ProgressCallback,
     RunInterruptedError,
-    RunWatcher,
     cancel_on_interrupt,
     mark_canceled,
+    progress_listener,
     signals_noted,
 )
 from phlo_core.runs.selection import LocationPlan, plan_selection
@@ -249,9 +249,8 @@ def _run(
         tags["dagster/asset_partition_range_end"] = last.isoformat()
     started = time.perf_counter()
     run_id = str(uuid.uuid4())
-    watcher = RunWatcher(instance, run_id, on_progress) if on_progress else None
-    if watcher:
-        watcher.start()
+    if on_progress:
+        instance.add_event_listener(run_id, progress_listener(on_progress))
     instance.add_event_listener(run_id, cancel_on_interrupt(instance, run_id))
     # What steps print (dbt, with --quiet, prints little) goes to Dagster's compute logs, as
     # for runs launched from the UI; phlo's own lines are in the event log (`phlo logs`).
@@ -269,10 +268,6 @@ def _run(
     except KeyboardInterrupt:
         mark_canceled(instance, run_id)
         raise RunInterruptedError(run_id) from None
-    finally:
-        if watcher:
-            watcher.finished.set()
-            watcher.join()
     run = instance.get_run_by_id(run_id)
     if run is not None and run.status == DagsterRunStatus.CANCELED:
         raise RunInterruptedError(run_id)
