@@ -303,7 +303,10 @@ class PhloSettings(BaseSettings):
         default=None, description="Dagster workspace file listing the code locations."
     )
 
-    phlo_debug: bool = Field(default=False, description="Show tracebacks from the CLI.")
+    phlo_debug: bool = Field(
+        default=False,
+        description="Show tracebacks from the CLI; dbt writes its debug log (every statement).",
+    )
 
     # DuckDB's threads per process; unset: see `duckdb_threads`.
     phlo_duckdb_threads: int | None = Field(default=None, ge=1, le=256)
