@@ -112,6 +112,55 @@ def test_the_event_log_is_dagsters_sqlite_format(
     assert instance.get_latest_materialization_event(numbers.key) is not None
 
 
+def _shape(path: Path) -> tuple[object, ...]:
+    import sqlite3
+    from contextlib import closing
+
+    with closing(sqlite3.connect(path)) as db:
+        return (
+            sorted(db.execute("select type, name, sql from sqlite_master").fetchall()),
+            db.execute("select version_num from alembic_version").fetchall(),
+            db.execute("pragma journal_mode").fetchall(),
+        )
+
+
+def test_a_new_runs_database_is_a_copy_of_dagsters_empty_one(tmp_path: Path) -> None:
+    """A new run's database is copied from a template Dagster's own code made: the same
+    tables, schema revision and journal as Dagster's stock storage creates; the template is not
+    taken for a run; a database that already exists is kept as it is."""
+    import sqlite3
+    import uuid
+    from contextlib import closing
+
+    from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+
+    from phlo_core.runs.event_storage import PooledSqliteEventLogStorage
+
+    ours, stock = (
+        PooledSqliteEventLogStorage(str(tmp_path / "ours")),
+        SqliteEventLogStorage(str(tmp_path / "stock")),
+    )
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    for storage in (ours, stock):
+        with storage.run_connection(first):
+            pass
+    with ours.run_connection(second):
+        pass
+    [template] = (tmp_path / "ours").glob(".phlo-run-template-*.sqlite")
+    assert _shape(tmp_path / "ours" / f"{first}.db") == _shape(tmp_path / "stock" / f"{first}.db")
+    assert sorted(ours.get_all_run_ids()) == sorted([first, second])
+    # A run database made elsewhere (another process, an older phlo) is not replaced.
+    kept = str(uuid.uuid4())
+    with SqliteEventLogStorage(str(tmp_path / "ours")).run_connection(kept):
+        pass
+    with closing(sqlite3.connect(tmp_path / "ours" / f"{kept}.db")) as db:
+        db.execute("create table marker (x integer)")
+    with ours.run_connection(kept) as conn:
+        assert conn.exec_driver_sql("select count(*) from marker").scalar() == 0
+    ours.dispose()
+    assert template.exists()
+
+
 def test_a_range_run_stores_its_asset_events_in_batches_as_dagster_would_one_by_one(
     make_settings: Callable[..., PhloSettings],
 ) -> None:

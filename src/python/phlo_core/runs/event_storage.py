@@ -18,11 +18,17 @@ three transactions each, 0.5 s), and are written in it too, by Dagster's own cod
 
 Dagster asks whether the index holds the asset-check table before storing every check event,
 with a new connection each time; a table that exists is remembered here.
+
+A new run's database is a copy of an empty one made by Dagster's own code once per Dagster
+version (`.phlo-run-template-VERSION.sqlite`, beside the runs' files): creating its tables and
+stamping its schema revision with Alembic took about 90 ms a run, a copy about 1 ms.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -31,10 +37,14 @@ from typing import TYPE_CHECKING, Any
 
 from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.events import ASSET_EVENTS, DagsterEventType
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from sqlalchemy import create_engine
+from dagster.version import __version__ as dagster_version
+from sqlalchemy import create_engine, text
 
 if TYPE_CHECKING:
     from dagster._core.events.log import EventLogEntry
@@ -66,6 +76,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         if engine is not None:
             self._engines.move_to_end(shard)
             return engine
+        if shard not in self._initialized_dbs and self._copied_template(shard):
+            self._initialized_dbs.add(shard)
         engine = create_engine(
             self.conn_string_for_shard(shard),
             pool_size=1,
@@ -80,6 +92,37 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             _, oldest = self._engines.popitem(last=False)
             oldest.dispose()
         return engine
+
+    def _copied_template(self, shard: str) -> bool:
+        """Create a new run's database as a copy of the template; False when the database
+        already exists (or is the index), which Dagster's own initialization then checks."""
+        path = self.path_for_shard(shard)
+        if shard == INDEX_SHARD_NAME or os.path.exists(path):
+            return False
+        template = os.path.join(self._base_dir, f".phlo-run-template-{dagster_version}.sqlite")
+        if not os.path.exists(template):
+            self._make_template(template)
+        partial = os.path.join(self._base_dir, f".{shard}.{os.getpid()}.tmp")
+        try:
+            shutil.copyfile(template, partial)
+            os.link(partial, path)  # never over a database another process just created
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        return True
+
+    def _make_template(self, template: str) -> None:
+        partial = f"{template}.{os.getpid()}.tmp"
+        engine = create_engine(f"sqlite:///{partial}")
+        try:
+            super()._initdb(engine)
+            with engine.connect() as conn:  # everything in the file itself: no WAL beside it
+                conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        finally:
+            engine.dispose()
+        os.replace(partial, template)  # whole or not at all; a concurrent maker's is the same
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Connection]:
