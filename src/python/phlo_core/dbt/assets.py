@@ -325,8 +325,16 @@ def _dbt_models(
         _remove_finished_run_folders(runs_dir, context)
         run_target = runs_dir / context.run.run_id / ("models" if partitioned else "tables")
         # No manifest.json/run_results.json: the results are read from dbt's return value and
-        # the run's folder is removed after it; writing them cost ~0.3 s a build.
-        args = ["build", "--no-write-json", "--target-path", str(run_target)]
+        # the run's folder is removed after it; writing them cost ~0.3 s a build. dbt lists
+        # the relations of the selected models' schemas only, not of every schema the project
+        # has (a DuckLake catalog query each); it looks up any other relation it needs.
+        args = [
+            "build",
+            "--no-write-json",
+            "--cache-selected-only",
+            "--target-path",
+            str(run_target),
+        ]
         args += ["--vars", json.dumps(dbt_vars)]
         if selected:
             # A test runs in the step that builds the last of the models it reads (`buildable`):
