@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pyarrow as pa
 import pytest
 
+from phlo_core.lakehouse import connect as connect_module
 from phlo_core.lakehouse.connect import (
     IDENTITY_TABLE,
     LakehouseError,
@@ -114,8 +115,12 @@ def test_concurrent_writers_to_one_table_all_land(
     assert counts == [(60, 20)]
 
 
+def _no_lakehouse(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the lakehouse was opened")
+
+
 def test_a_lakehouse_made_before_the_birth_record_keeps_counting_its_days(
-    make_settings: Callable[..., PhloSettings],
+    make_settings: Callable[..., PhloSettings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Upgrading users: a lakehouse that holds tables but no birth record (made by an older
     phlo) is dated to the epoch, so every day materialized into it still counts as done; a new
@@ -124,12 +129,20 @@ def test_a_lakehouse_made_before_the_birth_record_keeps_counting_its_days(
     replace_partitions([write("raw.values", D1, D2, [(D1, 1)])], settings)
     born = lakehouse_created(settings)
     assert born is not None and abs(born - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)
+    # Remembered (PHLO_HOME/cache): the next answer opens no DuckDB.
+    assert (settings.home / "cache" / "lakehouse.json").exists()
+    with monkeypatch.context() as patched:
+        patched.setattr(connect_module, "lakehouse", _no_lakehouse)
+        assert lakehouse_created(settings) == born
 
     with lakehouse(settings) as con:
         con.execute(f"drop table {IDENTITY_TABLE}")  # as an older phlo left it
     assert lakehouse_created(settings) == dt.datetime.fromtimestamp(0, dt.UTC)
     replace_partitions([write("raw.values", D2, D3, [(D2, 2)])], settings)  # records the epoch
     assert lakehouse_created(settings) == dt.datetime.fromtimestamp(0, dt.UTC)
+    with monkeypatch.context() as patched:  # the new record, remembered in its turn
+        patched.setattr(connect_module, "lakehouse", _no_lakehouse)
+        assert lakehouse_created(settings) == dt.datetime.fromtimestamp(0, dt.UTC)
     assert query("select count(*) from raw.values", settings).rows == [(2,)]
 
 

@@ -10,6 +10,7 @@ locked`, and two writers to the same table can conflict on any catalog.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
@@ -198,8 +199,14 @@ def lakehouse_created(settings: PhloSettings) -> dt.datetime | None:
 
     refuse_orphaned_data(settings)
     catalog = settings.lake_catalog
-    if catalog.startswith("sqlite:") and _sqlite_catalog_state(Path(catalog[7:])) != "ok":
-        return None
+    record = None
+    if catalog.startswith("sqlite:"):
+        if _sqlite_catalog_state(Path(catalog[7:])) != "ok":
+            return None
+        record = _birth_record_id(Path(catalog[7:]))
+        remembered = _remembered_birth(settings, record)
+        if remembered is not None:
+            return remembered
     try:
         with lakehouse(settings, read_only=True) as con:
             row = con.execute(f"select min(created_at) from {IDENTITY_TABLE}").fetchone()
@@ -209,7 +216,57 @@ def lakehouse_created(settings: PhloSettings) -> dt.datetime | None:
         raise
     except duckdb.CatalogException:
         row = None
-    return row[0] if row and row[0] is not None else dt.datetime.fromtimestamp(0, dt.UTC)
+    if not row or row[0] is None:
+        return dt.datetime.fromtimestamp(0, dt.UTC)
+    if record is not None:
+        _remember_birth(settings, record, row[0])
+    return row[0]
+
+
+# The birth record never changes once written, and reading it opens DuckDB (its extensions'
+# signatures checked, the catalog attached: about 0.3 s of `phlo status`). An embedded catalog's
+# record is remembered under PHLO_HOME/cache with the DuckLake id of the table that holds it
+# (read from the SQLite catalog directly): another lakehouse, or a record made again, has
+# another id.
+def _birth_cache(settings: PhloSettings) -> Path:
+    return settings.home / "cache" / "lakehouse.json"
+
+
+def _birth_record_id(catalog_file: Path) -> str | None:
+    import sqlite3
+
+    try:
+        uri = f"{catalog_file.absolute().as_uri()}?mode=ro"
+        with closing(sqlite3.connect(uri, uri=True)) as db:
+            rows = db.execute(
+                "select table_uuid from ducklake_table "
+                "where table_name = ? and end_snapshot is null",
+                [IDENTITY_TABLE.rsplit(".", 1)[1]],
+            ).fetchall()
+    except sqlite3.Error:
+        return None
+    return str(rows[0][0]) if len(rows) == 1 else None
+
+
+def _remembered_birth(settings: PhloSettings, record: str | None) -> dt.datetime | None:
+    if record is None:
+        return None
+    try:
+        cached = json.loads(_birth_cache(settings).read_text())
+        if cached.get("record") == record:
+            return dt.datetime.fromisoformat(cached["created_at"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def _remember_birth(settings: PhloSettings, record: str, created_at: dt.datetime) -> None:
+    from phlo_core.lakehouse.locks import write_atomically
+
+    path = _birth_cache(settings)
+    with suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, json.dumps({"record": record, "created_at": created_at.isoformat()}))
 
 
 def _prepare_local_folders(settings: PhloSettings, *, read_only: bool) -> None:
