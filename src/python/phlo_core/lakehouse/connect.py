@@ -12,12 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from phlo_core.lakehouse.locks import write_atomically
 from phlo_core.redact import redact
 from phlo_core.settings import PhloSettings, get_settings
 
@@ -128,17 +129,25 @@ def _sqlite_catalog_state(catalog_file: Path) -> str:
         return "missing"
     if catalog_file.stat().st_size == 0:
         return "empty"
+    found = _read_catalog(
+        catalog_file, "select count(*) from sqlite_master where name = 'ducklake_metadata'"
+    )
+    if found is None:
+        return "ok"  # not readable as SQLite here: DuckLake's attach says what is wrong
+    return "ok" if found[0][0] else "empty"
+
+
+def _read_catalog(catalog_file: Path, sql: str, params: Sequence[Any] = ()) -> list[Any] | None:
+    """Rows of `sql` read from a SQLite catalog file opened read-only; None when it cannot be
+    read as SQLite (or lacks what `sql` names)."""
     import sqlite3
 
     try:
         uri = f"{catalog_file.absolute().as_uri()}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True)) as db:
-            found = db.execute(
-                "select count(*) from sqlite_master where name = 'ducklake_metadata'"
-            ).fetchone()
+            return db.execute(sql, params).fetchall()
     except sqlite3.Error:
-        return "ok"  # not readable as SQLite here: DuckLake's attach says what is wrong
-    return "ok" if found and found[0] else "empty"
+        return None
 
 
 def refuse_orphaned_data(settings: PhloSettings) -> None:
@@ -233,19 +242,12 @@ def _birth_cache(settings: PhloSettings) -> Path:
 
 
 def _birth_record_id(catalog_file: Path) -> str | None:
-    import sqlite3
-
-    try:
-        uri = f"{catalog_file.absolute().as_uri()}?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True)) as db:
-            rows = db.execute(
-                "select table_uuid from ducklake_table "
-                "where table_name = ? and end_snapshot is null",
-                [IDENTITY_TABLE.rsplit(".", 1)[1]],
-            ).fetchall()
-    except sqlite3.Error:
-        return None
-    return str(rows[0][0]) if len(rows) == 1 else None
+    rows = _read_catalog(
+        catalog_file,
+        "select table_uuid from ducklake_table where table_name = ? and end_snapshot is null",
+        [IDENTITY_TABLE.rsplit(".", 1)[1]],
+    )
+    return str(rows[0][0]) if rows is not None and len(rows) == 1 else None
 
 
 def _remembered_birth(settings: PhloSettings, record: str | None) -> dt.datetime | None:
@@ -261,8 +263,6 @@ def _remembered_birth(settings: PhloSettings, record: str | None) -> dt.datetime
 
 
 def _remember_birth(settings: PhloSettings, record: str, created_at: dt.datetime) -> None:
-    from phlo_core.lakehouse.locks import write_atomically
-
     path = _birth_cache(settings)
     with suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
