@@ -39,6 +39,7 @@ only (pidfd); elsewhere commands run directly.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
@@ -618,6 +619,8 @@ def _loop(listener: socket.socket, path: Path, ours: int) -> None:
             _retire(path, ours)  # no new commands (clients then run directly) ...
             selector.unregister(listener)
             listener.close()  # ... and the running ones finish
+            if not children:
+                break
         timeout = CHECK_SECONDS
         if not children and not stopping:
             timeout = min(timeout, idle - (time.monotonic() - active))
@@ -818,4 +821,12 @@ if __name__ == "__main__":
     # find this server's state there, not in a second copy of the module.
     from phlo_cli import server
 
-    sys.exit(server.serve(Path(sys.argv[1])))
+    code = server.serve(Path(sys.argv[1]))
+    # Its socket and lock files are cleaned up. What the libraries registered to run at exit
+    # runs (logging's flush, temporary folders, file locks); tearing down the interpreter, which
+    # frees every object Dagster, dbt and matplotlib loaded one by one, does not: it took over
+    # a second, in which the server still showed as stopping. The kernel frees all of it at once.
+    atexit._run_exitfuncs()  # pyright: ignore[reportPrivateUsage]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
