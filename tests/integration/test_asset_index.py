@@ -161,6 +161,33 @@ def test_a_new_runs_database_is_a_copy_of_dagsters_empty_one(tmp_path: Path) -> 
     assert template.exists()
 
 
+def test_the_event_log_commits_without_waiting_for_the_disk_only_in_wal_mode(
+    tmp_path: Path,
+) -> None:
+    """The run's and the index's databases (WAL, as Dagster makes them) commit with
+    synchronous=NORMAL; a database in another journal mode keeps SQLite's FULL."""
+    import sqlite3
+    import uuid
+    from contextlib import closing
+
+    from phlo_core.runs.event_storage import PooledSqliteEventLogStorage
+
+    storage = PooledSqliteEventLogStorage(str(tmp_path))
+    run_id, old_run = str(uuid.uuid4()), str(uuid.uuid4())
+    with closing(sqlite3.connect(tmp_path / f"{old_run}.db")) as db:
+        db.execute("pragma journal_mode=delete")
+    try:
+        for connection in (storage.run_connection(run_id), storage.index_connection()):
+            with connection as conn:
+                assert conn.exec_driver_sql("pragma journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("pragma synchronous").scalar() == 1  # NORMAL
+        with storage.run_connection(old_run) as conn:
+            assert conn.exec_driver_sql("pragma journal_mode").scalar() == "delete"
+            assert conn.exec_driver_sql("pragma synchronous").scalar() == 2  # FULL
+    finally:
+        storage.dispose()
+
+
 def test_a_range_run_stores_its_asset_events_in_batches_as_dagster_would_one_by_one(
     make_settings: Callable[..., PhloSettings],
 ) -> None:
