@@ -1,7 +1,7 @@
 """Following a run as it executes: progress events for the terminal, and Ctrl-C.
 
-A watcher thread polls the run's event log and reports steps started, assets materialized and
-steps failed. Ctrl-C (SIGINT or SIGTERM) during a run must end it CANCELED, not FAILURE: an
+An event listener (`progress_listener`) reports steps started, assets materialized and steps
+failed as the run stores each event. Ctrl-C (SIGINT or SIGTERM) during a run must end it CANCELED, not FAILURE: an
 event listener marks the run canceling as soon as an interrupt fails a step.
 """
 
