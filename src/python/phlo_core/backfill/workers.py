@@ -296,4 +296,6 @@ def worker_main(argv: list[str]) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.exit(worker_main(sys.argv[1:]))
+    from phlo_core.process_exit import exit_now
+
+    exit_now(worker_main(sys.argv[1:]))  # no interpreter teardown (1.4 s after a run)

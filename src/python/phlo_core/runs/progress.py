@@ -1,8 +1,9 @@
 """Following a run as it executes: progress events for the terminal, and Ctrl-C.
 
 An event listener (`progress_listener`) reports steps started, assets materialized and steps
-failed as the run stores each event. Ctrl-C (SIGINT or SIGTERM) during a run must end it CANCELED, not FAILURE: an
-event listener marks the run canceling as soon as an interrupt fails a step.
+failed as the run stores each event. Ctrl-C (SIGINT or SIGTERM) during a run must end it
+CANCELED, not FAILURE: another event listener marks the run canceling as soon as an interrupt
+fails a step.
 """
 
 from __future__ import annotations
