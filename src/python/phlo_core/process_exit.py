@@ -1,9 +1,9 @@
 """Ending a process that ran Dagster runs, dbt and matplotlib without tearing its interpreter
 down.
 
-Python's normal exit frees every object the process made, module by module. After a day's run
-that took 1.4-1.5 s (from the run's last event to the shell's prompt), in which the command had
-finished but its process had not ended. `exit_now` runs what the libraries registered to run at exit
+Python's normal exit frees every object the process made, module by module: after a day's run
+that took 1.4-1.5 s (from the run's last event to the shell's prompt), with the command finished
+and its process not yet ended. `exit_now` runs what the libraries registered to run at exit
 (logging's flush, temporary folders, file locks, dbt's connections), flushes the standard
 streams, and lets the kernel free the rest at once: what a served command's process already
 does when its command ends.

@@ -210,9 +210,10 @@ def lakehouse_created(settings: PhloSettings) -> dt.datetime | None:
     catalog = settings.lake_catalog
     record = None
     if catalog.startswith("sqlite:"):
-        if _sqlite_catalog_state(Path(catalog[7:])) != "ok":
+        catalog_file = Path(catalog.removeprefix("sqlite:"))
+        if _sqlite_catalog_state(catalog_file) != "ok":
             return None
-        record = _birth_record_id(Path(catalog[7:]))
+        record = _birth_record_id(catalog_file)
         remembered = _remembered_birth(settings, record)
         if remembered is not None:
             return remembered
