@@ -34,6 +34,7 @@ from phlo_core.services.layout import (
     credentials,
     free_port,
 )
+from phlo_core.services.s3 import weed_failure
 from phlo_core.settings import PhloSettings, load_settings
 
 LABEL = "phlo.tests.pid"
@@ -127,8 +128,8 @@ def _wait(what: str, answers: Any, container: Any, seconds: float = 60) -> float
         wrapped = container.get_wrapped_container()
         wrapped.reload()
         if wrapped.status in ("exited", "dead"):
-            tail = wrapped.logs(tail=3).decode(errors="replace").strip()
-            raise ServiceError(f"{what}'s container exited: {tail}")
+            reason = weed_failure(wrapped.logs(tail=400).decode(errors="replace"))
+            raise ServiceError(f"{what}'s container exited: {reason}")
         time.sleep(0.1)
     raise ServiceError(f"{what}'s container did not answer within {seconds:.0f} s")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -140,9 +141,40 @@ def layout(settings: PhloSettings) -> Layout:
     return layout_at(root, read_state(root))
 
 
+# Ports phlo chooses for its servers start here: below, the usual ports of other software.
+FIRST_CHOSEN_PORT = 20000
+
+
+def ephemeral_ports() -> range:
+    """The ports the kernel gives outgoing connections (Linux: ip_local_port_range)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port() -> int:
+    """A port no socket holds, outside the kernel's ephemeral range. A port the kernel picked
+    (bind to port 0) is one it also gives outgoing connections: any client, SeaweedFS's own
+    services talking to each other among them, could take it between the choice and the
+    server's bind, or on a later `up` that reuses the port."""
+    ephemeral = ephemeral_ports()
+    pools = [
+        pool
+        for pool in (
+            range(FIRST_CHOSEN_PORT, max(FIRST_CHOSEN_PORT, ephemeral.start)),
+            range(max(FIRST_CHOSEN_PORT, ephemeral.stop), 65536),
+        )
+        if pool
+    ]
+    for _ in range(200 if pools else 0):
+        pool = random.choices(pools, weights=[len(pool) for pool in pools])[0]
+        port = random.choice(pool)
+        if not port_in_use(port):
+            return port
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind(("127.0.0.1", 0))  # every port outside the range taken: the kernel's choice
         return int(probe.getsockname()[1])
 
 

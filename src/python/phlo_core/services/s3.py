@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -201,14 +202,22 @@ def s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, s
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = where.s3_log.read_text(errors="replace").strip().splitlines()[-1:]
-            raise ServiceError(
-                f"SeaweedFS exited at start: {tail[0] if tail else process.returncode}"
-            )
+            reason = weed_failure(where.s3_log.read_text(errors="replace"))
+            raise ServiceError(f"SeaweedFS exited at start: {reason or process.returncode}")
         if s3_bucket_answers(port, creds):
             return
         time.sleep(0.2)
     raise ServiceError(f"SeaweedFS did not answer on 127.0.0.1:{port} within 60 s ({where.s3_log})")
+
+
+def weed_failure(log: str) -> str:
+    """Why SeaweedFS stopped, from its log: the first error, fatal or panic line (a fatal one is
+    followed by every goroutine's stack, so the log's last line says nothing), else the last."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    for line in lines:
+        if re.match(r"[EF]\d{4} |panic: |fatal error: ", line):
+            return line
+    return lines[-1] if lines else ""
 
 
 def s3_bucket_answers(port: int, creds: dict[str, str]) -> bool:
