@@ -307,6 +307,41 @@ def test_a_command_outlives_its_killed_server_and_reports_its_own_outcome(
     assert code == "0"
 
 
+def test_a_command_whose_settings_name_another_workspace_is_run_by_its_client(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A client finds its server by the workspace file it reads without loading the settings
+    (`configured_workspace`). Should that ever differ from the settings' own, the child, which
+    loads them, runs nothing and the client runs the command itself: a client that took this
+    server for another workspace's is told so (its own signal handlers back)."""
+    from phlo_cli import server
+    from phlo_core.workspace import DEFAULT_WORKSPACE
+
+    start_server(env)
+    [path] = sockets(env)
+    other = Path(env["PHLO_HOME"]).with_name("workspace.yaml")
+    other.write_text(DEFAULT_WORKSPACE.read_text())
+    for name, value in {**env, "PHLO_WORKSPACE": str(other)}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(other.parent)
+    handler = signal.getsignal(signal.SIGINT)
+    with server._connect(path) as sock:
+        args = ["materialize", "nosuch", "--partition", "2024-01-03"]
+        assert server._converse(sock, args) is None
+    assert capfd.readouterr().err == (
+        f"phlo: warning: not using the phlo server: its settings name workspace {other}, the "
+        f"server's is {DEFAULT_WORKSPACE}; running directly\n"
+    )
+    assert signal.getsignal(signal.SIGINT) is handler
+    wait_until(lambda: served(env) != [], "the keeper to log its command's end")
+    assert [code for _, code in served(env)] == ["0"]  # ran nothing
+    # The same settings with the server's workspace: served.
+    monkeypatch.delenv("PHLO_WORKSPACE")
+    with server._connect(path) as sock:
+        assert server._converse(sock, args) == 2
+    assert capfd.readouterr().err.startswith("phlo: error: unknown asset 'nosuch'")
+
+
 @pytest.mark.slow  # keeps `make test` under 15 minutes; CI runs it
 def test_a_server_whose_socket_file_is_deleted_exits_and_a_new_one_serves(
     env: dict[str, str],

@@ -73,6 +73,7 @@ HEADER = struct.Struct("!I")
 _lock_fd: int | None = None  # the server's lock on its key
 _lock_path: Path | None = None  # where that lock file is now (renamed when the server stops)
 _socket: Path | None = None  # in a server and the commands it runs: its socket
+_workspace: Path | None = None  # in a server: the workspace file whose locations it loaded
 DEFAULT_IDLE_SECONDS = 600.0
 CHECK_SECONDS = 1.0  # how often a server checks that its socket file is still its own
 SERVED = ("materialize", "backfill")  # the commands a warm server runs
@@ -116,27 +117,18 @@ def _idle_seconds() -> float:
         return DEFAULT_IDLE_SECONDS
 
 
-def _code_settings() -> PhloSettings:
-    """The settings that say where the code is (the workspace file): the environment's, or,
-    when they do not validate (the command will say why), the workspace variable alone."""
-    from phlo_core.settings import PhloSettings, get_settings
-
-    try:
-        return get_settings()
-    except Exception:
-        workspace = os.environ.get("PHLO_WORKSPACE")
-        return PhloSettings.model_construct(phlo_workspace=Path(workspace) if workspace else None)
-
-
 def server_key() -> str:
     """The code version a server runs, hashed: the Python and what it was started with, the
     installed packages, the workspace file and every file of the code locations, the dbt
     projects and phlo. Not the settings nor the rest of the environment, nor the folder: a
-    command brings those, and its child applies them (its runs' resources read them)."""
-    from phlo_core.runs.asset_index import digest_files, fingerprint
+    command brings those, and its child applies them (its runs' resources read them). The
+    workspace file is found without loading the settings (`configured_workspace`); the child
+    checks that its settings name the one its server loaded (`_other_workspace`)."""
+    from phlo_core.runs.asset_index import digest_files, workspace_fingerprint
+    from phlo_core.workspace import configured_workspace
 
     digest = hashlib.sha256()
-    digest.update(fingerprint(_code_settings()).encode())  # workspace, locations, dbt, core
+    digest.update(workspace_fingerprint(configured_workspace()).encode())  # locations, dbt, core
     digest_files(digest, Path(__file__).parent)  # and phlo's CLI
     for entry in sys.path:  # packages installed or upgraded change their folder's time
         if Path(entry).name in ("site-packages", "dist-packages") or entry.endswith(".pex"):
@@ -243,8 +235,7 @@ def _converse(sock: socket.socket, tokens: Sequence[str]) -> int | None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signum)
 
-    for signum in FORWARDED:
-        signal.signal(signum, forward)
+    before = {signum: signal.signal(signum, forward) for signum in FORWARDED}
     try:
         last = reader.readline()
     except ConnectionError:
@@ -252,6 +243,14 @@ def _converse(sock: socket.socket, tokens: Sequence[str]) -> int | None:
     if not last:
         return _status_lost()
     ended = json.loads(last)
+    if ended.get("redo"):  # the child ran nothing: this process runs the command itself
+        for signum, handler in before.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        print(
+            f"phlo: warning: not using the phlo server: {ended['redo']}; running directly",
+            file=sys.stderr,
+        )
+        return None
     if ended.get("signal"):  # killed by a signal: so is this process, as a shell reports it
         signum = int(ended["signal"])
         signal.signal(signum, signal.SIG_DFL)
@@ -455,7 +454,7 @@ def _preload() -> None:
     from phlo_core.dbt.project import prepare_project, prepared_projects
     from phlo_core.dbt.runner import parsed_manifest
     from phlo_core.settings import check_home, get_settings
-    from phlo_core.workspace import load_definitions, location_refs
+    from phlo_core.workspace import load_definitions, location_refs, workspace_file
 
     # What a process's first run imports beyond the definitions (Dagster's storages and their
     # SQLAlchemy and alembic, the run's execution, dbt's build task): about 2 s a command when
@@ -463,8 +462,10 @@ def _preload() -> None:
     for name in _FIRST_RUN_MODULES:
         with contextlib.suppress(ImportError):  # dagster_postgres: only if installed
             importlib.import_module(name)
+    global _workspace
     settings = get_settings()
     check_home(settings)
+    _workspace = workspace_file(settings)
     for ref in location_refs(settings):
         load_definitions(ref, settings)
     for project_dir in prepared_projects():
@@ -787,6 +788,10 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:  # type:
         from phlo_core.settings import use_settings
 
         use_settings(None)  # read again from the caller's environment
+        if not request.get("worker") and (other := _other_workspace()):
+            conn.sendall(json.dumps({"redo": other}).encode() + b"\n")
+            code = 0
+            return
         threading.Thread(target=_die_with_client, args=(conn,), daemon=True).start()
         if request.get("worker"):
             from phlo_core.backfill.workers import worker_main
@@ -810,6 +815,23 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:  # type:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _other_workspace() -> str | None:
+    """In a command's child: why its server is not the one for it, when its settings name
+    another workspace file than the server loaded (its client found the server by the file it
+    read from the same sources: `configured_workspace`). None when they agree, or when the
+    settings do not load (the command then says why)."""
+    from phlo_core.settings import get_settings
+    from phlo_core.workspace import workspace_file
+
+    try:
+        wanted = workspace_file(get_settings())
+    except Exception:  # noqa: BLE001 (the command reports it)
+        return None
+    if _workspace is None or wanted == _workspace:
+        return None
+    return f"its settings name workspace {wanted}, the server's is {_workspace}"
 
 
 def _die_with_client(conn: socket.socket) -> None:

@@ -1,7 +1,8 @@
 """Phlo's configuration: one pydantic-settings object read from the environment and `.env`.
 
 No other module reads `os.environ` for settings; everything that needs a path, a timezone or a
-credential asks `get_settings()`.
+credential asks `get_settings()`. (`setting_sources` says where settings come from, and reads one
+value from there without pydantic for the warm server's client.)
 """
 
 from __future__ import annotations
@@ -25,10 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from phlo_core.redact import dsn_password, redact, register_secret
-
-# Written by `phlo services up` into PHLO_HOME: the settings of the local production profile.
-# Read beneath the environment and `.env`, which win where both set a value.
-SERVICES_ENV = "services.env"
+from phlo_core.setting_sources import DEFAULT_HOME, DOTENV, SERVICES_ENV, env_files
 
 # A source request's total time and answer size (HTTP_DEADLINE_SECONDS, HTTP_MAX_RESPONSE_MB):
 # far above what a healthy source needs (a page of 100,000 JSON readings is ~30 MB), far
@@ -183,7 +181,7 @@ class LocationSettings(BaseSettings):
     environment first), with the same one-line errors (`load_location_settings`)."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=DOTENV, env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
 
 
@@ -195,7 +193,7 @@ class PhloSettings(BaseSettings):
     phlo's business and are ignored."""
 
     model_config = SettingsConfigDict(
-        env_file=".env",
+        env_file=DOTENV,
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
@@ -212,7 +210,7 @@ class PhloSettings(BaseSettings):
         or `.env`, which each location's model reads itself)."""
         return dict(self._location_values)
 
-    phlo_home: Path = Field(default=Path(".phlo"), description="Everything local lives here.")
+    phlo_home: Path = Field(default=DEFAULT_HOME, description="Everything local lives here.")
     phlo_timezone: str = Field(default="UTC", description="IANA zone; a partition is a local day.")
     phlo_partition_start: Annotated[dt.date, NoDecode] = Field(default=dt.date(2024, 1, 1))
     phlo_lake_catalog: str | None = Field(
@@ -661,9 +659,7 @@ def load_settings(**overrides: object) -> PhloSettings:
     try:
         given = {k: v for k, v in core.items() if k == "phlo_home"}
         home = _Home(**given).phlo_home  # pyright: ignore[reportArgumentType]
-        services = home.expanduser().resolve() / SERVICES_ENV
-        env_files = (services, ".env") if services.is_file() else (".env",)
-        settings = PhloSettings(_env_file=env_files, **core)  # pyright: ignore
+        settings = PhloSettings(_env_file=env_files(home), **core)  # pyright: ignore
     except ValidationError as exc:
         raise _one_line(exc) from None
     return _with_location_values(settings, for_locations)
@@ -726,9 +722,9 @@ class _Home(BaseSettings):
     """PHLO_HOME alone, read as PhloSettings reads it: where to look for services.env."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=DOTENV, env_file_encoding="utf-8", extra="ignore", case_sensitive=False
     )
-    phlo_home: Path = Path(".phlo")
+    phlo_home: Path = DEFAULT_HOME
 
 
 def services_profile(home: Path) -> dict[str, str]:

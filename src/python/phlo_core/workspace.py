@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from phlo_core.settings import PhloSettings
-
 if TYPE_CHECKING:
     from dagster import Definitions
+
+    from phlo_core.settings import PhloSettings
 
 
 def _repo_root() -> Path:
@@ -50,15 +50,29 @@ class LocationRef:
 
 
 def workspace_file(settings: PhloSettings) -> Path:
-    return (
-        settings.phlo_workspace.expanduser().resolve()
-        if settings.phlo_workspace
-        else DEFAULT_WORKSPACE
-    )
+    return workspace_at(settings.phlo_workspace)
+
+
+def workspace_at(setting: Path | None) -> Path:
+    """The workspace file PHLO_WORKSPACE names (None: phlo's own)."""
+    return setting.expanduser().resolve() if setting else DEFAULT_WORKSPACE
+
+
+def configured_workspace() -> Path:
+    """The workspace file the settings name, found without loading them (pydantic: 0.2 s), for
+    the warm server's client: `workspace_file(get_settings())` whenever those load."""
+    from phlo_core.setting_sources import raw_setting
+
+    setting = raw_setting("phlo_workspace")
+    return workspace_at(None if setting is None else Path(setting))
 
 
 def location_refs(settings: PhloSettings) -> list[LocationRef]:
-    path = workspace_file(settings)
+    return workspace_refs(workspace_file(settings))
+
+
+def workspace_refs(path: Path) -> list[LocationRef]:
+    """The code locations the workspace file `path` lists."""
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except OSError as exc:

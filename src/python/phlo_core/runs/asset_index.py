@@ -22,11 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from phlo_core.settings import PhloSettings
-from phlo_core.workspace import DBT_ROOT, location_refs, workspace_file
+from phlo_core.workspace import DBT_ROOT, workspace_file, workspace_refs
 
 if TYPE_CHECKING:
     from dagster import Definitions
+
+    from phlo_core.settings import PhloSettings
 
 TABLE_NAME_KEY = "dagster/table_name"  # Dagster's metadata key for the table an asset writes
 _SKIPPED_FOLDERS = {"__pycache__", "target", "dbt_packages", "logs", ".pytest_cache"}
@@ -126,9 +127,9 @@ def _cache_path(settings: PhloSettings) -> Path:
     return settings.home / "cache" / "assets.json"
 
 
-def _source_folders(settings: PhloSettings) -> list[Path]:
+def _source_folders(workspace: Path) -> list[Path]:
     folders = [DBT_ROOT, Path(__file__).parents[1]]  # all of phlo_core
-    for ref in location_refs(settings):
+    for ref in workspace_refs(workspace):
         spec = importlib.util.find_spec(ref.package.split(".")[0])
         if spec is not None and spec.submodule_search_locations:
             folders += [Path(p) for p in spec.submodule_search_locations]
@@ -150,11 +151,15 @@ def fingerprint(settings: PhloSettings) -> str:
     """A hash of what decides the asset graph: the workspace file and the modification times and
     sizes of the locations' and dbt projects' files. Settings do not: a location's assets are
     the same whatever its settings (the demo's index serves the user's commands too)."""
+    return workspace_fingerprint(workspace_file(settings))
+
+
+def workspace_fingerprint(workspace: Path) -> str:
+    """`fingerprint` for the workspace file `workspace`."""
     digest = hashlib.sha256()
-    workspace = workspace_file(settings)
     digest.update(str(workspace).encode())
     digest.update(workspace.read_bytes() if workspace.exists() else b"")
-    for folder in _source_folders(settings):
+    for folder in _source_folders(workspace):
         digest_files(digest, folder)
     return digest.hexdigest()
 
