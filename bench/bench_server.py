@@ -4,7 +4,8 @@ whatever the settings, against Dagster's own CLI and phlo run directly, measured
 - one day of `dlt_glucose_entries+` (nightscout's eight assets, insights' mart, publishing)
   through the server vs `dagster asset materialize` of the nightscout location's
   `dlt_glucose_entries*` (target <= 0.5x), on a quiet machine and on a busy one (two processes
-  spinning on the two cores);
+  spinning on the two cores): the medians of five pairs, each pair one day of each, one after
+  the other;
 - a settings error (blank NIGHTSCOUT_URL) and an unknown asset, each right after another setting
   changed (target < 1 s), vs the same command run directly;
 - the servers left, and their memory, after ten commands with ten different settings (target
@@ -32,6 +33,7 @@ from ratios import Ratios
 BIN = Path(sys.executable).parent
 PHLO, DAGSTER = str(BIN / "phlo"), str(BIN / "dagster")
 SELECTION = "dlt_glucose_entries+"
+PAIRS = 5  # one-day runs on each side, medians compared
 
 
 def run(args: list[str], env: dict[str, str], expect: int = 0) -> float:
@@ -101,23 +103,31 @@ def main() -> None:
         day = iter(f"2024-{month:02d}-{d:02d}" for month in (2, 3, 4) for d in range(1, 29))
         for machine in ("quiet", "busy"):
             with busy(machine == "busy"):
-                dagster = statistics.median(
-                    run(
-                        [DAGSTER, "asset", "materialize", "-m", "locations.nightscout.definitions"]
-                        + ["--select", "dlt_glucose_entries*", "--partition", next(day)],
-                        direct,
+                # Pairs, each a baseline then a served day: a VM that slows down or speeds up
+                # over the minutes this takes weighs on both sides alike.
+                dagster, served = [], []
+                for _ in range(PAIRS):
+                    dagster.append(
+                        run(
+                            [DAGSTER, "asset", "materialize"]
+                            + ["-m", "locations.nightscout.definitions"]
+                            + ["--select", "dlt_glucose_entries*", "--partition", next(day)],
+                            direct,
+                        )
                     )
-                    for _ in range(3)
-                )
-                served = statistics.median(
-                    run([PHLO, "materialize", SELECTION, "--partition", next(day)], env)
-                    for _ in range(3)
-                )
+                    served.append(
+                        run([PHLO, "materialize", SELECTION, "--partition", next(day)], env)
+                    )
                 ratios.record(
                     f"one day of {SELECTION}, warm server ({machine})",
-                    served,
+                    statistics.median(served),
                     f"dagster asset materialize dlt_glucose_entries* ({machine})",
-                    dagster,
+                    statistics.median(dagster),
+                )
+                ratios.note(
+                    f"one-day pairs ({machine}), served/dagster",
+                    " ".join(f"{s:.1f}/{d:.1f}" for s, d in zip(served, dagster, strict=True)),
+                    "s",
                 )
 
         # Answers right after a setting changed: each command brings settings never seen.
