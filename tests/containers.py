@@ -22,7 +22,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
@@ -119,8 +119,19 @@ def remove_stale_containers() -> list[str]:
     return removed
 
 
-def _wait(what: str, answers: Any, container: Any, seconds: float = 60) -> float:
-    """Seconds until `answers()`; ServiceError when the container exits or time runs out."""
+def _last_lines(log: str) -> str:
+    return " / ".join(log.strip().splitlines()[-3:])
+
+
+def _wait(
+    what: str,
+    answers: Any,
+    container: Any,
+    seconds: float = 60,
+    reason: Callable[[str], str] = _last_lines,
+) -> float:
+    """Seconds until `answers()`; ServiceError when the container exits (with `reason` found
+    in its log) or time runs out."""
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         if answers():
@@ -128,8 +139,8 @@ def _wait(what: str, answers: Any, container: Any, seconds: float = 60) -> float
         wrapped = container.get_wrapped_container()
         wrapped.reload()
         if wrapped.status in ("exited", "dead"):
-            reason = weed_failure(wrapped.logs(tail=400).decode(errors="replace"))
-            raise ServiceError(f"{what}'s container exited: {reason}")
+            told = reason(wrapped.logs().decode(errors="replace")) or "(nothing logged)"
+            raise ServiceError(f"{what}'s container exited: {told}")
         time.sleep(0.1)
     raise ServiceError(f"{what}'s container did not answer within {seconds:.0f} s")
 
@@ -185,7 +196,7 @@ def container_servers(root: Path) -> Iterator[ContainerServers]:
         )
         started.append(s3.start())
         state["s3_seconds"] = _wait(
-            "SeaweedFS", lambda: s3_bucket_answers(state["s3_port"], creds), s3
+            "SeaweedFS", lambda: s3_bucket_answers(state["s3_port"], creds), s3, reason=weed_failure
         )
         yield ContainerServers(state)
     finally:

@@ -74,6 +74,19 @@ def test_services_env_of_the_home_the_environment_names(
     assert both() == (Path("/srv/default-home.yaml"),) * 2  # the default home's
 
 
+def test_a_name_without_a_value_in_a_later_file_unsets_it_as_for_the_settings(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (folder / ".env").write_text("PHLO_WORKSPACE=/srv/a.yaml\nphlo_workspace\n")
+    assert both() == (DEFAULT_WORKSPACE, DEFAULT_WORKSPACE)
+    services_env(folder / ".phlo", "PHLO_WORKSPACE=/srv/b.yaml\n")
+    (folder / ".env").write_text("PHLO_WORKSPACE\n")
+    assert both() == (DEFAULT_WORKSPACE, DEFAULT_WORKSPACE)
+    services_env(folder / "h", "PHLO_WORKSPACE=/srv/h.yaml\n")
+    (folder / ".env").write_text("PHLO_HOME=h\nPhlo_Home\n")  # the default home's, then
+    assert both() == (Path("/srv/b.yaml"),) * 2
+
+
 def test_blank_values_are_read_as_the_settings_read_them(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -85,12 +98,12 @@ def test_blank_values_are_read_as_the_settings_read_them(
     assert client == settings
 
 
-def test_finding_the_workspace_loads_no_pydantic() -> None:
+def test_the_clients_key_loads_no_pydantic() -> None:
     import subprocess
 
     code = (
-        "import sys; from phlo_core.workspace import configured_workspace; "
-        "configured_workspace(); print(sorted(m for m in sys.modules if 'pydantic' in m))"
+        "import sys; from phlo_cli.server import server_key; "
+        "server_key(); print(sorted(m for m in sys.modules if 'pydantic' in m))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

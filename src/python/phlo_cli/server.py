@@ -236,16 +236,24 @@ def _converse(sock: socket.socket, tokens: Sequence[str]) -> int | None:
                 os.kill(pid, signum)
 
     before = {signum: signal.signal(signum, forward) for signum in FORWARDED}
-    try:
-        last = reader.readline()
-    except ConnectionError:
-        last = b""
-    if not last:
-        return _status_lost()
-    ended = json.loads(last)
-    if ended.get("redo"):  # the child ran nothing: this process runs the command itself
+
+    def restore() -> None:  # for this process to run the command itself
         for signum, handler in before.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+    try:
+        try:
+            last = reader.readline()
+        except ConnectionError:
+            last = b""
+        if not last:
+            return _status_lost()
+        ended = json.loads(last)
+    except BaseException:
+        restore()
+        raise
+    if ended.get("redo"):  # the child ran nothing: this process runs the command itself
+        restore()
         print(
             f"phlo: warning: not using the phlo server: {ended['redo']}; running directly",
             file=sys.stderr,
@@ -454,7 +462,12 @@ def _preload() -> None:
     from phlo_core.dbt.project import prepare_project, prepared_projects
     from phlo_core.dbt.runner import parsed_manifest
     from phlo_core.settings import check_home, get_settings
-    from phlo_core.workspace import load_definitions, location_refs, workspace_file
+    from phlo_core.workspace import (
+        configured_workspace,
+        load_definitions,
+        location_refs,
+        workspace_file,
+    )
 
     # What a process's first run imports beyond the definitions (Dagster's storages and their
     # SQLAlchemy and alembic, the run's execution, dbt's build task): about 2 s a command when
@@ -466,6 +479,11 @@ def _preload() -> None:
     settings = get_settings()
     check_home(settings)
     _workspace = workspace_file(settings)
+    if configured_workspace() != _workspace:  # its key would not say what it serves
+        raise RuntimeError(
+            f"the workspace file found without loading the settings, {configured_workspace()}, "
+            f"is not the settings' own, {_workspace}"
+        )
     for ref in location_refs(settings):
         load_definitions(ref, settings)
     for project_dir in prepared_projects():

@@ -33,21 +33,24 @@ def _environment(name: str) -> str | None:
 
 
 def _from_files(name: str, files: tuple[Path | str, ...]) -> str | None:
+    """As pydantic-settings merges env files: every name lowercased, a later file's line
+    replacing an earlier one's, a name without `=` (None) too."""
     from dotenv import dotenv_values  # what pydantic-settings parses env files with
 
-    found = None
+    merged: dict[str, str | None] = {}
     for file in files:
         path = Path(file).expanduser()
         if path.is_file() or path.is_fifo():
-            for key, value in dotenv_values(path, encoding="utf-8").items():
-                if key.lower() == name and value is not None:
-                    found = value
-    return found
+            merged.update(
+                (key.lower(), value) for key, value in dotenv_values(path, encoding="utf-8").items()
+            )
+    return merged.get(name)
 
 
 def raw_setting(name: str) -> str | None:
     """Setting `name`'s value before validation, from where PhloSettings reads it (None: not
     set anywhere, its default applies)."""
+    name = name.lower()
     value = _environment(name)
     if value is not None:
         return value

@@ -143,6 +143,8 @@ def layout(settings: PhloSettings) -> Layout:
 
 # Ports phlo chooses for its servers start here: below, the usual ports of other software.
 FIRST_CHOSEN_PORT = 20000
+_chosen: set[int] = set()  # ports free_port gave in this process: a start takes several at once
+_random = random.SystemRandom()
 
 
 def ephemeral_ports() -> range:
@@ -158,7 +160,8 @@ def free_port() -> int:
     """A port no socket holds, outside the kernel's ephemeral range. A port the kernel picked
     (bind to port 0) is one it also gives outgoing connections: any client, SeaweedFS's own
     services talking to each other among them, could take it between the choice and the
-    server's bind, or on a later `up` that reuses the port."""
+    server's bind, or on a later `up` that reuses the port. Never one it gave before in this
+    process (a start chooses several before it binds any)."""
     ephemeral = ephemeral_ports()
     pools = [
         pool
@@ -169,12 +172,13 @@ def free_port() -> int:
         if pool
     ]
     for _ in range(200 if pools else 0):
-        pool = random.choices(pools, weights=[len(pool) for pool in pools])[0]
-        port = random.choice(pool)
-        if not port_in_use(port):
+        pool = _random.choices(pools, weights=[len(pool) for pool in pools])[0]
+        port = _random.choice(pool)
+        if port not in _chosen and not port_in_use(port):
+            _chosen.add(port)
             return port
     with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as probe:
-        probe.bind(("127.0.0.1", 0))  # every port outside the range taken: the kernel's choice
+        probe.bind(("127.0.0.1", 0))  # no port outside the range free: the kernel's choice
         return int(probe.getsockname()[1])
 
 

@@ -188,6 +188,7 @@ def s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, s
     command = s3_command(where, port, ports, creds, str(weed_bin()))
     environment = {k: v for k, v in os.environ.items() if not k.startswith("WEED_")}
     with where.s3_log.open("ab") as log:
+        before = log.tell()  # the log of earlier starts stays above
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -202,7 +203,9 @@ def s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, s
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            reason = weed_failure(where.s3_log.read_text(errors="replace"))
+            with where.s3_log.open("rb") as log:
+                log.seek(before)
+                reason = weed_failure(log.read().decode(errors="replace"))
             raise ServiceError(f"SeaweedFS exited at start: {reason or process.returncode}")
         if s3_bucket_answers(port, creds):
             return
@@ -211,12 +214,14 @@ def s3_start(where: Layout, port: int, ports: dict[str, int], creds: dict[str, s
 
 
 def weed_failure(log: str) -> str:
-    """Why SeaweedFS stopped, from its log: the first error, fatal or panic line (a fatal one is
-    followed by every goroutine's stack, so the log's last line says nothing), else the last."""
+    """Why SeaweedFS stopped, from what it logged: the first fatal or panic line (each is
+    followed by every goroutine's stack, so the last line says nothing), else the first error
+    line, else the last line."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
-    for line in lines:
-        if re.match(r"[EF]\d{4} |panic: |fatal error: ", line):
-            return line
+    for pattern in (r"F\d{4} |panic: |fatal error: ", r"E\d{4} "):
+        for line in lines:
+            if re.match(pattern, line):
+                return line
     return lines[-1] if lines else ""
 
 
