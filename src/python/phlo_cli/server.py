@@ -479,10 +479,11 @@ def _preload() -> None:
     settings = get_settings()
     check_home(settings)
     _workspace = workspace_file(settings)
-    if configured_workspace() != _workspace:  # its key would not say what it serves
+    keyed = configured_workspace()
+    if keyed != _workspace:  # its key would not say what it serves
         raise RuntimeError(
-            f"the workspace file found without loading the settings, {configured_workspace()}, "
-            f"is not the settings' own, {_workspace}"
+            f"the workspace file found without loading the settings, {keyed}, is not the "
+            f"settings' own, {_workspace}"
         )
     for ref in location_refs(settings):
         load_definitions(ref, settings)

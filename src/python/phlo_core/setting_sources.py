@@ -18,9 +18,14 @@ DOTENV = ".env"  # in the current folder
 DEFAULT_HOME = Path(".phlo")
 
 
+def services_env(home: Path) -> Path:
+    """The settings file `phlo services up` writes for the home `home`."""
+    return home.expanduser().resolve() / SERVICES_ENV
+
+
 def env_files(home: Path) -> tuple[Path | str, ...]:
     """The env files PhloSettings reads for the home `home`, the last one winning."""
-    services = home.expanduser().resolve() / SERVICES_ENV
+    services = services_env(home)
     return (services, DOTENV) if services.is_file() else (DOTENV,)
 
 

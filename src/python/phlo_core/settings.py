@@ -26,7 +26,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from phlo_core.redact import dsn_password, redact, register_secret
-from phlo_core.setting_sources import DEFAULT_HOME, DOTENV, SERVICES_ENV, env_files
+from phlo_core.setting_sources import (
+    DEFAULT_HOME,
+    DOTENV,
+    env_files,
+    services_env,
+)
 
 # A source request's total time and answer size (HTTP_DEADLINE_SECONDS, HTTP_MAX_RESPONSE_MB):
 # far above what a healthy source needs (a page of 100,000 JSON readings is ~30 MB), far
@@ -731,7 +736,7 @@ def services_profile(home: Path) -> dict[str, str]:
     """The settings `phlo services up` wrote for the home `home` (empty when there are none)."""
     from dotenv import dotenv_values
 
-    path = home.expanduser().resolve() / SERVICES_ENV
+    path = services_env(home)
     if not path.is_file():
         return {}
     return {key.lower(): value for key, value in dotenv_values(path).items() if value is not None}

@@ -85,7 +85,8 @@ from phlo_core.services.superset import (
     superset_start,
     superset_stop,
 )
-from phlo_core.settings import SERVICES_ENV, PhloSettings
+from phlo_core.setting_sources import SERVICES_ENV
+from phlo_core.settings import PhloSettings
 
 _ADMIN_KEY = "superset_admin_password"  # in the state file's credentials
 
